@@ -1,0 +1,194 @@
+//! Message ids and return codes of the Lars protocol as Rust enums, with checked conversions
+//! from the `i32` that travels on the wire, and [`Message`]: one decoded message of any kind.
+
+use crate::error::WireError;
+use crate::messages::{
+    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportRequest,
+    ReportStatusRequest,
+};
+use quick_protobuf::{BytesReader, MessageRead};
+
+/// The `msgid` of a frame header: which message the body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum MsgId {
+    /// agent → dns: ask for a route (and subscribe to its changes).
+    GetRouteRequest = 1,
+    /// dns → agent: a route's hosts, as a reply or a pushed change.
+    GetRouteResponse = 2,
+    /// agent → reporter: call statistics of one route.
+    ReportStatusRequest = 3,
+    /// API → agent (UDP): pick a host.
+    GetHostRequest = 4,
+    /// agent → API (UDP): the picked host.
+    GetHostResponse = 5,
+    /// API → agent (UDP): the outcome of a call; no reply.
+    ReportRequest = 6,
+    /// API → agent (UDP): list a route's hosts.
+    ApiGetRouteRequest = 7,
+    /// agent → API (UDP): a route's hosts.
+    ApiGetRouteResponse = 8,
+}
+
+impl MsgId {
+    /// Every message id, in wire order.
+    pub const ALL: [MsgId; 8] = [
+        MsgId::GetRouteRequest,
+        MsgId::GetRouteResponse,
+        MsgId::ReportStatusRequest,
+        MsgId::GetHostRequest,
+        MsgId::GetHostResponse,
+        MsgId::ReportRequest,
+        MsgId::ApiGetRouteRequest,
+        MsgId::ApiGetRouteResponse,
+    ];
+
+    /// The id as it travels in a header.
+    pub const fn as_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+impl TryFrom<i32> for MsgId {
+    type Error = WireError;
+
+    fn try_from(id: i32) -> Result<Self, WireError> {
+        match id {
+            1..=8 => Ok(MsgId::ALL[(id - 1) as usize]),
+            _ => Err(WireError::UnknownMsgId(id)),
+        }
+    }
+}
+
+/// The `retcode` of a `GetHostResponse` or `ReportRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum RetCode {
+    /// The call succeeded / a host was picked.
+    Succ = 0,
+    /// Every host of the route is overloaded.
+    Overload = 1,
+    /// The agent could not answer.
+    SystemError = 2,
+    /// The route does not exist (yet): the agent has asked dns for it.
+    NoExist = 3,
+}
+
+impl RetCode {
+    /// The code as it travels in a message.
+    pub const fn as_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+impl TryFrom<i32> for RetCode {
+    type Error = WireError;
+
+    fn try_from(code: i32) -> Result<Self, WireError> {
+        match code {
+            0 => Ok(RetCode::Succ),
+            1 => Ok(RetCode::Overload),
+            2 => Ok(RetCode::SystemError),
+            3 => Ok(RetCode::NoExist),
+            _ => Err(WireError::UnknownRetCode(code)),
+        }
+    }
+}
+
+/// One decoded message of any kind, tagged by its [`MsgId`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// msgid 1.
+    GetRouteRequest(GetRouteRequest),
+    /// msgid 2.
+    GetRouteResponse(GetRouteResponse),
+    /// msgid 3.
+    ReportStatusRequest(ReportStatusRequest),
+    /// msgid 4.
+    GetHostRequest(GetHostRequest),
+    /// msgid 5.
+    GetHostResponse(GetHostResponse),
+    /// msgid 6.
+    ReportRequest(ReportRequest),
+    /// msgid 7 (same body as msgid 1).
+    ApiGetRouteRequest(GetRouteRequest),
+    /// msgid 8 (same body as msgid 2).
+    ApiGetRouteResponse(GetRouteResponse),
+}
+
+impl Message {
+    /// The id this message travels under.
+    pub fn msg_id(&self) -> MsgId {
+        match self {
+            Message::GetRouteRequest(_) => MsgId::GetRouteRequest,
+            Message::GetRouteResponse(_) => MsgId::GetRouteResponse,
+            Message::ReportStatusRequest(_) => MsgId::ReportStatusRequest,
+            Message::GetHostRequest(_) => MsgId::GetHostRequest,
+            Message::GetHostResponse(_) => MsgId::GetHostResponse,
+            Message::ReportRequest(_) => MsgId::ReportRequest,
+            Message::ApiGetRouteRequest(_) => MsgId::ApiGetRouteRequest,
+            Message::ApiGetRouteResponse(_) => MsgId::ApiGetRouteResponse,
+        }
+    }
+
+    /// Decodes a body received under `msgid`.
+    pub fn decode(msgid: i32, body: &[u8]) -> Result<Message, WireError> {
+        Ok(match MsgId::try_from(msgid)? {
+            MsgId::GetRouteRequest => Message::GetRouteRequest(decode_body(msgid, body)?),
+            MsgId::GetRouteResponse => Message::GetRouteResponse(decode_body(msgid, body)?),
+            MsgId::ReportStatusRequest => Message::ReportStatusRequest(decode_body(msgid, body)?),
+            MsgId::GetHostRequest => Message::GetHostRequest(decode_body(msgid, body)?),
+            MsgId::GetHostResponse => Message::GetHostResponse(decode_body(msgid, body)?),
+            MsgId::ReportRequest => Message::ReportRequest(decode_body(msgid, body)?),
+            MsgId::ApiGetRouteRequest => Message::ApiGetRouteRequest(decode_body(msgid, body)?),
+            MsgId::ApiGetRouteResponse => Message::ApiGetRouteResponse(decode_body(msgid, body)?),
+        })
+    }
+}
+
+/// Decodes one protobuf body of type `M`, naming `msgid` in the error. Allocates nothing for
+/// messages without repeated fields.
+///
+/// The body's structure is checked first (a strict walk of every field), so malformed input is an error,
+/// never a panic or a misread.
+pub fn decode_body<'a, M: MessageRead<'a>>(msgid: i32, body: &'a [u8]) -> Result<M, WireError> {
+    let id = MsgId::try_from(msgid)?;
+    crate::body_check::check_body(id, body).map_err(|reason| WireError::BadBody {
+        msgid,
+        reason: reason.to_string(),
+    })?;
+    let mut reader = BytesReader::from_bytes(body);
+    M::from_reader(&mut reader, body).map_err(|e| WireError::BadBody {
+        msgid,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_ids_convert_both_ways_and_reject_the_rest() {
+        for id in MsgId::ALL {
+            assert_eq!(MsgId::try_from(id.as_i32()), Ok(id));
+        }
+        for bad in [0, 9, -1, i32::MIN, i32::MAX] {
+            assert_eq!(MsgId::try_from(bad), Err(WireError::UnknownMsgId(bad)));
+        }
+    }
+
+    #[test]
+    fn retcodes_convert_both_ways_and_reject_the_rest() {
+        for code in [
+            RetCode::Succ,
+            RetCode::Overload,
+            RetCode::SystemError,
+            RetCode::NoExist,
+        ] {
+            assert_eq!(RetCode::try_from(code.as_i32()), Ok(code));
+        }
+        assert_eq!(RetCode::try_from(4), Err(WireError::UnknownRetCode(4)));
+        assert_eq!(RetCode::try_from(-1), Err(WireError::UnknownRetCode(-1)));
+    }
+}

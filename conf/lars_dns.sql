@@ -1,0 +1,58 @@
+-- Lars route and call-statistics schema for MySQL / MariaDB.
+--
+-- Same tables and columns as the original C++ Lars, so existing Lars databases and admin tools
+-- keep working; lars-store runs these statements (idempotent) every time it opens a MySQL store.
+-- To set up a database by hand:  mysql -u root -e 'CREATE DATABASE IF NOT EXISTS lars_dns'
+--                                mysql -u root lars_dns < conf/lars_dns.sql
+--
+-- Differences from the Lars DDL, all compatible with its data: NOT NULL everywhere, an index on
+-- RouteData(modid, cmdid), ServerCallStatus.caller/succ_cnt/err_cnt UNSIGNED (IPv4 addresses
+-- and counters as u32) and RouteVersion.version BIGINT UNSIGNED like RouteChange.version.
+-- lars-store reads every integer as a 64-bit signed value and range-checks it, so tables created
+-- by Lars with the old signedness read the same.
+--
+-- Kept simple for the statement splitter in store/src/schema.rs: statements end with ';', and a
+-- comment is a whole line starting with '--'.
+
+CREATE TABLE IF NOT EXISTS RouteData (
+    id         INT UNSIGNED NOT NULL AUTO_INCREMENT,
+    modid      INT          NOT NULL,
+    cmdid      INT          NOT NULL,
+    serverip   INT UNSIGNED NOT NULL,
+    serverport INT UNSIGNED NOT NULL,
+    PRIMARY KEY (id),
+    KEY route_key (modid, cmdid)
+) ENGINE = InnoDB;
+
+-- The route version the dns service polls; one row, id = 1.
+CREATE TABLE IF NOT EXISTS RouteVersion (
+    id      INT UNSIGNED    NOT NULL AUTO_INCREMENT,
+    version BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB;
+
+INSERT IGNORE INTO RouteVersion (id, version) VALUES (1, 0);
+
+-- One row per route edit: which key changed, at which version.
+CREATE TABLE IF NOT EXISTS RouteChange (
+    id      INT UNSIGNED    NOT NULL AUTO_INCREMENT,
+    modid   INT             NOT NULL,
+    cmdid   INT             NOT NULL,
+    version BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB;
+
+-- Call statistics pushed by the agents through the reporter, latest report per key.
+CREATE TABLE IF NOT EXISTS ServerCallStatus (
+    modid    INT          NOT NULL,
+    cmdid    INT          NOT NULL,
+    ip       INT UNSIGNED NOT NULL,
+    port     INT          NOT NULL,
+    caller   INT UNSIGNED NOT NULL,
+    succ_cnt INT UNSIGNED NOT NULL,
+    err_cnt  INT UNSIGNED NOT NULL,
+    ts       BIGINT       NOT NULL,
+    overload CHAR(1)      NOT NULL,
+    PRIMARY KEY (modid, cmdid, ip, port, caller),
+    KEY mlb_index (modid, cmdid)
+) ENGINE = InnoDB;

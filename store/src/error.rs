@@ -1,0 +1,140 @@
+//! The store's one error type, [`StoreError`], shared by both backends.
+//!
+//! Each variant names what went wrong and where (the URL part, the operation, the table and row),
+//! so a caller can log it as is. The `Display` text includes the backend's own message, so
+//! `%err` in a log line is enough; `source()` still returns the backend error for callers that
+//! walk the chain. Nothing here ever contains a password.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL could not be understood.
+    #[error("bad store URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL as given, with any password replaced by `***`.
+        url: String,
+        /// Which part is wrong and why.
+        reason: String,
+    },
+
+    /// The database server could not be reached, or the SQLite file could not be opened.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Where we tried to connect (`host:port/db` or the SQLite path).
+        target: String,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+
+    /// The MySQL database named in the URL does not exist and could not be created.
+    #[error(
+        "database `{db}` on {target} does not exist and cannot be created ({source}); \
+         create it by hand or grant CREATE to the store user"
+    )]
+    CreateDatabase {
+        /// The server, `host:port`.
+        target: String,
+        /// The database name.
+        db: String,
+        /// The server's refusal.
+        #[source]
+        source: BackendError,
+    },
+
+    /// An operation did not finish within its time limit (connecting, or one operation).
+    #[error("{op} on {target} timed out after {after:?}")]
+    Timeout {
+        /// The operation, e.g. `connect`, `load_routes`.
+        op: &'static str,
+        /// Where it ran.
+        target: String,
+        /// The limit that ran out.
+        after: Duration,
+    },
+
+    /// A statement failed.
+    #[error("{op} failed: {source}")]
+    Query {
+        /// The operation, e.g. `add_host`, `create schema`.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+
+    /// A stored row holds a value our types cannot represent; the row was skipped.
+    #[error("bad row in {table} ({row}): {column} = {value}: {reason}")]
+    BadRow {
+        /// The table, e.g. `RouteData`.
+        table: &'static str,
+        /// Which row: its `id`, or its key where the table has no id.
+        row: RowId,
+        /// The offending column.
+        column: &'static str,
+        /// The value as stored, rendered as text.
+        value: String,
+        /// What the value should have been.
+        reason: &'static str,
+    },
+
+    /// The blocking thread that runs an SQLite operation panicked or was cancelled.
+    #[error("{op}: the SQLite worker thread failed: {reason}")]
+    Worker {
+        /// The operation.
+        op: &'static str,
+        /// The panic or cancellation message.
+        reason: String,
+    },
+}
+
+/// The error of one of the two database drivers.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// From `mysql_async`.
+    #[error(transparent)]
+    Mysql(#[from] mysql_async::Error),
+    /// From `rusqlite`.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Which stored row a [`StoreError::BadRow`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowId {
+    /// The row's `id` column (`RouteData`, `RouteChange`, `RouteVersion`).
+    Id(i64),
+    /// The row's key, rendered as text, for tables without an id (`ServerCallStatus`) or rows
+    /// whose id itself is unreadable.
+    Key(String),
+}
+
+impl fmt::Display for RowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowId::Id(id) => write!(f, "id {id}"),
+            RowId::Key(key) => write!(f, "key {key}"),
+        }
+    }
+}
+
+impl StoreError {
+    /// A `Query` error from a `mysql_async` error.
+    pub(crate) fn mysql(op: &'static str, err: mysql_async::Error) -> StoreError {
+        StoreError::Query {
+            op,
+            source: BackendError::Mysql(err),
+        }
+    }
+
+    /// A `Query` error from a `rusqlite` error.
+    pub(crate) fn sqlite(op: &'static str, err: rusqlite::Error) -> StoreError {
+        StoreError::Query {
+            op,
+            source: BackendError::Sqlite(err),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Route and call-statistics storage for Lars (SPEC §5).
+//!
+//! Owns the database: the route table the dns service serves (`RouteData`), its version and
+//! change log (`RouteVersion`, `RouteChange`), and the call statistics the reporter writes
+//! (`ServerCallStatus`), with the table and column names of the original Lars so existing
+//! databases keep working. Two backends sit behind one [`Store`], chosen by a [`StoreUrl`]:
+//! MySQL/MariaDB (`mysql://user:pass@host:port/db`, pooled, for production) and one SQLite file
+//! (`sqlite://PATH`, the default `sqlite://lars.db`, so every binary runs with no database
+//! server and several processes can share the file). Both pass the same tests.
+//!
+//! Callers are the dns service, the reporter and the `lars` CLI. Every method is async on the
+//! tokio runtime and returns a [`StoreError`]; nothing in here panics on what the database or
+//! the URL holds. A stored row our types cannot hold is skipped and reported, never fatal.
+//!
+//! With the `testing` feature, [`testing`] offers throw-away databases and a cuttable TCP proxy
+//! for other crates' tests.
+
+#![deny(missing_docs)]
+
+mod error;
+mod mysql;
+mod route;
+mod row;
+mod schema;
+mod sqlite;
+mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod url;
+
+use std::time::Duration;
+
+pub use crate::error::{BackendError, RowId, StoreError};
+pub use crate::route::{EditOutcome, RouteHost, RouteKey, RouteLoad, RouteTable, next_version};
+pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
+pub use crate::url::{
+    DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MysqlUrl, StoreUrl,
+};
+
+use crate::mysql::MysqlStore;
+use crate::route::RouteEdit;
+use crate::sqlite::SqliteStore;
+
+/// Time limits of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// MySQL: how long to wait for a connection (TCP connect, handshake, or a free pooled one).
+    pub connect_timeout: Duration,
+    /// MySQL: how long one operation may take once connected (all its round trips).
+    /// SQLite: how long to wait for another process's lock (the busy timeout).
+    pub op_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    /// 5 s to connect, 10 s per operation: long enough for a loaded server, short enough that
+    /// a dead one is noticed well within the dns service's 10 s full-reload period.
+    fn default() -> Self {
+        StoreOptions {
+            connect_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The route and call-statistics store. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    url: StoreUrl,
+}
+
+/// The two backends; the enum behind [`Store`].
+#[derive(Clone)]
+enum Backend {
+    /// MySQL or MariaDB through a `mysql_async` pool.
+    Mysql(MysqlStore),
+    /// One SQLite file.
+    Sqlite(SqliteStore),
+}
+
+/// Calls the same method on whichever backend `$store` has.
+macro_rules! on_backend {
+    ($store:expr, $method:ident ( $($arg:expr),* )) => {
+        match &$store.backend {
+            Backend::Mysql(s) => s.$method($($arg),*).await,
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store at `url` with default [`StoreOptions`]: connects, creates the MySQL
+    /// database if it is missing (and privileges allow), creates the tables if absent and the
+    /// `RouteVersion` row `id = 1` if absent. Safe to call on an existing Lars database and
+    /// from several processes at once.
+    pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
+        Store::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit time limits.
+    pub async fn open_with(url: &StoreUrl, options: StoreOptions) -> Result<Store, StoreError> {
+        let backend = match url {
+            StoreUrl::Mysql(m) => Backend::Mysql(MysqlStore::open(m, options).await?),
+            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, options).await?),
+        };
+        Ok(Store {
+            backend,
+            url: url.clone(),
+        })
+    }
+
+    /// The URL the store was opened with (prints without the password).
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, ping())
+    }
+
+    /// The current route version (`RouteVersion.version` of row `id = 1`; 0 if the row is
+    /// missing, and the next edit recreates it).
+    pub async fn route_version(&self) -> Result<i64, StoreError> {
+        on_backend!(self, route_version())
+    }
+
+    /// The whole route table. Rows with a value our types cannot hold are skipped and listed in
+    /// [`RouteLoad::rejected`]; duplicate `(key, host)` rows collapse into one host; hosts keep
+    /// `RouteData.id` order.
+    pub async fn load_routes(&self) -> Result<RouteLoad, StoreError> {
+        on_backend!(self, load_routes())
+    }
+
+    /// The distinct keys of the `RouteChange` rows with `version <= version`, in key order.
+    pub async fn changed_keys_up_to(&self, version: i64) -> Result<Vec<RouteKey>, StoreError> {
+        on_backend!(self, changed_keys_up_to(version))
+    }
+
+    /// Deletes the `RouteChange` rows with `version <= version`; returns how many.
+    pub async fn delete_changes_up_to(&self, version: i64) -> Result<u64, StoreError> {
+        on_backend!(self, delete_changes_up_to(version))
+    }
+
+    /// Deletes every `RouteChange` row (the dns service does this at start); returns how many.
+    pub async fn clear_changes(&self) -> Result<u64, StoreError> {
+        on_backend!(self, clear_changes())
+    }
+
+    /// Adds `host` to the route of `key`. In one transaction: inserts the `RouteData` row,
+    /// inserts `RouteChange(key, v)` and sets `RouteVersion.version = v`, where
+    /// `v = max(now, version + 1)` ([`next_version`]). A host already there changes nothing and
+    /// writes no version.
+    pub async fn add_host(
+        &self,
+        key: RouteKey,
+        host: RouteHost,
+    ) -> Result<EditOutcome, StoreError> {
+        on_backend!(self, edit(RouteEdit::AddHost(key, host)))
+    }
+
+    /// Removes `host` from the route of `key` (every duplicate row of it), with the version bump
+    /// of [`Store::add_host`]. A host not there changes nothing and writes no version.
+    pub async fn remove_host(
+        &self,
+        key: RouteKey,
+        host: RouteHost,
+    ) -> Result<EditOutcome, StoreError> {
+        on_backend!(self, edit(RouteEdit::RemoveHost(key, host)))
+    }
+
+    /// Removes every host of `key`, with the version bump of [`Store::add_host`]. An unknown
+    /// key changes nothing and writes no version.
+    pub async fn remove_route(&self, key: RouteKey) -> Result<EditOutcome, StoreError> {
+        on_backend!(self, edit(RouteEdit::RemoveRoute(key)))
+    }
+
+    /// Writes call statistics: rows with the same key are coalesced first (the last one wins),
+    /// then written as multi-row upserts (one statement per 1000 rows, several in one
+    /// transaction). Returns the number of rows written after coalescing.
+    pub async fn upsert_call_status(&self, rows: &[CallStatusRow]) -> Result<u64, StoreError> {
+        on_backend!(self, upsert_call_status(rows))
+    }
+
+    /// Writes call statistics one statement per row, in order, as the original Lars did: the
+    /// baseline for benchmarks. Same final contents as [`Store::upsert_call_status`]; returns
+    /// `rows.len()`.
+    pub async fn upsert_call_status_per_row(
+        &self,
+        rows: &[CallStatusRow],
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, upsert_call_status_per_row(rows))
+    }
+
+    /// The stored call statistics, optionally only of one modid and/or cmdid, in key order.
+    /// Rows our types cannot hold are logged and skipped.
+    pub async fn load_call_status(
+        &self,
+        modid: Option<i32>,
+        cmdid: Option<i32>,
+    ) -> Result<Vec<CallStatusRow>, StoreError> {
+        on_backend!(self, load_call_status(modid, cmdid))
+    }
+
+    /// Closes the store's connections for every clone: MySQL says goodbye to the server
+    /// (waiting at most the operation timeout); SQLite connections close as the last clone
+    /// drops.
+    pub async fn close(self) {
+        if let Backend::Mysql(s) = self.backend {
+            s.close().await;
+        }
+    }
+
+    /// Testing only: runs one SQL statement as is and returns the affected rows, to plant rows
+    /// the API refuses to write.
+    #[cfg(feature = "testing")]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
+        on_backend!(self, execute_raw(sql.to_string()))
+    }
+
+    /// Testing only: runs a query and returns the first column of its first row as an integer
+    /// (`None` without a row or when it is not an integer).
+    #[cfg(feature = "testing")]
+    pub async fn query_i64(&self, sql: &str) -> Result<Option<i64>, StoreError> {
+        on_backend!(self, query_i64(sql.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Compiles only if every operation's future is `Send`, so services can `tokio::spawn` them.
+    #[allow(dead_code)]
+    fn store_futures_are_send(
+        store: &Store,
+        rows: &[CallStatusRow],
+        key: RouteKey,
+        host: RouteHost,
+    ) {
+        is_send(&Store::open(&StoreUrl::default()));
+        is_send(&store.ping());
+        is_send(&store.route_version());
+        is_send(&store.load_routes());
+        is_send(&store.changed_keys_up_to(0));
+        is_send(&store.delete_changes_up_to(0));
+        is_send(&store.clear_changes());
+        is_send(&store.add_host(key, host));
+        is_send(&store.remove_host(key, host));
+        is_send(&store.remove_route(key));
+        is_send(&store.upsert_call_status(rows));
+        is_send(&store.upsert_call_status_per_row(rows));
+        is_send(&store.load_call_status(None, None));
+        is_send(&store.clone().close());
+    }
+}

@@ -1,0 +1,470 @@
+//! The embedded backend: one SQLite file through `rusqlite` (SQLite compiled in).
+//!
+//! Owns everything that touches `rusqlite`: the file's settings, the schema on first use and the
+//! SQL of every operation. The file is in WAL mode with a busy timeout, so `lars-dns`,
+//! `lars-reporter` and the CLI can use it at the same time from separate processes; every write
+//! takes the write lock up front (`BEGIN IMMEDIATE`), so a read-then-write transaction never
+//! fails half-way on a lock upgrade. SQLite calls block, so each operation runs on tokio's
+//! blocking pool, on a connection borrowed from a small per-store stack of open connections.
+//! Called only through [`Store`](crate::Store).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
+};
+
+use crate::route::{RouteEdit, decode_change_key, decode_route_row, decode_version, next_version};
+use crate::row::Cell;
+use crate::status::{INSERT_COLUMNS, UPSERT_CHUNK_ROWS, coalesce_call_status, keep_good};
+use crate::{
+    BackendError, CallStatusRow, EditOutcome, RouteKey, RouteLoad, StoreError, StoreOptions, status,
+};
+
+/// Open connections kept for reuse per store; more are opened when operations overlap.
+const MAX_IDLE_CONNECTIONS: usize = 4;
+
+/// The upsert's conflict clause: everything but the key is overwritten.
+const ON_CONFLICT: &str = " ON CONFLICT (modid, cmdid, ip, port, caller) DO UPDATE SET \
+     succ_cnt = excluded.succ_cnt, err_cnt = excluded.err_cnt, ts = excluded.ts, \
+     overload = excluded.overload";
+
+/// An SQLite store. Cheap to clone; clones share the idle connections.
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    options: StoreOptions,
+    /// Open connections not in use, each with the identity of the file it opened. Locked only
+    /// to push or pop, never across a statement.
+    idle: Mutex<Vec<(Connection, Option<FileIdentity>)>>,
+    /// Set once the file exists with its schema: from then on connections never create it, so a
+    /// removed file is an error (and the last routes keep serving) rather than a new empty
+    /// database that would tell every agent its routes are gone.
+    created: AtomicBool,
+}
+
+/// Which file a path named when a connection opened it (device and inode): an open connection
+/// keeps reading a file that was removed or replaced, so a connection whose file is no longer
+/// the one at the path is dropped rather than reused.
+type FileIdentity = (u64, u64);
+
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Shared {
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// An idle connection, or a new one with the store's settings.
+    fn take(&self) -> Result<(Connection, Option<FileIdentity>), StoreError> {
+        let now = file_identity(&self.path);
+        {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            while let Some((conn, identity)) = idle.pop() {
+                if identity == now {
+                    return Ok((conn, identity));
+                }
+                tracing::warn!(path = %self.target(), "SQLite file was removed or replaced; reopening");
+            }
+        }
+        let connect_err = |e| StoreError::Connect {
+            target: self.target(),
+            source: BackendError::Sqlite(e),
+        };
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !self.created.load(Ordering::Acquire) {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(connect_err)?;
+        conn.busy_timeout(self.options.op_timeout)
+            .map_err(connect_err)?;
+        // In WAL mode NORMAL still never corrupts the file; a power cut can lose the last
+        // commits, which the reporter re-sends and an operator re-runs.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(connect_err)?;
+        Ok((conn, file_identity(&self.path)))
+    }
+
+    /// Returns a connection for reuse, unless it is left inside a transaction or enough are kept.
+    fn give_back(&self, conn: Connection, identity: Option<FileIdentity>) {
+        if !conn.is_autocommit() {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push((conn, identity));
+        }
+    }
+}
+
+/// `rusqlite` results into [`StoreError::Query`] naming the operation.
+trait During<T> {
+    fn during(self, op: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> During<T> for Result<T, rusqlite::Error> {
+    fn during(self, op: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::sqlite(op, e))
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating) the file, switches it to WAL and creates the schema if absent.
+    pub(crate) async fn open(
+        path: &Path,
+        options: StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        const OP: &str = "create schema";
+        let store = SqliteStore {
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                options,
+                idle: Mutex::new(Vec::new()),
+                created: AtomicBool::new(false),
+            }),
+        };
+        store
+            .run(OP, |conn| {
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .during(OP)?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    let mode: String = conn
+                        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                        .during(OP)?;
+                    if !mode.eq_ignore_ascii_case("wal") {
+                        tracing::warn!(%mode, "SQLite refused WAL mode; concurrent use will block more");
+                    }
+                }
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .during(OP)?;
+                tx.execute_batch(crate::schema::SQLITE_SCHEMA).during(OP)?;
+                tx.commit().during(OP)
+            })
+            .await?;
+        store.shared.created.store(true, Ordering::Release);
+        tracing::info!(path = %path.display(), "opened SQLite store");
+        Ok(store)
+    }
+
+    /// Runs `f` on a connection on tokio's blocking pool.
+    async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let (mut conn, identity) = shared.take()?;
+            let result = f(&mut conn);
+            shared.give_back(conn, identity);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Worker {
+            op,
+            reason: e.to_string(),
+        })?
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(())).during("ping")
+        })
+        .await
+    }
+
+    pub(crate) async fn route_version(&self) -> Result<i64, StoreError> {
+        self.run("route_version", |conn| {
+            let cell = conn
+                .query_row("SELECT version FROM RouteVersion WHERE id = 1", [], |r| {
+                    Ok(cells::<1>(r))
+                })
+                .optional()
+                .during("route_version")?;
+            decode_version(cell.map(|[c]| c))
+        })
+        .await
+    }
+
+    pub(crate) async fn load_routes(&self) -> Result<RouteLoad, StoreError> {
+        const OP: &str = "load_routes";
+        self.run(OP, |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id")
+                .during(OP)?;
+            let rows = stmt.query_map([], |r| Ok(cells::<5>(r))).during(OP)?;
+            let mut load = RouteLoad::default();
+            for row in rows {
+                load.push(decode_route_row(row.during(OP)?));
+            }
+            Ok(load)
+        })
+        .await
+    }
+
+    pub(crate) async fn changed_keys_up_to(
+        &self,
+        version: i64,
+    ) -> Result<Vec<RouteKey>, StoreError> {
+        const OP: &str = "changed_keys_up_to";
+        self.run(OP, move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT MIN(id), modid, cmdid FROM RouteChange WHERE version <= ?1 \
+                     GROUP BY modid, cmdid ORDER BY modid, cmdid",
+                )
+                .during(OP)?;
+            let rows = stmt
+                .query_map([version], |r| Ok(cells::<3>(r)))
+                .during(OP)?;
+            let mut keys = Vec::new();
+            for row in rows {
+                let [id, modid, cmdid] = row.during(OP)?;
+                keys.extend(decode_change_key(id, modid, cmdid));
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_changes_up_to(&self, version: i64) -> Result<u64, StoreError> {
+        const OP: &str = "delete_changes_up_to";
+        self.run(OP, move |conn| {
+            let n = conn
+                .execute("DELETE FROM RouteChange WHERE version <= ?1", [version])
+                .during(OP)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn clear_changes(&self) -> Result<u64, StoreError> {
+        const OP: &str = "clear_changes";
+        self.run(OP, |conn| {
+            let n = conn.execute("DELETE FROM RouteChange", []).during(OP)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// One route edit and its version bump in one `BEGIN IMMEDIATE` transaction: the write lock
+    /// is taken before the version is read, so concurrent editors (other processes too) run one
+    /// after the other.
+    pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
+        let op = edit.op();
+        let outcome = self
+            .run(op, move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .during(op)?;
+                let current = tx
+                    .query_row("SELECT version FROM RouteVersion WHERE id = 1", [], |r| {
+                        Ok(cells::<1>(r))
+                    })
+                    .optional()
+                    .during(op)?;
+                let current = decode_version(current.map(|[c]| c))?;
+                let rows_changed = match edit {
+                    RouteEdit::AddHost(key, host) => {
+                        let present = tx
+                            .query_row(
+                                "SELECT id FROM RouteData WHERE modid = ?1 AND cmdid = ?2 \
+                                 AND serverip = ?3 AND serverport = ?4 LIMIT 1",
+                                params![key.modid, key.cmdid, host.ip, host.port],
+                                |_| Ok(()),
+                            )
+                            .optional()
+                            .during(op)?;
+                        if present.is_some() {
+                            0
+                        } else {
+                            tx.execute(
+                                "INSERT INTO RouteData (modid, cmdid, serverip, serverport) \
+                                 VALUES (?1, ?2, ?3, ?4)",
+                                params![key.modid, key.cmdid, host.ip, host.port],
+                            )
+                            .during(op)?
+                        }
+                    }
+                    RouteEdit::RemoveHost(key, host) => tx
+                        .execute(
+                            "DELETE FROM RouteData WHERE modid = ?1 AND cmdid = ?2 \
+                             AND serverip = ?3 AND serverport = ?4",
+                            params![key.modid, key.cmdid, host.ip, host.port],
+                        )
+                        .during(op)?,
+                    RouteEdit::RemoveRoute(key) => tx
+                        .execute(
+                            "DELETE FROM RouteData WHERE modid = ?1 AND cmdid = ?2",
+                            params![key.modid, key.cmdid],
+                        )
+                        .during(op)?,
+                };
+                if rows_changed == 0 {
+                    tx.rollback().during(op)?;
+                    return Ok(EditOutcome::UNCHANGED);
+                }
+                let version = next_version(crate::route::now_unix_seconds(), current);
+                let key = edit.key();
+                tx.execute(
+                    "INSERT INTO RouteChange (modid, cmdid, version) VALUES (?1, ?2, ?3)",
+                    params![key.modid, key.cmdid, version],
+                )
+                .during(op)?;
+                tx.execute(
+                    "INSERT INTO RouteVersion (id, version) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                    [version],
+                )
+                .during(op)?;
+                tx.commit().during(op)?;
+                Ok(EditOutcome {
+                    version: Some(version),
+                    rows_changed: rows_changed as u64,
+                })
+            })
+            .await?;
+        edit.log_committed(outcome);
+        Ok(outcome)
+    }
+
+    /// Coalesced rows as multi-row upserts of at most [`UPSERT_CHUNK_ROWS`] rows, all in one
+    /// `BEGIN IMMEDIATE` transaction.
+    pub(crate) async fn upsert_call_status(
+        &self,
+        rows: &[CallStatusRow],
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "upsert_call_status";
+        let rows = coalesce_call_status(rows);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.run(OP, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .during(OP)?;
+            for chunk in rows.chunks(UPSERT_CHUNK_ROWS) {
+                let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let sql = format!("{INSERT_COLUMNS} VALUES {placeholders}{ON_CONFLICT}");
+                let values = chunk.iter().flat_map(status_values);
+                tx.execute(&sql, params_from_iter(values)).during(OP)?;
+            }
+            tx.commit().during(OP)?;
+            Ok(rows.len() as u64)
+        })
+        .await
+    }
+
+    /// One single-row upsert per row, each its own transaction: the way the original Lars
+    /// reporter wrote, kept as the benchmark baseline.
+    pub(crate) async fn upsert_call_status_per_row(
+        &self,
+        rows: &[CallStatusRow],
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "upsert_call_status_per_row";
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows = rows.to_vec();
+        self.run(OP, move |conn| {
+            let sql = format!("{INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){ON_CONFLICT}");
+            let mut stmt = conn.prepare(&sql).during(OP)?;
+            for row in &rows {
+                stmt.execute(params_from_iter(status_values(row)))
+                    .during(OP)?;
+            }
+            Ok(rows.len() as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn load_call_status(
+        &self,
+        modid: Option<i32>,
+        cmdid: Option<i32>,
+    ) -> Result<Vec<CallStatusRow>, StoreError> {
+        const OP: &str = "load_call_status";
+        let (sql, params) = status::select_sql(modid, cmdid);
+        self.run(OP, move |conn| {
+            let mut stmt = conn.prepare(&sql).during(OP)?;
+            let rows = stmt
+                .query_map(params_from_iter(params), |r| Ok(cells::<9>(r)))
+                .during(OP)?;
+            let cells = rows.collect::<Result<Vec<_>, _>>().during(OP)?;
+            Ok(keep_good(cells))
+        })
+        .await
+    }
+
+    /// Runs one statement as is; for tests that plant rows the API refuses to write.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn execute_raw(&self, sql: String) -> Result<u64, StoreError> {
+        self.run("execute_raw", move |conn| {
+            Ok(conn.execute(&sql, []).during("execute_raw")? as u64)
+        })
+        .await
+    }
+
+    /// Runs a query returning one integer, or `None` without a row; for tests.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn query_i64(&self, sql: String) -> Result<Option<i64>, StoreError> {
+        self.run("query_i64", move |conn| {
+            let row = conn
+                .query_row(&sql, [], |r| Ok(cells::<1>(r)))
+                .optional()
+                .during("query_i64")?;
+            Ok(row.and_then(|[c]| c.int()))
+        })
+        .await
+    }
+}
+
+/// The nine column values of one `ServerCallStatus` row, in [`INSERT_COLUMNS`] order.
+fn status_values(r: &CallStatusRow) -> [Value; 9] {
+    [
+        Value::Integer(r.modid.into()),
+        Value::Integer(r.cmdid.into()),
+        Value::Integer(r.ip.into()),
+        Value::Integer(r.port.into()),
+        Value::Integer(r.caller.into()),
+        Value::Integer(r.succ_cnt.into()),
+        Value::Integer(r.err_cnt.into()),
+        Value::Integer(r.ts),
+        Value::Text(r.overload_char().to_string()),
+    ]
+}
+
+/// The first `N` columns of `row` as cells (a missing column reads as `NULL`).
+fn cells<const N: usize>(row: &rusqlite::Row<'_>) -> [Cell; N] {
+    std::array::from_fn(|i| row.get_ref(i).map_or(Cell::Null, cell))
+}
+
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(i) => Cell::Int(i),
+        ValueRef::Real(f) => Cell::Other(f.to_string()),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Other(format!("<blob of {} bytes>", b.len())),
+    }
+}

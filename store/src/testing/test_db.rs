@@ -1,0 +1,241 @@
+//! [`TestDb`]: one fresh, uniquely named database per test, removed when the test ends.
+//!
+//! MySQL databases are made on the server named by `LARS_TEST_MYSQL_URL` over short-lived
+//! connections on a helper thread with its own runtime and a time limit, so creating and
+//! dropping work from sync and async tests alike and `Drop` never hangs. SQLite databases are a
+//! file in a temporary directory.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use tempfile::TempDir;
+
+use crate::mysql::{connection_opts, quote_ident};
+use crate::testing::CutProxy;
+use crate::{MysqlUrl, Store, StoreError, StoreOptions, StoreUrl};
+
+/// The environment variable naming the MySQL/MariaDB server for tests, without a database,
+/// e.g. `mysql://root@127.0.0.1:3306`.
+pub const MYSQL_URL_ENV: &str = "LARS_TEST_MYSQL_URL";
+
+/// How long creating or dropping a test database may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Makes database names unique within one process.
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+/// A database that exists for one test and is removed on drop.
+pub struct TestDb {
+    url: StoreUrl,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    /// Drop this database (`url`'s) on the server.
+    MysqlDatabase,
+    /// Removing the directory removes the SQLite file and its WAL.
+    SqliteDir {
+        /// Held for its `Drop`.
+        _dir: TempDir,
+    },
+}
+
+impl TestDb {
+    /// A new empty MySQL database `lars_test_<pid>_<counter>_<random>` on the server named by
+    /// `LARS_TEST_MYSQL_URL`.
+    ///
+    /// # Panics
+    /// When the variable is missing or bad, or the database cannot be created: a test that
+    /// needs MySQL fails without it rather than skipping.
+    pub fn mysql() -> TestDb {
+        let server = mysql_server_from_env();
+        let database = unique_name();
+        if let Err(e) = admin(
+            &server,
+            format!("CREATE DATABASE {}", quote_ident(&database)),
+        ) {
+            panic!(
+                "cannot create test database `{database}` on {}: {e}",
+                server.server()
+            );
+        }
+        TestDb {
+            url: StoreUrl::Mysql(MysqlUrl { database, ..server }),
+            cleanup: Cleanup::MysqlDatabase,
+        }
+    }
+
+    /// Like [`TestDb::mysql`], but the database is only named, not created: for testing that
+    /// [`Store::open`] creates it. Dropped on drop if it came to exist.
+    ///
+    /// # Panics
+    /// When `LARS_TEST_MYSQL_URL` is missing or bad.
+    pub fn mysql_absent() -> TestDb {
+        let server = mysql_server_from_env();
+        TestDb {
+            url: StoreUrl::Mysql(MysqlUrl {
+                database: unique_name(),
+                ..server
+            }),
+            cleanup: Cleanup::MysqlDatabase,
+        }
+    }
+
+    /// A path for a new SQLite file (`lars.db`) in a fresh temporary directory; the file is
+    /// created by the first [`Store::open`].
+    ///
+    /// # Panics
+    /// When no temporary directory can be made.
+    pub fn sqlite() -> TestDb {
+        let dir = match tempfile::Builder::new().prefix("lars_test_").tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot make a temporary directory for a test database: {e}"),
+        };
+        TestDb {
+            url: StoreUrl::Sqlite(dir.path().join("lars.db")),
+            cleanup: Cleanup::SqliteDir { _dir: dir },
+        }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> StoreUrl {
+        self.url.clone()
+    }
+
+    /// The database's URL as text with any password, e.g. for a child process's `--store`.
+    pub fn url_string(&self) -> String {
+        self.url.to_full_string()
+    }
+
+    /// Opens the database with default options.
+    pub async fn open(&self) -> Result<Store, StoreError> {
+        Store::open(&self.url).await
+    }
+
+    /// Opens the database with `options`.
+    pub async fn open_with(&self, options: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with(&self.url, options).await
+    }
+
+    /// The MySQL server's address (`None` for SQLite).
+    ///
+    /// # Panics
+    /// When the server's host name does not resolve.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        let StoreUrl::Mysql(m) = &self.url else {
+            return None;
+        };
+        match (m.host.as_str(), m.port).to_socket_addrs() {
+            Ok(mut addrs) => addrs.next(),
+            Err(e) => panic!("cannot resolve test MySQL server {}: {e}", m.server()),
+        }
+    }
+
+    /// This database's URL, but reaching the server at `addr` (e.g. a [`CutProxy`]).
+    ///
+    /// # Panics
+    /// For an SQLite database, which has no server to reach.
+    pub fn url_via(&self, addr: SocketAddr) -> StoreUrl {
+        let StoreUrl::Mysql(m) = &self.url else {
+            panic!("url_via: an SQLite test database has no server address to proxy");
+        };
+        StoreUrl::Mysql(MysqlUrl {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            ..m.clone()
+        })
+    }
+
+    /// A [`CutProxy`] in front of this database's server, and this database's URL through it.
+    ///
+    /// # Panics
+    /// For an SQLite database, or when the proxy cannot listen.
+    pub async fn through_proxy(&self) -> (CutProxy, StoreUrl) {
+        let Some(server) = self.server_addr() else {
+            panic!("through_proxy: an SQLite test database has no server to proxy");
+        };
+        let proxy = match CutProxy::start(server).await {
+            Ok(proxy) => proxy,
+            Err(e) => panic!("cannot start a CutProxy to {server}: {e}"),
+        };
+        let url = self.url_via(proxy.addr());
+        (proxy, url)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let (Cleanup::MysqlDatabase, StoreUrl::Mysql(m)) = (&self.cleanup, &self.url) {
+            let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&m.database));
+            if let Err(e) = admin(m, sql) {
+                // Test output is where a developer looks; no subscriber may be installed.
+                eprintln!(
+                    "warning: cannot drop test database `{}` on {}: {e}",
+                    m.database,
+                    m.server()
+                );
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestDb({})", self.url)
+    }
+}
+
+fn mysql_server_from_env() -> MysqlUrl {
+    let raw = match std::env::var(MYSQL_URL_ENV) {
+        Ok(raw) if !raw.trim().is_empty() => raw,
+        _ => panic!(
+            "{MYSQL_URL_ENV} is not set: MySQL tests need a server, e.g. \
+             `export {MYSQL_URL_ENV}=mysql://root@127.0.0.1:3306`"
+        ),
+    };
+    match raw.parse::<StoreUrl>() {
+        Ok(StoreUrl::Mysql(m)) => m,
+        Ok(other) => panic!("{MYSQL_URL_ENV} must be a mysql:// URL, not {other}"),
+        Err(e) => panic!("{MYSQL_URL_ENV}: {e}"),
+    }
+}
+
+fn unique_name() -> String {
+    format!(
+        "lars_test_{}_{}_{:08x}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+/// Runs one statement on `server` without a default database, on a helper thread with its own
+/// runtime (so it works inside or outside a tokio runtime, and in `Drop`), within
+/// [`ADMIN_TIMEOUT`].
+fn admin(server: &MysqlUrl, sql: String) -> Result<(), String> {
+    let opts = connection_opts(server);
+    let worker = std::thread::spawn(move || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot build a runtime: {e}"))?;
+        runtime.block_on(async move {
+            let work = async move {
+                let mut conn = Conn::new(opts).await.map_err(|e| e.to_string())?;
+                conn.query_drop(sql).await.map_err(|e| e.to_string())?;
+                // The statement is done; a lost goodbye does not matter.
+                let _ = conn.disconnect().await;
+                Ok(())
+            };
+            tokio::time::timeout(ADMIN_TIMEOUT, work)
+                .await
+                .map_err(|_| format!("timed out after {ADMIN_TIMEOUT:?}"))?
+        })
+    });
+    worker
+        .join()
+        .map_err(|_| "the helper thread panicked".to_string())?
+}

@@ -1,0 +1,222 @@
+//! Keeps the served snapshot in step with the route store: at start it clears `RouteChange` and
+//! loads every route; then every `version_poll` it reads `RouteVersion`, and when the version
+//! moved (or `full_reload` passed) reloads every route, swaps the snapshot, broadcasts the keys
+//! that changed (those `RouteChange` names plus those whose hosts differ) and deletes the
+//! `RouteChange` rows it handled. A database error keeps the last snapshot serving and is retried
+//! with capped exponential backoff; the service never exits because the database blinked.
+
+use crate::shared::{DnsShared, RouteChanges};
+use crate::snapshot::RouteSnapshot;
+use crate::stats::DnsStats;
+use lars_service::Backoff;
+use lars_store::{Store, StoreError, StoreUrl};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Rejected rows logged one by one per load; the rest are counted.
+const REJECTED_ROWS_LOGGED: usize = 10;
+
+/// Timing of the synchroniser.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncTiming {
+    /// `RouteVersion` poll period.
+    pub version_poll: Duration,
+    /// Longest time between full reloads.
+    pub full_reload: Duration,
+    /// Longest wait between retries while the database is down.
+    pub retry_max: Duration,
+}
+
+/// The route synchroniser of one dns service.
+pub struct RouteSync {
+    url: StoreUrl,
+    /// Opened on first use, so the service starts even while the database is down.
+    store: Option<Store>,
+    shared: Arc<DnsShared>,
+    timing: SyncTiming,
+    last_full: Instant,
+}
+
+impl RouteSync {
+    /// A synchroniser feeding `shared` from `store`.
+    pub fn new(url: StoreUrl, shared: Arc<DnsShared>, timing: SyncTiming) -> RouteSync {
+        RouteSync {
+            url,
+            store: None,
+            shared,
+            timing,
+            last_full: Instant::now(),
+        }
+    }
+
+    /// Clears `RouteChange` and loads the first snapshot, retrying until it works or `shutdown`.
+    /// Returns false on shutdown.
+    pub async fn start(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let mut backoff = Backoff::new(self.timing.version_poll, self.timing.retry_max);
+        loop {
+            match self.first_load().await {
+                Ok(()) => return true,
+                Err(e) => {
+                    DnsStats::inc(&self.shared.stats.db_errors);
+                    let wait = backoff.fail();
+                    warn!(error = %e, retry_in = ?wait, failures = backoff.failures(),
+                        "cannot load routes at start; not serving until the first load works");
+                    if wait_or_shutdown(wait, shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls until `shutdown`.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.timing.version_poll, self.timing.retry_max);
+        let mut wait = self.timing.version_poll;
+        loop {
+            if wait_or_shutdown(wait, &mut shutdown).await {
+                return;
+            }
+            match self.poll_once().await {
+                Ok(()) => {
+                    let failures = backoff.succeed();
+                    if failures > 0 {
+                        info!(failures, "route store reachable again");
+                    }
+                    wait = self.timing.version_poll;
+                }
+                Err(e) => {
+                    DnsStats::inc(&self.shared.stats.db_errors);
+                    wait = backoff.fail();
+                    let failures = backoff.failures();
+                    if failures == 1 || failures.is_multiple_of(10) {
+                        warn!(error = %e, failures, retry_in = ?wait,
+                            "route store unreachable; serving the last snapshot");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn first_load(&mut self) -> Result<(), StoreError> {
+        let store = open(&mut self.store, &self.url).await?;
+        store.clear_changes().await?;
+        let version = store.route_version().await?;
+        let snapshot = load(store, version).await?;
+        self.last_full = Instant::now();
+        info!(
+            version,
+            routes = snapshot.routes(),
+            hosts = snapshot.hosts(),
+            "routes loaded"
+        );
+        install(&self.shared, snapshot);
+        Ok(())
+    }
+
+    /// One poll: reload when the version moved or a full reload is due, then push.
+    pub async fn poll_once(&mut self) -> Result<(), StoreError> {
+        let store = open(&mut self.store, &self.url).await?;
+        let version = store.route_version().await?;
+        DnsStats::inc(&self.shared.stats.polls);
+        let old = self.shared.snapshot.load_full();
+        let version_changed = version != old.version;
+        if !version_changed && self.last_full.elapsed() < self.timing.full_reload {
+            return Ok(());
+        }
+        let snapshot = load(store, version).await?;
+        self.last_full = Instant::now();
+        let mut keys = old.changed_keys(&snapshot);
+        if version_changed {
+            keys.extend(store.changed_keys_up_to(version).await?);
+        }
+        let snapshot = install(&self.shared, snapshot);
+        if version_changed || !keys.is_empty() {
+            info!(
+                version,
+                routes = snapshot.routes(),
+                hosts = snapshot.hosts(),
+                changed = keys.len(),
+                "routes reloaded"
+            );
+        } else {
+            debug!(
+                version,
+                routes = snapshot.routes(),
+                "full reload, nothing changed"
+            );
+        }
+        if !keys.is_empty() {
+            // No receiver (no connection) is fine: nobody is subscribed.
+            let _ = self
+                .shared
+                .changes
+                .send(Arc::new(RouteChanges { snapshot, keys }));
+        }
+        if version_changed {
+            store.delete_changes_up_to(version).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The store, opened now if it was not yet.
+async fn open<'a>(slot: &'a mut Option<Store>, url: &StoreUrl) -> Result<&'a Store, StoreError> {
+    match slot {
+        Some(store) => Ok(store),
+        None => Ok(slot.insert(Store::open(url).await?)),
+    }
+}
+
+/// Loads every route into a snapshot at `version`, logging rows that had to be skipped.
+async fn load(store: &Store, version: i64) -> Result<RouteSnapshot, StoreError> {
+    let load = store.load_routes().await?;
+    for rejected in load.rejected.iter().take(REJECTED_ROWS_LOGGED) {
+        warn!(error = %rejected, "skipping a bad RouteData row");
+    }
+    if load.rejected.len() > REJECTED_ROWS_LOGGED {
+        warn!(
+            more = load.rejected.len() - REJECTED_ROWS_LOGGED,
+            "skipping more bad RouteData rows"
+        );
+    }
+    let (snapshot, truncated) = RouteSnapshot::build(version, load.routes);
+    for key in truncated {
+        warn!(
+            modid = key.modid,
+            cmdid = key.cmdid,
+            "route has more hosts than fit in one 64 KiB frame; serving the first ones only"
+        );
+    }
+    Ok(snapshot)
+}
+
+/// Makes `snapshot` the one served and updates the gauges.
+fn install(shared: &DnsShared, snapshot: RouteSnapshot) -> Arc<RouteSnapshot> {
+    let stats = &shared.stats;
+    stats
+        .version
+        .store(snapshot.version.max(0) as u64, Ordering::Relaxed);
+    stats
+        .routes
+        .store(snapshot.routes() as u64, Ordering::Relaxed);
+    DnsStats::inc(&stats.reloads);
+    let snapshot = Arc::new(snapshot);
+    shared.snapshot.store(snapshot.clone());
+    snapshot
+}
+
+/// Sleeps for `wait`; true when shutdown came first.
+async fn wait_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = shutdown.changed() => true,
+    }
+}

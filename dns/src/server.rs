@@ -1,0 +1,140 @@
+//! The dns service as a whole: binds the listener, starts the route synchroniser, and accepts
+//! agent connections up to `maxConn` once the first snapshot is loaded (until then connections
+//! wait in the kernel's backlog rather than being told that every route is empty).
+
+use crate::config::DnsConfig;
+use crate::connection;
+use crate::route_sync::{RouteSync, SyncTiming};
+use crate::shared::DnsShared;
+use crate::stats::DnsStats;
+use lars_store::StoreUrl;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// Refused connections logged one by one; after that one line per this many.
+const REFUSALS_LOGGED_EVERY: u64 = 1000;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound dns service, ready to run.
+pub struct DnsServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<DnsShared>,
+    sync: RouteSync,
+    max_conn: usize,
+}
+
+impl DnsServer {
+    /// Binds the listener; the store is opened (and retried) when the service runs.
+    pub async fn bind(config: &DnsConfig, store: StoreUrl) -> Result<DnsServer, DnsError> {
+        let want = config.listen_addr();
+        let listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| DnsError::Bind { addr: want, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| DnsError::Bind { addr: want, source })?;
+        let shared = Arc::new(DnsShared::new(config.dns.write_queue_frames));
+        let timing = SyncTiming {
+            version_poll: config.version_poll(),
+            full_reload: config.full_reload(),
+            retry_max: config.db_retry_max(),
+        };
+        let sync = RouteSync::new(store, shared.clone(), timing);
+        Ok(DnsServer {
+            listener,
+            addr,
+            shared,
+            sync,
+            max_conn: config.reactor.max_conn,
+        })
+    }
+
+    /// The address the service listens on (with the OS-chosen port when `port = 0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> Arc<DnsStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Serves until `shutdown` turns true, then closes every connection and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let DnsServer {
+            listener,
+            addr,
+            shared,
+            mut sync,
+            max_conn,
+        } = self;
+        if !sync.start(&mut shutdown).await {
+            return;
+        }
+        let sync_task = tokio::spawn(sync.run(shutdown.clone()));
+        info!(%addr, max_conn, "lars-dns serving");
+
+        let limit = Arc::new(Semaphore::new(max_conn));
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = limit.clone().try_acquire_owned() else {
+                            let refused = shared.stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if refused < 10 || refused.is_multiple_of(REFUSALS_LOGGED_EVERY) {
+                                warn!(%peer, max_conn, refused = refused + 1, "connection limit reached; closing new connection");
+                            }
+                            continue;
+                        };
+                        DnsStats::inc(&shared.stats.connections);
+                        DnsStats::inc(&shared.stats.connections_total);
+                        let shared = shared.clone();
+                        let shutdown = shutdown.clone();
+                        connections.spawn(async move {
+                            connection::serve(stream, peer, shared.clone(), shutdown).await;
+                            DnsStats::sub(&shared.stats.connections, 1);
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        info!(connections = connections.len(), "lars-dns stopping");
+        drop(listener);
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            connections.abort_all();
+        }
+        let _ = sync_task.await;
+        info!(stats = %shared.stats, "lars-dns stopped");
+    }
+}

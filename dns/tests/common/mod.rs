@@ -1,0 +1,187 @@
+//! Test harness for the dns service: an in-process server on an OS-chosen port, and a test
+//! agent that speaks the framed protocol over a real TCP connection.
+
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use lars_dns::{DnsConfig, DnsServer, DnsStats};
+use lars_store::StoreUrl;
+use lars_wire::messages::{GetRouteRequest, GetRouteResponse};
+use lars_wire::{FrameDecoder, Message, MsgId};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A dns service running inside the test process.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    pub stats: Arc<DnsStats>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TestDns {
+    /// Starts a service on 127.0.0.1:0 with a 100 ms version poll, tweaked by `tweak`.
+    pub async fn start(store: StoreUrl, tweak: impl FnOnce(&mut DnsConfig)) -> TestDns {
+        let mut config = DnsConfig::default();
+        config.reactor.port = 0;
+        config.dns.version_poll_ms = 100;
+        config.dns.db_retry_max_ms = 300;
+        tweak(&mut config);
+        let server = DnsServer::bind(&config, store).await.expect("dns binds");
+        let addr = server.local_addr();
+        let stats = server.stats();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(server.run(shutdown));
+        let dns = TestDns {
+            addr,
+            stats,
+            stop,
+            task,
+        };
+        let reloads = dns.stats.clone();
+        eventually("first snapshot loaded", Duration::from_secs(20), || {
+            let r = DnsStats::get(&reloads.reloads) > 0;
+            async move { r }
+        })
+        .await;
+        dns
+    }
+
+    pub fn get(&self, counter: impl Fn(&DnsStats) -> &AtomicU64) -> u64 {
+        DnsStats::get(counter(&self.stats))
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("dns stops within 10 s")
+            .expect("dns task did not panic");
+    }
+}
+
+/// Waits until `check` is true, failing the test after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An agent-side test client of the dns service.
+pub struct TestAgent {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl TestAgent {
+    pub async fn connect(addr: SocketAddr) -> TestAgent {
+        TestAgent {
+            stream: TcpStream::connect(addr).await.expect("connect to dns"),
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(),
+        }
+    }
+
+    /// Sends a GetRouteRequest (which also subscribes this connection to the key).
+    pub async fn ask(&mut self, modid: i32, cmdid: i32) {
+        let mut out = BytesMut::new();
+        lars_wire::frame::encode_frame(
+            MsgId::GetRouteRequest,
+            &GetRouteRequest { modid, cmdid },
+            &mut out,
+        )
+        .unwrap();
+        self.stream.write_all(&out).await.expect("write request");
+    }
+
+    /// Asks for a key and returns the answer.
+    pub async fn route(&mut self, modid: i32, cmdid: i32) -> GetRouteResponse {
+        self.ask(modid, cmdid).await;
+        let response = self
+            .next(Duration::from_secs(5))
+            .await
+            .expect("an answer within 5 s");
+        assert_eq!((response.modid, response.cmdid), (modid, cmdid));
+        response
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next GetRouteResponse, or None when nothing arrives within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<GetRouteResponse> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("dns sends valid frames")
+            {
+                match frame.decode().expect("dns sends valid bodies") {
+                    Message::GetRouteResponse(r) => return Some(r),
+                    other => panic!("dns sent {other:?}"),
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => panic!("dns closed the connection"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("read from dns: {e}"),
+            }
+        }
+    }
+
+    /// True when the service closes the connection within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => self.buf.clear(),
+            }
+        }
+    }
+}
+
+/// The hosts of a response as (address, port).
+pub fn hosts(response: &GetRouteResponse) -> Vec<(Ipv4Addr, u16)> {
+    response
+        .host
+        .iter()
+        .map(|h| (lars_wire::ip::ip_from_wire(h.ip), h.port as u16))
+        .collect()
+}
+
+/// Runs a test body against both store backends, as two test functions.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name(lars_store::testing::TestDb::mysql()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(lars_store::testing::TestDb::sqlite()).await
+            }
+        }
+    };
+}

@@ -1,0 +1,14 @@
+//! What every Lars service process needs around its own logic, in one place so the three
+//! services behave alike for operators: config files that are checked before anything starts
+//! ([`config`]), logs on stderr ([`logging`]), SIGINT/SIGTERM as a shutdown signal
+//! ([`signals`]), and capped exponential backoff for reconnects and retries ([`backoff`]).
+
+#![deny(missing_docs)]
+
+pub mod backoff;
+pub mod config;
+pub mod logging;
+pub mod signals;
+
+pub use backoff::Backoff;
+pub use config::{ConfigError, load_config};

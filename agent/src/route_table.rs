@@ -1,0 +1,795 @@
+//! One shard's routes: `(modid, cmdid)` → [`Route`], and the route-level rules of SPEC §2.3 —
+//! when a key is unknown or empty, when to ask dns (again), how a dns answer is applied, and
+//! which routes have statistics to upload.
+//!
+//! Plain data, no I/O, no clock, no locks; owned by one worker, which calls it for every
+//! request of its shard and for every message the uplinks hand it. Every method returns what the
+//! worker must send and where: a [`HostAnswer`] for the caller, a [`DnsAsk`] for the dns uplink
+//! ring, [`ReportStatusRequest`]s for the report uplink ring, and outcomes
+//! ([`ReportOutcome`], [`DnsUpdateOutcome`]) to count and log. The request path
+//! ([`RouteTable::get_host`], [`RouteTable::report`]) allocates nothing for a known route.
+//!
+//! # Asking dns
+//! A route is *pulling* from the moment the table hands out a [`DnsAsk`] for it until a dns
+//! answer for it is applied. [`RouteTable::get_host`] and [`RouteTable::get_route`] ask when:
+//! - the key is unknown (the route is created, pulling, and the caller gets NOEXIST / no hosts);
+//! - the route is not pulling and its last dns answer is more than `update_timeout` old, or it
+//!   never had one (after [`RouteTable::pull_not_sent`] or [`RouteTable::reset_pulling`]). A
+//!   route that dns answered with no hosts stays as a *negative-cache* entry: callers get
+//!   NOEXIST and dns is asked again at most once per `update_timeout`;
+//! - the route is pulling but its ask is more than `update_timeout` old: the answer was lost
+//!   (dropped on a full ring, or the ask never reached dns), so ask again.
+//!
+//! The last rule goes beyond Lars and SPEC §2.3 rule 4, which only re-asks a route that is not
+//! pulling: Lars' queues could not drop an answer, ours can, and without it such a route would
+//! serve stale hosts (or stay empty) until the dns connection next dropped. SPEC rule 2 asks the
+//! same for empty routes; this applies it to every route.
+//!
+//! After the dns uplink reconnects, the worker calls [`RouteTable::reset_pulling`] and then sends
+//! a `GetRouteRequest` for each of [`RouteTable::keys`], so that the new connection has every
+//! subscription (SPEC §2.2).
+
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use lars_wire::RetCode;
+use lars_wire::ip::ip_to_wire;
+use lars_wire::messages::{GetRouteRequest, ReportStatusRequest};
+
+use crate::loadbalance::LbSettings;
+use crate::route::{HostAddr, HostAddrs, HostTransition, HostsUpdate, Millis, Pick, Route};
+
+/// The name of a service: `(modid, cmdid)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    /// The business area.
+    pub modid: i32,
+    /// The command inside it.
+    pub cmdid: i32,
+}
+
+impl RouteKey {
+    /// `(modid, cmdid)`.
+    pub const fn new(modid: i32, cmdid: i32) -> RouteKey {
+        RouteKey { modid, cmdid }
+    }
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "modid={} cmdid={}", self.modid, self.cmdid)
+    }
+}
+
+/// "Ask dns for this route": the worker puts [`DnsAsk::request`] on its dns uplink ring, and
+/// calls [`RouteTable::pull_not_sent`] if the ring is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsAsk {
+    /// The route to pull.
+    pub key: RouteKey,
+}
+
+impl DnsAsk {
+    /// The message for dns.
+    pub fn request(&self) -> GetRouteRequest {
+        GetRouteRequest {
+            modid: self.key.modid,
+            cmdid: self.key.cmdid,
+        }
+    }
+}
+
+/// The answer to a caller's `get_host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostAnswer {
+    /// SUCC with this host.
+    Host(HostAddr),
+    /// OVERLOAD: every host of the route is overloaded (and this was not a probe pick).
+    Overload,
+    /// NOEXIST: the route is unknown, not pulled yet, or has no hosts.
+    NoExist,
+}
+
+impl HostAnswer {
+    /// The `retcode` of the `GetHostResponse`.
+    pub fn retcode(&self) -> RetCode {
+        match self {
+            HostAnswer::Host(_) => RetCode::Succ,
+            HostAnswer::Overload => RetCode::Overload,
+            HostAnswer::NoExist => RetCode::NoExist,
+        }
+    }
+
+    /// The host to put in the `GetHostResponse`, if any.
+    pub fn host(&self) -> Option<HostAddr> {
+        match self {
+            HostAnswer::Host(host) => Some(*host),
+            _ => None,
+        }
+    }
+}
+
+/// What a caller's `report` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The table does not hold the route: ignored.
+    UnknownRoute,
+    /// The route does not have the host: ignored.
+    UnknownHost,
+    /// Counted; the host changed lists if `Some` (log it).
+    Counted(Option<HostTransition>),
+}
+
+/// What a dns answer (reply or push) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsUpdateOutcome {
+    /// The shard does not hold the route (nobody here asked for it): ignored.
+    NotHeld,
+    /// The route's hosts are now the answer's (none: a negative-cache entry).
+    Applied(HostsUpdate),
+}
+
+/// A route and its dns bookkeeping.
+#[derive(Debug)]
+struct Held {
+    route: Route,
+    /// When the outstanding dns ask was handed out (Lars' PULLING state); `None`: NEW.
+    pulling_since: Option<Millis>,
+    /// When a dns answer was last applied; `None` before the first.
+    last_update: Option<Millis>,
+}
+
+impl Held {
+    /// A new route with an ask handed out at `now`.
+    fn pulling(settings: &Arc<LbSettings>, now: Millis) -> Held {
+        Held {
+            route: Route::new(Arc::clone(settings)),
+            pulling_since: Some(now),
+            last_update: None,
+        }
+    }
+
+    /// Whether dns must be asked now (see the module docs); if so, the route is pulling from
+    /// `now`.
+    fn ask_due(&mut self, now: Millis, update_timeout: Millis) -> bool {
+        let due = match self.pulling_since {
+            Some(asked) => now.since(asked) > update_timeout,
+            None => self
+                .last_update
+                .is_none_or(|updated| now.since(updated) > update_timeout),
+        };
+        if due {
+            self.pulling_since = Some(now);
+        }
+        due
+    }
+}
+
+/// The routes of one shard.
+#[derive(Debug)]
+pub struct RouteTable {
+    settings: Arc<LbSettings>,
+    routes: HashMap<RouteKey, Held>,
+    /// Keys whose route had a report counted since the last [`RouteTable::take_reports`]; a key
+    /// is added when its route goes from no reports to some, so it is here at most once per
+    /// upload (twice only if its hosts were cleared in between, which `take_reports` skips).
+    reported: Vec<RouteKey>,
+    /// The sum of the routes' host counts.
+    hosts: usize,
+}
+
+impl RouteTable {
+    /// An empty table whose routes follow `settings` (validated by the config loader).
+    pub fn new(settings: LbSettings) -> RouteTable {
+        RouteTable {
+            settings: Arc::new(settings),
+            routes: HashMap::default(),
+            reported: Vec::new(),
+            hosts: 0,
+        }
+    }
+
+    /// The settings the routes follow.
+    pub fn settings(&self) -> &LbSettings {
+        &self.settings
+    }
+
+    /// A caller's `get_host` (SPEC §2.3 rules 1–4): the answer, and a dns ask to send if one is
+    /// due. An unknown key is created (pulling) and answered NOEXIST; a route without hosts
+    /// answers NOEXIST; otherwise [`Route::pick`] answers.
+    pub fn get_host(&mut self, key: RouteKey, now: Millis) -> (HostAnswer, Option<DnsAsk>) {
+        let (held, ask) = self.lookup(key, now);
+        let answer = match held.route.pick() {
+            Pick::Host(host) => HostAnswer::Host(host),
+            Pick::Overload => HostAnswer::Overload,
+            Pick::NoHosts => HostAnswer::NoExist,
+        };
+        (answer, ask)
+    }
+
+    /// A caller's `get_route`: every host of the route (none for an unknown or empty one), and a
+    /// dns ask to send if one is due — the same rules as [`RouteTable::get_host`].
+    pub fn get_route(&mut self, key: RouteKey, now: Millis) -> (HostAddrs<'_>, Option<DnsAsk>) {
+        let (held, ask) = self.lookup(key, now);
+        (held.route.addrs(), ask)
+    }
+
+    /// A caller's `report` on `host` of `key`: `retcode` 0 (SUCC) is a success, anything else a
+    /// failure. Reports for routes or hosts the table does not have are ignored.
+    pub fn report(
+        &mut self,
+        key: RouteKey,
+        host: HostAddr,
+        retcode: i32,
+        now: Millis,
+    ) -> ReportOutcome {
+        let Some(held) = self.routes.get_mut(&key) else {
+            return ReportOutcome::UnknownRoute;
+        };
+        let had_reports = held.route.has_reports();
+        match held
+            .route
+            .report(host, retcode == RetCode::Succ.as_i32(), now)
+        {
+            Ok(transition) => {
+                if !had_reports {
+                    self.reported.push(key);
+                }
+                ReportOutcome::Counted(transition)
+            }
+            Err(_) => ReportOutcome::UnknownHost,
+        }
+    }
+
+    /// A dns answer (reply or push) for `key`: the route's hosts become `hosts` (see
+    /// [`Route::update_hosts`]; none keeps the route as a negative-cache entry), it is no longer
+    /// pulling, and its last update is `now`. An answer for a key the table does not hold is
+    /// ignored.
+    pub fn apply_dns_update(
+        &mut self,
+        key: RouteKey,
+        hosts: &[HostAddr],
+        now: Millis,
+    ) -> DnsUpdateOutcome {
+        let Some(held) = self.routes.get_mut(&key) else {
+            return DnsUpdateOutcome::NotHeld;
+        };
+        let before = held.route.len();
+        let update = held.route.update_hosts(hosts, now);
+        held.pulling_since = None;
+        held.last_update = Some(now);
+        self.hosts = self.hosts - before + update.hosts;
+        DnsUpdateOutcome::Applied(update)
+    }
+
+    /// The [`DnsAsk`] for `key` could not be sent (the dns ring was full): the route is no longer
+    /// pulling, so a later call asks again (at once if it never had an answer).
+    pub fn pull_not_sent(&mut self, key: RouteKey) {
+        if let Some(held) = self.routes.get_mut(&key) {
+            held.pulling_since = None;
+        }
+    }
+
+    /// The dns uplink reconnected: every pulling route stops pulling, since its answer will not
+    /// come. Returns how many were pulling.
+    pub fn reset_pulling(&mut self) -> usize {
+        let mut reset = 0;
+        for held in self.routes.values_mut() {
+            if held.pulling_since.take().is_some() {
+                reset += 1;
+            }
+        }
+        reset
+    }
+
+    /// Every key the table holds (to re-request after a dns reconnect), in no order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = RouteKey> + '_ {
+        self.routes.keys().copied()
+    }
+
+    /// The statistics to upload: one `ReportStatusRequest` per route with reports counted since
+    /// its last upload (`caller`: this agent's address; `ts`: the time in Unix seconds), each
+    /// with one `HostCallResult` per host. The worker calls it once per `report_interval`.
+    pub fn take_reports(&mut self, caller: Ipv4Addr, ts: u32) -> Vec<ReportStatusRequest> {
+        let caller = ip_to_wire(caller);
+        let mut out = Vec::with_capacity(self.reported.len());
+        for key in self.reported.drain(..) {
+            if let Some(held) = self.routes.get_mut(&key)
+                && held.route.has_reports()
+            {
+                out.push(ReportStatusRequest {
+                    modid: key.modid,
+                    cmdid: key.cmdid,
+                    caller,
+                    results: held.route.take_call_results(),
+                    ts,
+                });
+            }
+        }
+        out
+    }
+
+    /// The route of `key`, if held.
+    pub fn route(&self, key: RouteKey) -> Option<&Route> {
+        self.routes.get(&key).map(|held| &held.route)
+    }
+
+    /// Whether the route of `key` waits for a dns answer; `None` if not held.
+    pub fn is_pulling(&self, key: RouteKey) -> Option<bool> {
+        self.routes
+            .get(&key)
+            .map(|held| held.pulling_since.is_some())
+    }
+
+    /// Routes held, negative-cache entries included.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Hosts held, over all routes.
+    pub fn host_count(&self) -> usize {
+        self.hosts
+    }
+
+    /// The route of `key`, created (pulling) if unknown, and the dns ask due.
+    fn lookup(&mut self, key: RouteKey, now: Millis) -> (&mut Held, Option<DnsAsk>) {
+        match self.routes.entry(key) {
+            Entry::Vacant(vacant) => (
+                vacant.insert(Held::pulling(&self.settings, now)),
+                Some(DnsAsk { key }),
+            ),
+            Entry::Occupied(occupied) => {
+                let held = occupied.into_mut();
+                let update_timeout = Millis::from_secs(self.settings.update_timeout);
+                let ask = held.ask_due(now, update_timeout).then_some(DnsAsk { key });
+                (held, ask)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc_counter;
+    use crate::route::{HostState, OverloadReason, RecoverReason};
+    use lars_wire::messages::HostCallResult;
+
+    const KEY: RouteKey = RouteKey::new(1, 2);
+
+    fn addr(last: u8) -> HostAddr {
+        HostAddr::new(Ipv4Addr::new(10, 0, 0, last), 9000)
+    }
+
+    fn hosts(ids: &[u8]) -> Vec<HostAddr> {
+        ids.iter().map(|&i| addr(i)).collect()
+    }
+
+    fn secs(s: u64) -> Millis {
+        Millis::from_secs(s)
+    }
+
+    fn ms(ms: u64) -> Millis {
+        Millis(ms)
+    }
+
+    /// A table holding `KEY` with `ids`, answered at `now`.
+    fn table_with(ids: &[u8], now: Millis) -> RouteTable {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.get_host(KEY, now);
+        table.apply_dns_update(KEY, &hosts(ids), now);
+        table
+    }
+
+    fn ask(key: RouteKey) -> Option<DnsAsk> {
+        Some(DnsAsk { key })
+    }
+
+    #[test]
+    fn an_unknown_key_asks_dns_once_and_answers_noexist_while_pulling() {
+        let mut table = RouteTable::new(LbSettings::default());
+        assert_eq!(
+            table.get_host(KEY, secs(1)),
+            (HostAnswer::NoExist, ask(KEY))
+        );
+        assert_eq!(table.route_count(), 1);
+        assert_eq!(table.is_pulling(KEY), Some(true));
+        for t in [secs(1), secs(5), secs(16)] {
+            assert_eq!(
+                table.get_host(KEY, t),
+                (HostAnswer::NoExist, None),
+                "at {t:?}"
+            );
+        }
+        assert_eq!(HostAnswer::NoExist.retcode(), RetCode::NoExist);
+        assert_eq!(
+            ask(KEY).unwrap().request(),
+            GetRouteRequest { modid: 1, cmdid: 2 }
+        );
+    }
+
+    #[test]
+    fn a_lost_first_ask_is_repeated_after_update_timeout() {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.get_host(KEY, secs(1));
+        // "Older than update_timeout": 15 s is not, 15.001 s is.
+        assert_eq!(table.get_host(KEY, secs(16)).1, None);
+        assert_eq!(table.get_host(KEY, secs(16).plus(ms(1))).1, ask(KEY));
+        assert_eq!(table.get_host(KEY, secs(20)).1, None);
+        assert_eq!(table.get_host(KEY, secs(32)).1, ask(KEY));
+    }
+
+    #[test]
+    fn a_dns_answer_serves_hosts_and_stops_pulling() {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.get_host(KEY, secs(1));
+        let outcome = table.apply_dns_update(KEY, &hosts(&[1, 2]), secs(2));
+        assert_eq!(
+            outcome,
+            DnsUpdateOutcome::Applied(HostsUpdate {
+                added: 2,
+                removed: 0,
+                hosts: 2
+            })
+        );
+        assert_eq!(table.is_pulling(KEY), Some(false));
+        assert_eq!(table.host_count(), 2);
+        assert_eq!(
+            table.get_host(KEY, secs(3)),
+            (HostAnswer::Host(addr(1)), None)
+        );
+        assert_eq!(
+            table.get_host(KEY, secs(3)),
+            (HostAnswer::Host(addr(2)), None)
+        );
+        assert_eq!(HostAnswer::Host(addr(1)).retcode(), RetCode::Succ);
+        assert_eq!(HostAnswer::Host(addr(1)).host(), Some(addr(1)));
+    }
+
+    #[test]
+    fn a_route_is_re_pulled_after_update_timeout_while_still_answering() {
+        let mut table = table_with(&[1, 2], secs(10));
+        assert_eq!(table.get_host(KEY, secs(25)).1, None, "15 s is not older");
+        let (answer, dns) = table.get_host(KEY, secs(25).plus(ms(1)));
+        assert_eq!(
+            answer,
+            HostAnswer::Host(addr(2)),
+            "served from the current hosts"
+        );
+        assert_eq!(dns, ask(KEY));
+        assert_eq!(table.is_pulling(KEY), Some(true));
+        // Pulling: no second ask, the hosts keep answering.
+        let (answer, dns) = table.get_host(KEY, secs(30));
+        assert_eq!((answer, dns), (HostAnswer::Host(addr(1)), None));
+        // The answer arrives: NEW again, fresh for another update_timeout.
+        table.apply_dns_update(KEY, &hosts(&[1, 2]), secs(31));
+        assert_eq!(table.get_host(KEY, secs(46)).1, None);
+        assert_eq!(table.get_host(KEY, secs(47)).1, ask(KEY));
+    }
+
+    #[test]
+    fn a_pulling_route_whose_answer_was_lost_asks_again_after_update_timeout() {
+        let mut table = table_with(&[1], secs(0));
+        assert_eq!(table.get_host(KEY, secs(16)).1, ask(KEY));
+        assert_eq!(table.get_host(KEY, secs(31)).1, None);
+        assert_eq!(table.get_host(KEY, secs(32)).1, ask(KEY));
+    }
+
+    #[test]
+    fn an_empty_dns_answer_keeps_a_negative_entry_asked_at_most_once_per_update_timeout() {
+        let mut table = table_with(&[1, 2], secs(0));
+        let outcome = table.apply_dns_update(KEY, &[], secs(5));
+        assert_eq!(
+            outcome,
+            DnsUpdateOutcome::Applied(HostsUpdate {
+                added: 0,
+                removed: 2,
+                hosts: 0
+            })
+        );
+        assert_eq!((table.route_count(), table.host_count()), (1, 0));
+        // A caller asking every 100 ms for a minute causes one ask per update_timeout.
+        let mut asks = Vec::new();
+        let mut t = secs(5);
+        while t < secs(65) {
+            let (answer, dns) = table.get_host(KEY, t);
+            assert_eq!(answer, HostAnswer::NoExist);
+            if dns.is_some() {
+                asks.push(t);
+                // dns still has nothing.
+                table.apply_dns_update(KEY, &[], t.plus(ms(50)));
+            }
+            t = t.plus(ms(100));
+        }
+        assert_eq!(asks, [ms(20_100), ms(35_200), ms(50_300)]);
+        // get_route follows the same rule.
+        let (hosts, dns) = table.get_route(KEY, secs(66));
+        assert_eq!((hosts.len(), dns), (0, ask(KEY)));
+    }
+
+    #[test]
+    fn pull_not_sent_makes_the_next_call_ask_again() {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.get_host(KEY, secs(1));
+        table.pull_not_sent(KEY);
+        assert_eq!(table.is_pulling(KEY), Some(false));
+        assert_eq!(
+            table.get_host(KEY, secs(1)),
+            (HostAnswer::NoExist, ask(KEY))
+        );
+        assert_eq!(table.get_host(KEY, secs(2)).1, None);
+
+        // A route with hosts asks again at its next call (its last update is old).
+        let mut table = table_with(&[1], secs(0));
+        assert_eq!(table.get_host(KEY, secs(20)).1, ask(KEY));
+        table.pull_not_sent(KEY);
+        assert_eq!(table.get_host(KEY, secs(20)).1, ask(KEY));
+        table.pull_not_sent(RouteKey::new(9, 9)); // not held: nothing happens
+        assert_eq!(table.route_count(), 1);
+    }
+
+    #[test]
+    fn reset_pulling_stops_every_pulling_route_and_keys_lists_them_all() {
+        let mut table = table_with(&[1], secs(0));
+        let empty = RouteKey::new(5, 5);
+        let fresh = RouteKey::new(6, 6);
+        table.get_host(empty, secs(1));
+        table.get_host(fresh, secs(1));
+        table.apply_dns_update(fresh, &hosts(&[3]), secs(1));
+        table.get_host(KEY, secs(16)); // KEY pulling again
+        assert_eq!(table.reset_pulling(), 2);
+        for key in [KEY, empty, fresh] {
+            assert_eq!(table.is_pulling(key), Some(false));
+        }
+        // The never-answered route asks at once; KEY too (its answer is old); `fresh` does not.
+        assert_eq!(table.get_host(empty, secs(2)).1, ask(empty));
+        assert_eq!(table.get_host(KEY, secs(17)).1, ask(KEY));
+        assert_eq!(table.get_host(fresh, secs(2)).1, None);
+        let mut keys: Vec<RouteKey> = table.keys().collect();
+        keys.sort();
+        assert_eq!(keys, [KEY, empty, fresh]);
+    }
+
+    #[test]
+    fn an_update_for_a_key_not_held_is_ignored() {
+        let mut table = RouteTable::new(LbSettings::default());
+        assert_eq!(
+            table.apply_dns_update(KEY, &hosts(&[1]), secs(1)),
+            DnsUpdateOutcome::NotHeld
+        );
+        assert_eq!((table.route_count(), table.host_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_dns_update_changes_hosts_keeping_survivors_state() {
+        let mut table = table_with(&[1, 2, 3], secs(0));
+        for _ in 0..15 {
+            table.report(KEY, addr(2), 1, secs(1));
+        }
+        table.report(KEY, addr(3), 0, secs(1));
+        let outcome = table.apply_dns_update(KEY, &hosts(&[2, 3, 4]), secs(2));
+        assert_eq!(
+            outcome,
+            DnsUpdateOutcome::Applied(HostsUpdate {
+                added: 1,
+                removed: 1,
+                hosts: 3
+            })
+        );
+        assert_eq!(table.host_count(), 3);
+        let route = table.route(KEY).unwrap();
+        assert!(route.host(addr(2)).unwrap().overload);
+        assert_eq!(route.host(addr(3)).unwrap().rsucc, 1);
+        assert_eq!(route.idle_hosts().collect::<Vec<_>>(), hosts(&[3, 4]));
+    }
+
+    #[test]
+    fn reports_for_unknown_routes_and_hosts_are_ignored() {
+        let mut table = table_with(&[1], secs(0));
+        assert_eq!(
+            table.report(RouteKey::new(7, 7), addr(1), 0, secs(1)),
+            ReportOutcome::UnknownRoute
+        );
+        assert_eq!(table.route_count(), 1, "a report does not create a route");
+        assert_eq!(
+            table.report(KEY, addr(2), 0, secs(1)),
+            ReportOutcome::UnknownHost
+        );
+        assert!(table.take_reports(Ipv4Addr::LOCALHOST, 1).is_empty());
+    }
+
+    #[test]
+    fn any_nonzero_retcode_is_a_failure() {
+        let mut table = table_with(&[1], secs(0));
+        for retcode in [1, 2, 3, -7, 1000] {
+            assert_eq!(
+                table.report(KEY, addr(1), retcode, secs(1)),
+                ReportOutcome::Counted(None)
+            );
+        }
+        table.report(KEY, addr(1), 0, secs(1));
+        let host = table.route(KEY).unwrap().host(addr(1)).unwrap();
+        assert_eq!((host.rsucc, host.rerr), (1, 5));
+    }
+
+    #[test]
+    fn reports_change_host_state_through_the_table() {
+        let mut table = table_with(&[1, 2], secs(0));
+        for _ in 0..14 {
+            table.report(KEY, addr(1), 2, secs(1));
+        }
+        assert!(matches!(
+            table.report(KEY, addr(1), 2, secs(1)),
+            ReportOutcome::Counted(Some(HostTransition::Overloaded {
+                reason: OverloadReason::ContinErr,
+                ..
+            }))
+        ));
+        table.report(KEY, addr(2), 1, secs(1));
+        for _ in 0..14 {
+            table.report(KEY, addr(2), 1, secs(1));
+        }
+        // Both overloaded: OVERLOAD except every probe_num + 1-th pick.
+        let answers: Vec<HostAnswer> = (0..11).map(|_| table.get_host(KEY, secs(2)).0).collect();
+        assert!(answers[..10].iter().all(|a| *a == HostAnswer::Overload));
+        assert_eq!(answers[10], HostAnswer::Host(addr(1)));
+        assert_eq!(HostAnswer::Overload.retcode(), RetCode::Overload);
+        assert!(matches!(
+            table.report(KEY, addr(1), 0, secs(16)),
+            ReportOutcome::Counted(Some(HostTransition::Recovered {
+                reason: RecoverReason::OverloadTimeout,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn take_reports_returns_only_routes_reported_since_the_last_upload() {
+        let other = RouteKey::new(3, 4);
+        let quiet = RouteKey::new(5, 6);
+        let mut table = table_with(&[1, 2], secs(0));
+        for key in [other, quiet] {
+            table.get_host(key, secs(0));
+            table.apply_dns_update(key, &hosts(&[7]), secs(0));
+        }
+        table.report(KEY, addr(1), 0, secs(1));
+        table.report(KEY, addr(1), 0, secs(1));
+        table.report(KEY, addr(2), 3, secs(1));
+        table.report(other, addr(7), 0, secs(1));
+        for _ in 0..15 {
+            table.report(other, addr(7), 1, secs(1));
+        }
+        let caller = Ipv4Addr::new(192, 168, 0, 9);
+        let mut reports = table.take_reports(caller, 1_700_000_000);
+        reports.sort_by_key(|r| (r.modid, r.cmdid));
+        assert_eq!(reports.len(), 2, "the quiet route is not uploaded");
+        let first = &reports[0];
+        assert_eq!((first.modid, first.cmdid), (1, 2));
+        assert_eq!(first.caller, ip_to_wire(caller));
+        assert_eq!(first.ts, 1_700_000_000);
+        assert_eq!(
+            first.results,
+            [
+                HostCallResult {
+                    ip: addr(1).ip as i32,
+                    port: 9000,
+                    succ: 2,
+                    err: 0,
+                    overload: false
+                },
+                HostCallResult {
+                    ip: addr(2).ip as i32,
+                    port: 9000,
+                    succ: 0,
+                    err: 1,
+                    overload: false
+                },
+            ]
+        );
+        // `other` was overloaded by its 15 failures: counts reset, flag set.
+        assert_eq!(
+            reports[1].results,
+            [HostCallResult {
+                ip: addr(7).ip as i32,
+                port: 9000,
+                succ: 0,
+                err: 0,
+                overload: true
+            }]
+        );
+        assert!(table.take_reports(caller, 1_700_000_001).is_empty());
+        table.report(other, addr(7), 1, secs(2));
+        let again = table.take_reports(caller, 1_700_000_002);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].results[0].err, 1);
+    }
+
+    #[test]
+    fn statistics_of_a_route_emptied_by_dns_are_dropped() {
+        let mut table = table_with(&[1], secs(0));
+        table.report(KEY, addr(1), 0, secs(1));
+        table.apply_dns_update(KEY, &[], secs(2));
+        assert!(table.take_reports(Ipv4Addr::LOCALHOST, 1).is_empty());
+        table.apply_dns_update(KEY, &hosts(&[1]), secs(3));
+        table.report(KEY, addr(1), 0, secs(4));
+        assert_eq!(table.take_reports(Ipv4Addr::LOCALHOST, 2).len(), 1);
+    }
+
+    #[test]
+    fn get_route_lists_every_host_and_creates_unknown_routes() {
+        let mut table = table_with(&[1, 2, 3], secs(0));
+        let (list, dns) = table.get_route(KEY, secs(1));
+        assert_eq!(list.collect::<Vec<_>>(), hosts(&[1, 2, 3]));
+        assert_eq!(dns, None);
+        let (list, dns) = table.get_route(KEY, secs(16));
+        assert_eq!((list.len(), dns), (3, ask(KEY)));
+
+        let unknown = RouteKey::new(8, 8);
+        let (list, dns) = table.get_route(unknown, secs(1));
+        assert_eq!((list.len(), dns), (0, ask(unknown)));
+        assert_eq!(table.get_route(unknown, secs(2)).1, None);
+        assert_eq!(table.route_count(), 2);
+    }
+
+    #[test]
+    fn known_routes_are_served_without_allocating() {
+        let mut table = table_with(&[1, 2, 3, 4, 5], secs(0));
+        // Warm up: the first report of an upload period records the key once.
+        table.report(KEY, addr(1), 0, secs(1));
+        table.take_reports(Ipv4Addr::LOCALHOST, 1);
+        let same_hosts = hosts(&[1, 2, 3, 4, 5]);
+        let before = alloc_counter::allocations();
+        let mut now = secs(1);
+        for n in 0..10_000u64 {
+            now = now.plus(ms(3));
+            let (answer, _) = table.get_host(KEY, now);
+            if let HostAnswer::Host(host) = answer {
+                let retcode = if host == addr(2) || n % 7 == 0 { 1 } else { 0 };
+                table.report(KEY, host, retcode, now);
+            }
+            let (list, _) = table.get_route(KEY, now);
+            assert_eq!(list.len(), 5);
+            if n % 997 == 0 {
+                // The periodic re-pull answers with the same hosts now and then.
+                table.apply_dns_update(KEY, &same_hosts, now);
+            }
+        }
+        assert_eq!(alloc_counter::allocations(), before);
+    }
+
+    #[test]
+    fn memory_per_host_for_100k_routes_of_10_hosts_is_under_200_bytes() {
+        const ROUTES: i32 = 100_000;
+        const HOSTS: u32 = 10;
+        let before = alloc_counter::live_bytes();
+        let mut table = RouteTable::new(LbSettings::default());
+        let mut list = Vec::with_capacity(HOSTS as usize);
+        for r in 0..ROUTES {
+            let key = RouteKey::new(r, r % 7);
+            table.get_host(key, secs(0));
+            list.clear();
+            list.extend((0..HOSTS).map(|h| HostAddr {
+                ip: 0x0a00_0000 + (r as u32) * HOSTS + h,
+                port: 8000,
+            }));
+            table.apply_dns_update(key, &list, secs(0));
+        }
+        drop(list);
+        let bytes = alloc_counter::live_bytes() - before;
+        let hosts = (ROUTES as usize) * HOSTS as usize;
+        assert_eq!(table.host_count(), hosts);
+        let per_host = bytes as f64 / hosts as f64;
+        println!(
+            "{ROUTES} routes x {HOSTS} hosts: {bytes} bytes on the heap, {per_host:.1} bytes per host \
+             (HostState {} B, Route {} B, map entry {} B)",
+            std::mem::size_of::<HostState>(),
+            std::mem::size_of::<Route>(),
+            std::mem::size_of::<(RouteKey, Held)>(),
+        );
+        assert!(per_host < 200.0, "{per_host} bytes per host");
+        drop(table);
+    }
+}

@@ -2,24 +2,47 @@
 //! and `get_route` over UDP, pulls routes from lars-dns and uploads call statistics to
 //! lars-reporter (SPEC §2).
 //!
-//! This crate holds, for now, the agent's decision-making core, as plain sans-I/O modules that
-//! take the time as an argument and return what to send:
-//! - [`loadbalance`]: the `[loadbalance]` settings (Lars' thresholds and timeouts);
-//! - [`route`]: one route's hosts and the per-host idle/overload state machine;
-//! - [`route_table`]: one shard's routes, when to ask dns, and the statistics to upload.
+//! The files are the parts of the agent:
+//! - [`loadbalance`], [`route`], [`route_table`]: the decision-making core, plain sans-I/O code
+//!   that takes the time as an argument (Lars' thresholds, the per-host idle/overload state
+//!   machine, when to ask dns, the statistics to upload);
+//! - [`shard`]: one shard's request handling (datagram in, reply bytes out), also without I/O;
+//! - [`worker`]: one pinned thread per CPU with its own io_uring runtime, owning its shards;
+//! - [`io`]: everything that touches `tokio-uring`;
+//! - [`rings`]: the SPSC rings between the workers and the uplinks;
+//! - [`uplink`], [`dns_uplink`], [`report_uplink`]: the TCP clients to lars-dns and lars-reporter;
+//! - [`stats`], [`admin`]: the counters and the endpoint that serves them;
+//! - [`config`], [`agent`]: the settings and the assembly of a running agent.
 //!
-//! The rest of the agent — the workers (one per core), their io_uring shards, the SPSC rings to
-//! and from the uplinks, the dns and report uplinks, and the config — will live beside these
-//! modules as files with those names, and will own the sockets, threads and clock these modules
-//! never touch.
+//! ```text
+//!  callers ──UDP──► worker 0 [shards 0, 2] ──DnsRequest──► dns uplink ──TCP──► lars-dns
+//!          ──UDP──► worker 1 [shard 1]     ◄─RouteUpdate──            ◄──push──
+//!                         │ ReportStatusRequest
+//!                         └──────────────────────────────► report uplink ─TCP─► lars-reporter
+//! ```
 
 #![deny(missing_docs)]
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
+pub mod admin;
+pub mod agent;
+pub mod config;
+pub mod dns_uplink;
+pub mod io;
+pub mod log_limit;
+
 pub mod loadbalance;
+pub mod report_uplink;
+pub mod rings;
 pub mod route;
 pub mod route_table;
+pub mod shard;
+pub mod stats;
+pub mod uplink;
+pub mod worker;
 
+pub use agent::{Agent, AgentError};
+pub use config::AgentConfig;
 pub use loadbalance::LbSettings;
 pub use route::{
     HostAddr, HostAddrs, HostState, HostTransition, HostsUpdate, Millis, OverloadReason, Pick,

@@ -1,0 +1,47 @@
+//! `lars-agent` command line: loads the config, starts the agent, serves until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use argh::FromArgs;
+use lars_agent::{Agent, AgentConfig};
+use std::path::PathBuf;
+use tracing::info;
+
+/// lars-agent: tells local callers which host to call for a (modid, cmdid), over UDP.
+///
+/// Runs one worker per CPU it may use (see `taskset`), pulls routes from lars-dns and uploads
+/// call statistics to lars-reporter. Counters are served on the stats address (`[agent]
+/// stats_addr`, read them with `lars agent-stats`). Logs go to stderr; RUST_LOG sets the level.
+#[derive(FromArgs)]
+struct Args {
+    /// config file (TOML, see conf/lars_agent.toml); built-in defaults when absent
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = argh::from_env();
+    lars_service::logging::init();
+    let config = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    let agent = Agent::start(&config).context("starting lars-agent")?;
+    let stats = agent
+        .stats_addr()
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    info!(
+        ip = %config.agent.ip,
+        base_port = agent.base_port(),
+        shards = config.agent.shards,
+        workers = agent.workers(),
+        stats = %stats,
+        "lars-agent serving"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    runtime.block_on(lars_service::signals::wait_for_stop_signal());
+    agent.stop();
+    Ok(())
+}

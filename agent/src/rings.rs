@@ -1,0 +1,190 @@
+//! The only traffic between the agent's threads: single-producer single-consumer rings
+//! ([`rtrb`], lock-free) with a wake-up that fires only when a ring goes from empty to
+//! non-empty, so a busy ring costs no syscall and a producer never blocks. A full ring refuses
+//! the item and the producer counts the drop: the data plane never waits on an uplink.
+//!
+//! | ring | producer | consumer | carries |
+//! |---|---|---|---|
+//! | [`DnsUplinkTx`] / [`DnsUplinkRx`] | a worker | the dns uplink | [`DnsRequest`] |
+//! | [`WorkerInboxTx`] / [`WorkerInboxRx`] | the dns uplink | a worker | [`RouteUpdate`] |
+//! | [`ReportUplinkTx`] / [`ReportUplinkRx`] | a worker | the report uplink | `ReportStatusRequest` |
+//!
+//! Several rings may share one [`Wake`] when one thread consumes them all (the uplinks consume
+//! one ring per worker).
+
+use crate::route::HostAddr;
+use crate::route_table::RouteKey;
+use lars_wire::messages::ReportStatusRequest;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A consumer's wake-up: the consumer waits on it when its rings are empty; a producer fires it
+/// when its push made a ring non-empty. Permits are stored, so no wake-up is lost between the
+/// consumer's last check and its wait.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// A new wake-up with no permit.
+    pub fn new() -> Wake {
+        Wake::default()
+    }
+
+    /// Wakes the consumer (or lets its next wait return at once).
+    pub fn fire(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits until fired.
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// The producing end of a ring.
+pub struct RingTx<T> {
+    inner: rtrb::Producer<T>,
+    capacity: usize,
+    wake: Wake,
+}
+
+/// The consuming end of a ring.
+pub struct RingRx<T> {
+    inner: rtrb::Consumer<T>,
+}
+
+/// A ring of `capacity` items whose producer fires `wake`.
+pub fn ring<T>(capacity: usize, wake: Wake) -> (RingTx<T>, RingRx<T>) {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+    (
+        RingTx {
+            inner: producer,
+            capacity,
+            wake,
+        },
+        RingRx { inner: consumer },
+    )
+}
+
+impl<T> RingTx<T> {
+    /// Pushes `item`, or gives it back when the ring is full. Fires the consumer's wake-up when
+    /// the ring holds only this item afterwards, that is when it went from empty to non-empty.
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        self.inner
+            .push(item)
+            .map_err(|rtrb::PushError::Full(item)| item)?;
+        if self.inner.slots() + 1 == self.capacity {
+            self.wake.fire();
+        }
+        Ok(())
+    }
+}
+
+impl<T> RingRx<T> {
+    /// The oldest item, if any.
+    pub fn pop(&mut self) -> Option<T> {
+        self.inner.pop().ok()
+    }
+
+    /// Whether the ring is empty now.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+/// A worker asks the dns uplink for a route on behalf of one of its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsRequest {
+    /// The shard whose table holds the route.
+    pub shard: u16,
+    /// The route.
+    pub key: RouteKey,
+}
+
+/// The dns uplink hands a route's hosts (a reply or a pushed change) to the worker of a shard
+/// that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUpdate {
+    /// The shard to apply it to.
+    pub shard: u16,
+    /// The route.
+    pub key: RouteKey,
+    /// Its hosts; empty when the route does not exist (any more).
+    pub hosts: Box<[HostAddr]>,
+}
+
+/// Worker → dns uplink.
+pub type DnsUplinkTx = RingTx<DnsRequest>;
+/// The dns uplink's end of a worker's ring.
+pub type DnsUplinkRx = RingRx<DnsRequest>;
+/// Dns uplink → worker.
+pub type WorkerInboxTx = RingTx<RouteUpdate>;
+/// A worker's end of its inbox.
+pub type WorkerInboxRx = RingRx<RouteUpdate>;
+/// Worker → report uplink: one route's statistics of one report interval.
+pub type ReportUplinkTx = RingTx<ReportStatusRequest>;
+/// The report uplink's end of a worker's ring.
+pub type ReportUplinkRx = RingRx<ReportStatusRequest>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_full_ring_gives_the_item_back() {
+        let (mut tx, mut rx) = ring::<u32>(2, Wake::new());
+        assert_eq!(tx.push(1), Ok(()));
+        assert_eq!(tx.push(2), Ok(()));
+        assert_eq!(tx.push(3), Err(3));
+        assert_eq!(rx.pop(), Some(1));
+        assert_eq!(tx.push(3), Ok(()));
+        assert_eq!((rx.pop(), rx.pop(), rx.pop()), (Some(2), Some(3), None));
+    }
+
+    #[tokio::test]
+    async fn only_the_push_into_an_empty_ring_wakes() {
+        let wake = Wake::new();
+        let (mut tx, mut rx) = ring::<u32>(8, wake.clone());
+        tx.push(1).unwrap();
+        // The first push stored a permit: the wait returns at once.
+        tokio::time::timeout(Duration::from_secs(1), wake.wait())
+            .await
+            .unwrap();
+        tx.push(2).unwrap();
+        // The second push found the ring non-empty: no new permit.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wake.wait())
+                .await
+                .is_err()
+        );
+        while rx.pop().is_some() {}
+        tx.push(3).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), wake.wait())
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn items_cross_threads_in_order() {
+        let wake = Wake::new();
+        let (mut tx, mut rx) = ring::<u64>(64, wake);
+        let producer = std::thread::spawn(move || {
+            for i in 0..100_000u64 {
+                let mut item = i;
+                while let Err(back) = tx.push(item) {
+                    item = back;
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0;
+        while next < 100_000 {
+            if let Some(i) = rx.pop() {
+                assert_eq!(i, next);
+                next += 1;
+            }
+        }
+        producer.join().unwrap();
+    }
+}

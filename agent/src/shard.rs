@@ -1,0 +1,352 @@
+//! One shard's request handling, without I/O: a datagram from a caller goes in, the reply's bytes
+//! (written in place into the caller's buffer) and what else to do come out. Owns the shard's
+//! [`RouteTable`]; runs on its worker's core only. Never allocates for `get_host` and `report`
+//! on a known route, and never panics on what a caller sends: every malformed datagram is
+//! dropped and counted by reason.
+
+use crate::route::{HostAddr, HostTransition, Millis};
+use crate::route_table::{DnsAsk, HostAnswer, ReportOutcome, RouteKey, RouteTable};
+use crate::stats::{DropReason, WorkerStats};
+use lars_wire::datagram::split_datagram;
+use lars_wire::frame::{FrameHeader, HEADER_LEN, MAX_BODY_LEN, encode_frame_into};
+use lars_wire::messages::{
+    GetHostRequest, GetHostResponse, GetRouteRequest, HostInfo, ReportRequest,
+};
+use lars_wire::msg::decode_body;
+use lars_wire::{MsgId, WireError};
+use quick_protobuf::sizeofs::sizeof_len;
+use quick_protobuf::{BytesWriter, MessageWrite, Writer};
+
+/// What the worker must do after a datagram, besides sending the reply.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// Length of the reply written at the front of the reply buffer, if there is one.
+    pub reply_len: Option<usize>,
+    /// A route to ask dns for.
+    pub ask: Option<DnsAsk>,
+    /// A host that changed state, for the log.
+    pub transition: Option<(RouteKey, HostTransition)>,
+}
+
+/// One shard: its index and its routes.
+pub struct Shard {
+    /// Which shard this is (`(modid + cmdid) % shards`).
+    pub index: u16,
+    /// The shard's routes.
+    pub table: RouteTable,
+}
+
+impl Shard {
+    /// Handles one datagram. `reply` must hold a full frame (64 KiB).
+    pub fn handle(
+        &mut self,
+        datagram: &[u8],
+        reply: &mut [u8],
+        now: Millis,
+        stats: &WorkerStats,
+    ) -> Handled {
+        let (msgid, body) = match split_datagram(datagram) {
+            Ok(parts) => parts,
+            Err(WireError::ShortDatagram { .. }) => return dropped(stats, DropReason::Short),
+            Err(_) => return dropped(stats, DropReason::BadLength),
+        };
+        match MsgId::try_from(msgid) {
+            Ok(MsgId::GetHostRequest) => match decode_body::<GetHostRequest>(msgid, body) {
+                Ok(request) => self.get_host(request, reply, now, stats),
+                Err(_) => dropped(stats, DropReason::BadBody),
+            },
+            Ok(MsgId::ReportRequest) => match decode_body::<ReportRequest>(msgid, body) {
+                Ok(request) => self.report(request, now, stats),
+                Err(_) => dropped(stats, DropReason::BadBody),
+            },
+            Ok(MsgId::ApiGetRouteRequest) => match decode_body::<GetRouteRequest>(msgid, body) {
+                Ok(request) => self.get_route(request, reply, now, stats),
+                Err(_) => dropped(stats, DropReason::BadBody),
+            },
+            Ok(_) => dropped(stats, DropReason::UnexpectedMsgId),
+            Err(_) => dropped(stats, DropReason::UnknownMsgId),
+        }
+    }
+
+    fn get_host(
+        &mut self,
+        request: GetHostRequest,
+        reply: &mut [u8],
+        now: Millis,
+        stats: &WorkerStats,
+    ) -> Handled {
+        stats.get_host.inc();
+        let key = RouteKey::new(request.modid, request.cmdid);
+        let (answer, ask) = self.table.get_host(key, now);
+        let retcode = answer.retcode();
+        stats.replies[retcode.as_i32() as usize].inc();
+        let response = GetHostResponse {
+            seq: request.seq,
+            modid: request.modid,
+            cmdid: request.cmdid,
+            retcode: retcode.as_i32(),
+            host: match answer {
+                HostAnswer::Host(host) => Some(host.to_wire()),
+                HostAnswer::Overload | HostAnswer::NoExist => None,
+            },
+        };
+        // A GetHostResponse is at most 8 + 42 bytes: it always fits.
+        let reply_len = encode_frame_into(MsgId::GetHostResponse, &response, reply).ok();
+        Handled {
+            reply_len,
+            ask,
+            transition: None,
+        }
+    }
+
+    fn report(&mut self, request: ReportRequest, now: Millis, stats: &WorkerStats) -> Handled {
+        stats.report.inc();
+        let host = request.host.unwrap_or_default();
+        let Some(addr) = HostAddr::from_wire(host.ip, host.port) else {
+            return dropped(stats, DropReason::BadHost);
+        };
+        let key = RouteKey::new(request.modid, request.cmdid);
+        let transition = match self.table.report(key, addr, request.retcode, now) {
+            ReportOutcome::Counted(Some(transition)) => {
+                match transition {
+                    HostTransition::Overloaded { .. } => stats.overloaded.inc(),
+                    HostTransition::Recovered { .. } => stats.recovered.inc(),
+                }
+                Some((key, transition))
+            }
+            ReportOutcome::Counted(None)
+            | ReportOutcome::UnknownRoute
+            | ReportOutcome::UnknownHost => None,
+        };
+        Handled {
+            reply_len: None,
+            ask: None,
+            transition,
+        }
+    }
+
+    fn get_route(
+        &mut self,
+        request: GetRouteRequest,
+        reply: &mut [u8],
+        now: Millis,
+        stats: &WorkerStats,
+    ) -> Handled {
+        stats.get_route.inc();
+        let key = RouteKey::new(request.modid, request.cmdid);
+        let (hosts, ask) = self.table.get_route(key, now);
+        let reply_len = encode_route_reply(key, hosts, reply);
+        Handled {
+            reply_len,
+            ask,
+            transition: None,
+        }
+    }
+}
+
+fn dropped(stats: &WorkerStats, reason: DropReason) -> Handled {
+    stats.dropped(reason);
+    Handled::default()
+}
+
+/// Writes an `API_GetRouteResponse` frame listing `hosts` without building a message (no
+/// allocation). A route too large for one datagram is cut to the hosts that fit.
+fn encode_route_reply(
+    key: RouteKey,
+    hosts: impl ExactSizeIterator<Item = HostAddr> + Clone,
+    reply: &mut [u8],
+) -> Option<usize> {
+    let room = reply.len().min(HEADER_LEN + MAX_BODY_LEN);
+    let head = GetRouteRequest {
+        modid: key.modid,
+        cmdid: key.cmdid,
+    };
+    let mut body_len = head.get_size();
+    let mut count = 0;
+    for host in hosts.clone() {
+        let entry = 1 + sizeof_len(host.to_wire().get_size());
+        if HEADER_LEN + body_len + entry > room {
+            break;
+        }
+        body_len += entry;
+        count += 1;
+    }
+    let header = FrameHeader {
+        msgid: MsgId::ApiGetRouteResponse.as_i32(),
+        msglen: i32::try_from(body_len).ok()?,
+    };
+    let total = HEADER_LEN + body_len;
+    reply
+        .get_mut(..HEADER_LEN)?
+        .copy_from_slice(&header.to_bytes());
+    let mut writer = Writer::new(BytesWriter::new(reply.get_mut(HEADER_LEN..total)?));
+    // GetRouteResponse's fields 1 and 2 are GetRouteRequest's: same numbers, same types.
+    head.write_message(&mut writer).ok()?;
+    for host in hosts.take(count) {
+        let info: HostInfo = host.to_wire();
+        writer.write_with_tag(26, |w| w.write_message(&info)).ok()?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadbalance::LbSettings;
+    use lars_wire::datagram::{decode_datagram, encode_datagram};
+    use lars_wire::messages::GetRouteResponse;
+    use lars_wire::{Message, RetCode};
+    use std::net::Ipv4Addr;
+
+    fn shard() -> Shard {
+        Shard {
+            index: 0,
+            table: RouteTable::new(LbSettings::default()),
+        }
+    }
+
+    fn datagram(msg: &Message) -> Vec<u8> {
+        let mut buf = vec![0u8; 1024];
+        let len = encode_datagram(msg, &mut buf).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn get_host(seq: u32, modid: i32, cmdid: i32) -> Vec<u8> {
+        datagram(&Message::GetHostRequest(GetHostRequest {
+            seq,
+            modid,
+            cmdid,
+        }))
+    }
+
+    #[test]
+    fn unknown_key_answers_noexist_and_asks_dns() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let mut reply = vec![0u8; 65536];
+        let handled = shard.handle(&get_host(7, 1, 2), &mut reply, Millis(0), &stats);
+        assert_eq!(
+            handled.ask,
+            Some(DnsAsk {
+                key: RouteKey::new(1, 2)
+            })
+        );
+        let len = handled.reply_len.unwrap();
+        let Message::GetHostResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+            panic!("not a GetHostResponse")
+        };
+        assert_eq!(
+            (r.seq, r.modid, r.cmdid, r.retcode),
+            (7, 1, 2, RetCode::NoExist.as_i32())
+        );
+        assert_eq!(stats.replies[3].get(), 1);
+    }
+
+    #[test]
+    fn known_route_answers_a_host_and_lists_its_hosts() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let key = RouteKey::new(1, 2);
+        shard.table.get_host(key, Millis(0));
+        let hosts = [
+            HostAddr::new(Ipv4Addr::new(192, 168, 0, 1), 80),
+            HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 81),
+        ];
+        shard.table.apply_dns_update(key, &hosts, Millis(1));
+        let mut reply = vec![0u8; 65536];
+        let handled = shard.handle(&get_host(8, 1, 2), &mut reply, Millis(2), &stats);
+        let len = handled.reply_len.unwrap();
+        let Message::GetHostResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+            panic!("not a GetHostResponse")
+        };
+        assert_eq!(r.retcode, 0);
+        assert_eq!(r.host, Some(hosts[0].to_wire()));
+
+        let request = datagram(&Message::ApiGetRouteRequest(GetRouteRequest {
+            modid: 1,
+            cmdid: 2,
+        }));
+        let handled = shard.handle(&request, &mut reply, Millis(3), &stats);
+        let len = handled.reply_len.unwrap();
+        let Message::ApiGetRouteResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+            panic!("not an API_GetRouteResponse")
+        };
+        assert_eq!(
+            r,
+            GetRouteResponse {
+                modid: 1,
+                cmdid: 2,
+                host: hosts.iter().map(|h| h.to_wire()).collect()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_datagrams_are_dropped_by_reason() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let mut reply = vec![0u8; 65536];
+        let mut wrong_length = get_host(1, 1, 1);
+        wrong_length.push(0);
+        let unknown = [&99i32.to_le_bytes()[..], &0i32.to_le_bytes()[..]].concat();
+        let unexpected = [&5i32.to_le_bytes()[..], &0i32.to_le_bytes()[..]].concat();
+        let bad_body = [
+            &4i32.to_le_bytes()[..],
+            &1i32.to_le_bytes()[..],
+            &[0x80][..],
+        ]
+        .concat();
+        let bad_port = datagram(&Message::ReportRequest(ReportRequest {
+            modid: 1,
+            cmdid: 1,
+            host: Some(HostInfo { ip: 1, port: 70000 }),
+            retcode: 0,
+        }));
+        let cases: [(&[u8], DropReason); 7] = [
+            (&[], DropReason::Short),
+            (&[0; 7], DropReason::Short),
+            (&wrong_length, DropReason::BadLength),
+            (&unknown, DropReason::UnknownMsgId),
+            (&unexpected, DropReason::UnexpectedMsgId),
+            (&bad_body, DropReason::BadBody),
+            (&bad_port, DropReason::BadHost),
+        ];
+        for (bytes, reason) in cases {
+            let before = stats.drops_for(reason);
+            let handled = shard.handle(bytes, &mut reply, Millis(0), &stats);
+            assert_eq!(handled, Handled::default(), "{reason:?}");
+            assert_eq!(stats.drops_for(reason), before + 1, "{reason:?}");
+        }
+        let huge = vec![0xffu8; 65536];
+        assert_eq!(
+            shard.handle(&huge, &mut reply, Millis(0), &stats),
+            Handled::default()
+        );
+    }
+
+    #[test]
+    fn a_route_larger_than_one_datagram_is_cut_to_what_fits() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let key = RouteKey::new(3, 3);
+        shard.table.get_route(key, Millis(0));
+        let hosts: Vec<HostAddr> = (0..8000u32)
+            .map(|i| HostAddr {
+                ip: 0xC000_0000 + i,
+                port: 80,
+            })
+            .collect();
+        shard.table.apply_dns_update(key, &hosts, Millis(1));
+        let mut reply = vec![0u8; 65536];
+        let request = datagram(&Message::ApiGetRouteRequest(GetRouteRequest {
+            modid: 3,
+            cmdid: 3,
+        }));
+        let len = shard
+            .handle(&request, &mut reply, Millis(2), &stats)
+            .reply_len
+            .unwrap();
+        assert!(len <= 65535);
+        let Message::ApiGetRouteResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+            panic!("not an API_GetRouteResponse")
+        };
+        assert!(r.host.len() > 3000 && r.host.len() < 8000);
+    }
+}

@@ -25,8 +25,9 @@ const PORT_RANGE_TRIES: usize = 64;
 /// dropped by the kernel (capped by `net.core.rmem_max`).
 const RECV_BUFFER: usize = 4 << 20;
 
-/// Binds one shard socket and enlarges its receive buffer (best effort).
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds one shard socket and enlarges its receive buffer (best effort). Public so that the
+/// echo baseline in `perf/` sets its socket up exactly like the agent.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(addr)?;
     let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
     Ok(socket)

@@ -123,9 +123,18 @@ impl Service {
     }
 
     /// SIGTERM, and the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// SIGINT, and the exit status.
+    pub fn interrupt(self) -> std::process::ExitStatus {
+        self.signal("-INT")
+    }
+
+    fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

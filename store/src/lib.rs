@@ -12,7 +12,7 @@
 //! tokio runtime and returns a [`StoreError`]; nothing in here panics on what the database or
 //! the URL holds. A stored row our types cannot hold is skipped and reported, never fatal.
 //!
-//! With the `testing` feature, [`testing`] offers throw-away databases and a cuttable TCP proxy
+//! With the `testing` feature, the `testing` module offers throw-away databases and a cuttable TCP proxy
 //! for other crates' tests.
 
 #![deny(missing_docs)]

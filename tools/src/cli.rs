@@ -1,15 +1,35 @@
 //! The `lars` command tree (argh) and its dispatcher. Exit codes: 0 done, 1 the command failed
-//! (store unreachable, bad data), 2 bad arguments (argh's own).
+//! (agent or store unreachable, bad data), 2 bad arguments; the caller commands add 3 NOEXIST,
+//! 4 OVERLOAD and 5 SYSTEM_ERROR (see [`crate::caller::ExitCode`]).
 
 use crate::args::{parse_id, parse_ip, parse_port};
+use crate::caller::{self, AgentAddr, ExitCode, SimulatorPlan};
 use crate::route_admin;
+use crate::status;
 use argh::FromArgs;
 use lars_store::DEFAULT_STORE_URL;
+use lars_wire::client::Host;
 use std::net::Ipv4Addr;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-/// lars: the Lars command line.
+/// lars: the Lars command line. Caller commands (gethost, getroute, report, simulator, example)
+/// talk to the local lars-agent over UDP; route and status work on the store; agent-stats reads
+/// a running agent's counters.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
+    /// the agent's IPv4 address (default 127.0.0.1)
+    #[argh(option, default = "Ipv4Addr::LOCALHOST", from_str_fn(parse_ip))]
+    agent: Ipv4Addr,
+    /// the agent's first UDP port (default 8888)
+    #[argh(option, default = "8888", from_str_fn(parse_port))]
+    base_port: u16,
+    /// the agent's number of UDP ports (default 3)
+    #[argh(option, default = "3")]
+    shards: u16,
+    /// how long to wait for one answer from the agent, in ms (default 1000)
+    #[argh(option, default = "1000")]
+    timeout_ms: u64,
     #[argh(subcommand)]
     command: Command,
 }
@@ -17,7 +37,134 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum Command {
+    GetHost(GetHostCmd),
+    GetRoute(GetRouteCmd),
+    Report(ReportCmd),
+    Simulator(SimulatorCmd),
+    Example(ExampleCmd),
+    AgentStats(AgentStatsCmd),
     Route(RouteCmd),
+    Status(StatusCmd),
+}
+
+/// ask the agent which host to call for (MODID, CMDID); prints ip:port
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "gethost")]
+struct GetHostCmd {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// service command id
+    #[argh(positional, from_str_fn(parse_id))]
+    cmdid: i32,
+}
+
+/// list the hosts the agent holds for (MODID, CMDID), one per line
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "getroute")]
+struct GetRouteCmd {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// service command id
+    #[argh(positional, from_str_fn(parse_id))]
+    cmdid: i32,
+}
+
+/// tell the agent how a call to IP:PORT went (RETCODE 0 success, anything else failure)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "report")]
+struct ReportCmd {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// service command id
+    #[argh(positional, from_str_fn(parse_id))]
+    cmdid: i32,
+    /// host IPv4 address (a.b.c.d)
+    #[argh(positional, from_str_fn(parse_ip))]
+    ip: Ipv4Addr,
+    /// host port (1..65535)
+    #[argh(positional, from_str_fn(parse_port))]
+    port: u16,
+    /// the call's outcome: 0 for success, anything else is a failure
+    #[argh(positional)]
+    retcode: i32,
+}
+
+/// call get_host COUNT times and report each call, failing with odds ERR-RATE/10, then print a
+/// per-host table (like Lars' simulator)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "simulator")]
+struct SimulatorCmd {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// service command id
+    #[argh(positional, from_str_fn(parse_id))]
+    cmdid: i32,
+    /// odds of a failure per call in tenths, 0-10 (default 0)
+    #[argh(option, default = "0", from_str_fn(parse_err_rate))]
+    err_rate: u8,
+    /// number of calls (default 100)
+    #[argh(option, default = "100")]
+    count: u32,
+    /// a host (ip:port) whose calls always fail
+    #[argh(option, from_str_fn(parse_host))]
+    fail_host: Option<Host>,
+    /// with --fail-host: it fails only during the first N calls, then works again
+    #[argh(option)]
+    fail_calls: Option<u32>,
+    /// print a line every N calls with how often each host was picked (default 0: off)
+    #[argh(option, default = "0")]
+    window: u32,
+    /// pause between calls in ms (default 0)
+    #[argh(option, default = "0")]
+    interval_ms: u64,
+    /// print every call
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+}
+
+/// walk through the client library's calls for (MODID, CMDID): reg_init, get_route, get_host,
+/// report
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "example")]
+struct ExampleCmd {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// service command id
+    #[argh(positional, from_str_fn(parse_id))]
+    cmdid: i32,
+}
+
+/// show a running agent's counters: workers, requests, drops, uplinks
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "agent-stats")]
+struct AgentStatsCmd {
+    /// the agent's stats endpoint (default 127.0.0.1:8890, its `[agent] stats_addr`)
+    #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8890))")]
+    addr: SocketAddr,
+    /// print the raw Prometheus text instead of the table
+    #[argh(switch)]
+    raw: bool,
+}
+
+fn parse_err_rate(value: &str) -> Result<u8, String> {
+    match value.parse::<u8>() {
+        Ok(rate @ 0..=10) => Ok(rate),
+        _ => Err(format!(
+            "err-rate `{value}` is not a whole number of tenths in 0..10"
+        )),
+    }
+}
+
+fn parse_host(value: &str) -> Result<Host, String> {
+    let (ip, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("host `{value}` is not ip:port"))?;
+    Ok(Host::new(parse_ip(ip)?, parse_port(port)?))
 }
 
 /// administer routes in the store: add or remove hosts, list routes
@@ -87,6 +234,18 @@ struct RouteList {
     store: String,
 }
 
+/// show the call statistics lars-reporter stored: all, one module's, or one route's
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// MODID to show one module's statistics, MODID CMDID to show one route's
+    #[argh(positional)]
+    ids: Vec<String>,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
+    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
+    store: String,
+}
+
 /// An argument error found after argh parsed the line (a lone IP, a bad id in a list).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -94,6 +253,21 @@ struct UsageError(String);
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
+}
+
+/// `[MODID [CMDID]]` of `route list` and `status`.
+fn parse_filter(ids: &[String], command: &str) -> anyhow::Result<(Option<i32>, Option<i32>)> {
+    let ids = ids
+        .iter()
+        .map(|id| parse_id(id))
+        .collect::<Result<Vec<i32>, String>>()
+        .map_err(usage)?;
+    match ids.as_slice() {
+        [] => Ok((None, None)),
+        [modid] => Ok((Some(*modid), None)),
+        [modid, cmdid] => Ok((Some(*modid), Some(*cmdid))),
+        _ => Err(usage(format!("{command} takes at most MODID and CMDID"))),
+    }
 }
 
 /// Parses the process's arguments, exiting with 0 for `--help` and 2 for bad arguments.
@@ -125,6 +299,56 @@ pub fn from_env() -> Cli {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let agent = AgentAddr {
+        ip: cli.agent,
+        base_port: cli.base_port,
+        shards: cli.shards,
+        timeout: Duration::from_millis(cli.timeout_ms),
+    };
+    let code = match cli.command {
+        Command::GetHost(c) => caller::gethost(&agent, c.modid, c.cmdid),
+        Command::GetRoute(c) => caller::getroute(&agent, c.modid, c.cmdid),
+        Command::Report(c) => {
+            caller::report(&agent, c.modid, c.cmdid, Host::new(c.ip, c.port), c.retcode)
+        }
+        Command::Simulator(c) => {
+            if c.fail_calls.is_some() && c.fail_host.is_none() {
+                eprintln!("lars: --fail-calls needs --fail-host");
+                return ExitCode::Usage as i32;
+            }
+            let plan = SimulatorPlan {
+                count: c.count,
+                err_rate: c.err_rate,
+                fail_host: c.fail_host,
+                fail_calls: c.fail_calls,
+                interval: Duration::from_millis(c.interval_ms),
+                verbose: c.verbose,
+                window: c.window,
+            };
+            caller::simulator(&agent, c.modid, c.cmdid, &plan)
+        }
+        Command::Example(c) => caller::example(&agent, c.modid, c.cmdid),
+        Command::AgentStats(c) => match crate::agent_stats::run(c.addr, c.raw) {
+            Ok(()) => ExitCode::Ok,
+            Err(e) => {
+                eprintln!("lars: {e:#}");
+                ExitCode::Failed
+            }
+        },
+        Command::Route(c) => return run_store_command(StoreCommand::Route(c)),
+        Command::Status(c) => return run_store_command(StoreCommand::Status(c)),
+    };
+    code as i32
+}
+
+/// The commands that work on the store.
+enum StoreCommand {
+    Route(RouteCmd),
+    Status(StatusCmd),
+}
+
+/// Runs a command that works on the store.
+fn run_store_command(command: StoreCommand) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,8 +360,8 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Route(route) => match route.action {
+        match command {
+            StoreCommand::Route(route) => match route.action {
                 RouteAction::Add(a) => {
                     route_admin::add(&a.store, a.modid, a.cmdid, a.ip, a.port).await
                 }
@@ -153,22 +377,14 @@ pub fn run(cli: Cli) -> i32 {
                     )),
                 },
                 RouteAction::List(l) => {
-                    let ids = l
-                        .ids
-                        .iter()
-                        .map(|id| parse_id(id))
-                        .collect::<Result<Vec<i32>, String>>()
-                        .map_err(usage)?;
-                    match ids.as_slice() {
-                        [] => route_admin::list(&l.store, None, None).await,
-                        [modid] => route_admin::list(&l.store, Some(*modid), None).await,
-                        [modid, cmdid] => {
-                            route_admin::list(&l.store, Some(*modid), Some(*cmdid)).await
-                        }
-                        _ => Err(usage("list takes at most MODID and CMDID")),
-                    }
+                    let (modid, cmdid) = parse_filter(&l.ids, "list")?;
+                    route_admin::list(&l.store, modid, cmdid).await
                 }
             },
+            StoreCommand::Status(s) => {
+                let (modid, cmdid) = parse_filter(&s.ids, "status")?;
+                status::show(&s.store, modid, cmdid).await
+            }
         }
     });
     match result {

@@ -103,8 +103,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let (push, spread) =
-        client.block_on(push_latency(
+    let (push, spread) = client.block_on(push_latency(
         addr,
         &store,
         args.subscribers,

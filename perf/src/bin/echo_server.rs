@@ -1,0 +1,164 @@
+//! `echo-server`: the "speed of light" of the agent's data plane. A UDP echo server built from
+//! exactly the agent's runtime and socket setup — one worker thread per CPU of the affinity mask,
+//! each pinned to its CPU (`core_affinity`) and running its own io_uring runtime
+//! ([`lars_agent::io::block_on`]); `shards` sockets on consecutive ports bound with
+//! [`lars_agent::agent::bind_udp`], shard `i` on worker `i % workers`; `recv_depth` receive loops
+//! per socket ([`lars_agent::io::spawn_local`] over a [`ShardSocket`]) — that sends every
+//! datagram back to its sender unchanged, doing no work in between. `lars-perf --target echo`
+//! loads it with the same `GetHostRequest` datagrams it sends the agent, so the gap between the
+//! two runs is what the agent's request handling costs.
+//!
+//! Prints `echo-server serving base_port=N shards=S workers=W` on stderr once its sockets are
+//! bound; SIGINT or SIGTERM stop it. The workers keep no state worth flushing, so stopping is
+//! leaving the process.
+
+use anyhow::Context;
+use argh::FromArgs;
+use lars_agent::agent::bind_udp;
+use lars_agent::io::udp::{DATAGRAM_BUFFER, ShardSocket};
+use lars_agent::io::{block_on, spawn_local};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::rc::Rc;
+use tracing::warn;
+
+/// Times to look for a free range of consecutive ports when `--base-port` is 0.
+const PORT_RANGE_TRIES: usize = 64;
+
+/// echo-server: an io_uring UDP echo server with the agent's runtime and socket setup.
+///
+/// Runs one pinned worker per CPU it may use (see `taskset`), echoes every datagram on its
+/// `shards` consecutive UDP ports back unchanged. Load it with `lars-perf --target echo
+/// --base-port N`. Stops on SIGINT or SIGTERM.
+#[derive(FromArgs)]
+struct Args {
+    /// address to bind the sockets to (default 127.0.0.1)
+    #[argh(option, default = "IpAddr::V4(Ipv4Addr::LOCALHOST)")]
+    ip: IpAddr,
+    /// UDP port of shard 0; shard i listens on base_port + i. 0 picks a free range and prints it
+    /// (default 0)
+    #[argh(option, default = "0")]
+    base_port: u16,
+    /// number of shards (consecutive UDP ports), 1..64 like the agent (default 3)
+    #[argh(option, default = "3")]
+    shards: u16,
+    /// receives kept in flight per socket, like the agent's `recv_depth` (default 16)
+    #[argh(option, default = "16")]
+    recv_depth: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = argh::from_env();
+    lars_service::logging::init();
+    anyhow::ensure!(
+        (1..=64).contains(&args.shards),
+        "--shards must be in 1..64, not {}",
+        args.shards
+    );
+    anyhow::ensure!(args.recv_depth >= 1, "--recv-depth must be at least 1");
+    anyhow::ensure!(
+        args.base_port == 0 || u32::from(args.base_port) + u32::from(args.shards) <= 65536,
+        "--base-port {} + --shards {} runs past port 65535",
+        args.base_port,
+        args.shards
+    );
+
+    // One worker per CPU of the affinity mask, as the agent does without `agent.cores`.
+    let cores: Vec<Option<core_affinity::CoreId>> = match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    let workers = cores.len();
+    let (base_port, sockets) = bind_shards(args.ip, args.base_port, args.shards)?;
+    let mut sockets: Vec<Option<UdpSocket>> = sockets.into_iter().map(Some).collect();
+    for (index, core) in cores.into_iter().enumerate() {
+        let mine: Vec<UdpSocket> = (0..usize::from(args.shards))
+            .filter(|shard| shard % workers == index)
+            .filter_map(|shard| sockets[shard].take())
+            .collect();
+        let recv_depth = args.recv_depth;
+        std::thread::Builder::new()
+            .name(format!("echo-worker-{index}"))
+            .spawn(move || {
+                if let Some(core) = core
+                    && !core_affinity::set_for_current(core)
+                {
+                    warn!(
+                        worker = index,
+                        core = core.id,
+                        "could not pin worker to its CPU"
+                    );
+                }
+                block_on(serve(mine, recv_depth));
+            })
+            .context("starting a worker thread")?;
+    }
+    eprintln!(
+        "echo-server serving base_port={base_port} shards={} workers={workers}",
+        args.shards
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    runtime.block_on(lars_service::signals::wait_for_stop_signal());
+    Ok(())
+}
+
+/// A worker's life: `recv_depth` echo loops on each of its sockets, forever.
+async fn serve(sockets: Vec<UdpSocket>, recv_depth: usize) {
+    for socket in sockets {
+        let socket = Rc::new(ShardSocket::from_std(socket));
+        for _ in 0..recv_depth {
+            spawn_local(echo(socket.clone()));
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// One receive loop: receive a datagram, send the same bytes back to its sender, reuse the
+/// buffer.
+async fn echo(socket: Rc<ShardSocket>) {
+    let mut buf = Vec::with_capacity(DATAGRAM_BUFFER);
+    loop {
+        let (received, back) = socket.recv_from(buf).await;
+        buf = back;
+        if let Ok((len, peer)) = received {
+            let (_, back) = socket.send_to(buf, len, peer).await;
+            buf = back;
+        }
+    }
+}
+
+/// Binds `shards` consecutive ports from `base_port`, or from a free port the OS picks when it
+/// is 0.
+///
+/// The agent's own `bind_shards` does the same from its config but is private to
+/// `lars_agent::agent`; this mirrors it over the public [`bind_udp`].
+fn bind_shards(ip: IpAddr, base_port: u16, shards: u16) -> anyhow::Result<(u16, Vec<UdpSocket>)> {
+    if base_port != 0 {
+        let sockets = (0..shards)
+            .map(|shard| {
+                let addr = SocketAddr::new(ip, base_port + shard);
+                bind_udp(addr).with_context(|| format!("binding shard {shard} on {addr}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok((base_port, sockets));
+    }
+    'tries: for _ in 0..PORT_RANGE_TRIES {
+        let first = bind_udp(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+        let base = first.local_addr().context("reading the bound port")?.port();
+        if u32::from(base) + u32::from(shards) > 65536 {
+            continue;
+        }
+        let mut sockets = vec![first];
+        for shard in 1..shards {
+            match bind_udp(SocketAddr::new(ip, base + shard)) {
+                Ok(socket) => sockets.push(socket),
+                Err(_) => continue 'tries,
+            }
+        }
+        return Ok((base, sockets));
+    }
+    anyhow::bail!("found no {shards} consecutive free UDP ports on {ip}")
+}

@@ -1,0 +1,139 @@
+//! `lars status` as a process, against both store backends: the stored call statistics as a
+//! table, narrowed by MODID and CMDID, and clear errors for bad arguments.
+
+use lars_store::CallStatusRow;
+use lars_store::testing::TestDb;
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn lars(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lars"))
+        .args(args)
+        .output()
+        .expect("run lars")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn row(modid: i32, cmdid: i32, host: Ipv4Addr, succ_cnt: u32, err_cnt: u32) -> CallStatusRow {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    CallStatusRow {
+        modid,
+        cmdid,
+        ip: u32::from(host),
+        port: 9000,
+        caller: u32::from(Ipv4Addr::new(172, 16, 3, 4)),
+        succ_cnt,
+        err_cnt,
+        // Ten minutes ago.
+        ts: now as i64 - 600,
+        overload: err_cnt > succ_cnt,
+    }
+}
+
+fn plant(db: &TestDb, rows: &[CallStatusRow]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = db.open().await.unwrap();
+        store.upsert_call_status(rows).await.unwrap();
+    });
+}
+
+fn shows_the_stored_statistics(db: TestDb) {
+    plant(
+        &db,
+        &[
+            row(1, 1, Ipv4Addr::new(192, 168, 9, 1), 75, 25),
+            row(1, 2, Ipv4Addr::new(10, 0, 0, 2), 0, 4),
+            row(2, 1, Ipv4Addr::new(10, 0, 0, 3), 10, 0),
+        ],
+    );
+    let url = db.url_string();
+    let run = |ids: &[&str]| lars(&[&["status", "--store", url.as_str()][..], ids].concat());
+
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("3 row(s)"), "{text}");
+    let first: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        first,
+        [
+            "1",
+            "1",
+            "192.168.9.1:9000",
+            "172.16.3.4",
+            "75",
+            "25",
+            "25.0%",
+            "no",
+            "10m"
+        ],
+        "{text}"
+    );
+    let second: Vec<&str> = text.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(&second[4..8], ["0", "4", "100.0%", "yes"], "{text}");
+
+    let module = stdout(&run(&["1"]));
+    assert!(
+        module.contains("2 row(s)") && !module.contains("10.0.0.3"),
+        "{module}"
+    );
+    let route = stdout(&run(&["1", "2"]));
+    assert!(
+        route.contains("1 row(s)") && route.contains("10.0.0.2:9000"),
+        "{route}"
+    );
+    let none = stdout(&run(&["7"]));
+    assert!(none.contains("0 row(s)"), "{none}");
+}
+
+#[test]
+fn shows_the_stored_statistics_mysql() {
+    shows_the_stored_statistics(TestDb::mysql());
+}
+
+#[test]
+fn shows_the_stored_statistics_sqlite() {
+    shows_the_stored_statistics(TestDb::sqlite());
+}
+
+#[test]
+fn bad_arguments_are_clear_errors_with_exit_code_2() {
+    let db = TestDb::sqlite();
+    let url = db.url_string();
+    let cases: [(&[&str], &str); 2] = [
+        (&["x"], "not an integer"),
+        (&["1", "2", "3"], "at most MODID and CMDID"),
+    ];
+    for (ids, want) in cases {
+        let out = lars(&[&["status", "--store", url.as_str()][..], ids].concat());
+        assert_eq!(out.status.code(), Some(2), "{ids:?}");
+        assert!(stderr(&out).contains(want), "{ids:?}: {}", stderr(&out));
+    }
+    let out = lars(&["status", "--store", "postgres://x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("postgres://x"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_lists_status() {
+    let out = lars(&["--help"]);
+    assert!(stdout(&out).contains("status"), "{}", stdout(&out));
+    let out = lars(&["status", "--help"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("--store"), "{}", stdout(&out));
+}

@@ -9,6 +9,8 @@ pub mod backoff;
 pub mod config;
 pub mod logging;
 pub mod signals;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backoff::Backoff;
 pub use config::{ConfigError, load_config};

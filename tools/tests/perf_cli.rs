@@ -3,13 +3,10 @@
 //! against a real `lars-agent` (the summary, and JSON with the counts), and with bad arguments
 //! (status 2). Each run lasts about a second.
 
+use lars_service::testing::ServiceProcess as Server;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Once;
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// A short run: no warm-up to speak of, one second measured, a timeout long enough for a
@@ -39,90 +36,16 @@ fn lars_perf_json(args: &[&str]) -> (Output, Value) {
     (out, json)
 }
 
-/// Path of a binary of another workspace package, built once per test process so it is never
-/// stale (the way agent/tests/common finds the service binaries).
-fn binary(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        for (package, bin) in [("lars-agent", "lars-agent"), ("lars-bench", "echo-server")] {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", package, "--bin", bin])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdout(Stdio::null())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building {bin} failed");
-        }
-    });
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/perf_cli-… → target/debug/NAME
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join(name))
-        .expect("target dir")
-}
-
-/// A running server process, killed when dropped.
-struct Server {
-    child: Child,
-    /// The line it printed once serving.
-    serving: String,
-}
-
-impl Server {
-    /// Starts `name` with `args` and waits for its "serving" line on stderr.
-    fn start(name: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(binary(name))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let err = child.stderr.take().expect("stderr is piped");
-        let (lines, arrived) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        loop {
-            match arrived.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line.contains("serving") => {
-                    return Server {
-                        child,
-                        serving: line,
-                    };
-                }
-                Ok(line) => seen.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{name} did not start: {seen:#?}");
-                }
-            }
-        }
-    }
-
-    /// A `key=value` of the serving line.
-    fn field(&self, key: &str) -> String {
-        let prefix = format!("{key}=");
-        self.serving
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {key} in {}", self.serving))
-            .to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a binary of another workspace package (built once per test process, so never stale)
+/// and waits until it serves.
+fn start(name: &str, args: &[&str]) -> Server {
+    let package = if name == "echo-server" {
+        "lars-bench"
+    } else {
+        name
+    };
+    let binary = lars_service::testing::workspace_binary(env!("CARGO_MANIFEST_DIR"), package, name);
+    Server::start(&binary, &[], args)
 }
 
 /// A lars-agent on OS-chosen ports whose dns and reporter are nowhere, so every `get_host` is
@@ -143,7 +66,7 @@ fn agent() -> (Server, tempfile::TempDir) {
         ),
     )
     .unwrap();
-    let agent = Server::start("lars-agent", &["--config", config.to_str().unwrap()]);
+    let agent = start("lars-agent", &["--config", config.to_str().unwrap()]);
     (agent, dir)
 }
 
@@ -195,7 +118,7 @@ fn a_stopped_agent_gives_timeouts_and_a_failed_run() {
 
 #[test]
 fn the_echo_server_answers_every_request_with_the_same_bytes() {
-    let echo = Server::start("echo-server", &[]);
+    let echo = start("echo-server", &[]);
     let base_port = echo.field("base_port");
     assert_eq!(echo.field("shards"), "3");
     let target = ["--target", "echo", "--base-port", &base_port, "--keys", "3"];

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# perf/bench.sh: the agent's benchmark, all in one run on this machine, written into
+# perf/RESULTS.md (between the "perf/bench.sh" markers) with the command, machine, date and commit.
+#
+#   bash perf/bench.sh                 # DURATION=5 seconds per measurement
+#   DURATION=10 bash perf/bench.sh
+#   AGENT_IO=io-uring bash perf/bench.sh   # pick the agent's runtime ([agent] io), if built with it
+#
+# It starts lars-dns and lars-reporter on a fresh embedded store (ports from the OS), seeds
+# routes, and measures:
+#   (a) the Lars qps preset (get_host then report, one in flight, one key per thread) with 1, 2
+#       and 10 client threads, and the agent's CPU time per iteration;
+#   (b) saturated get_host throughput and latency with the agent pinned to CPU 1 and lars-perf to
+#       CPU 0, the agent's CPU time per request, and p99 at half that rate (open loop);
+#   (c) the same load against echo-server (the agent's runtime and sockets, no work): the ratio;
+#   (d) the agent's memory with 100,000 routes x 10 hosts.
+# CPU time is utime+stime of the agent process from /proc/PID/stat, over the measured run and
+# its warm-up. Needs: cargo, taskset, python3 (to read lars-perf's JSON).
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+R="$top/target/release"
+DURATION=${DURATION:-5}
+WARMUP=1
+AGENT_IO=${AGENT_IO:-}
+work=$(mktemp -d /tmp/lars-bench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> building release binaries" >&2
+(cd "$top" && cargo build -q --release -p lars-dns -p lars-reporter -p lars-agent -p lars-tools -p lars-bench --bins)
+
+# start NAME LOG CMD...: runs CMD in the background and waits for its "serving" line.
+start() {
+    local log=$1; shift
+    "$@" > "$log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 400); do
+        grep -q serving "$log" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench: $* did not start:" >&2; tail "$log" >&2; exit 1
+}
+field() { grep -o "$2=[0-9.:]*" "$1" | head -n 1 | sed "s/^$2=//"; }
+port_of() { field "$1" addr | sed 's/.*://'; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+hz=$(getconf CLK_TCK)
+
+services() { # STORE → starts dns and reporter on it; sets DNS and REP
+    local store=$1
+    printf '[reactor]\nport = 0\n' > "$work/svc.toml"
+    start "$work/dns.log" "$R/lars-dns" --config "$work/svc.toml" --store "$store"
+    start "$work/rep.log" "$R/lars-reporter" --config "$work/svc.toml" --store "$store"
+    DNS=$(port_of "$work/dns.log"); REP=$(port_of "$work/rep.log")
+}
+
+agent() { # LOG PREFIX... → starts an agent; sets APID BP STATS
+    local log=$1; shift
+    {
+        printf '[agent]\nbase_port = 0\nstats_addr = "127.0.0.1:0"\n'
+        [ -n "$AGENT_IO" ] && printf 'io = "%s"\n' "$AGENT_IO"
+        printf '[dnsserver]\nip = "127.0.0.1"\nport = %s\n[reporter]\nip = "127.0.0.1"\nport = %s\n' "$DNS" "$REP"
+    } > "$work/agent.toml"
+    start "$log" "$@" "$R/lars-agent" --config "$work/agent.toml"
+    APID=${pids[-1]}
+    BP=$(field "$log" base_port); STATS=$(field "$log" stats)
+}
+
+hosts_held() { "$R/lars" agent-stats --addr "$STATS" --raw | awk '/^lars_agent_hosts\{/ {s += $2} END {print s + 0}'; }
+
+perf_run() { # OUT ARGS... → runs lars-perf with JSON output; sets CPU_US (agent CPU per completed op)
+    local out=$1; shift
+    local t0; t0=$(ticks "$APID_MEASURED")
+    "$R/lars-perf" --duration "$DURATION" --warmup "$WARMUP" --json "$@" > "$out" || true
+    local t1; t1=$(ticks "$APID_MEASURED")
+    CPU_US=$(python3 -c "
+import json; d=json.load(open('$out'))
+ops = d['throughput_per_sec'] * (d['measured_secs'] + $WARMUP)
+print('%.1f' % (($t1 - $t0) * 1e6 / $hz / ops) if ops else 'n/a')")
+}
+
+commit=$(cd "$top" && git rev-parse --short HEAD)
+(cd "$top" && git diff --quiet HEAD -- agent wire tools perf) || commit="$commit (with uncommitted changes)"
+machine=$(python3 - <<'PY'
+import os, platform
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), 'unknown CPU')
+mem = next(int(l.split()[1]) for l in open('/proc/meminfo') if l.startswith('MemTotal')) // 1024 // 1024
+print(f"{cpu}, {os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}")
+PY
+)
+
+echo "==> services and 10 routes x 2 hosts" >&2
+services "sqlite://$work/lars.db"
+for c in $(seq 1 10); do
+    "$R/lars" route add 1 "$c" 10.0.0.1 9001 --store "sqlite://$work/lars.db" > /dev/null
+    "$R/lars" route add 1 "$c" 10.0.0.2 9002 --store "sqlite://$work/lars.db" > /dev/null
+done
+sleep 1.2   # one dns version poll
+agent "$work/agent.log" taskset -c 1
+APID_MEASURED=$APID
+for c in $(seq 1 10); do "$R/lars" --base-port "$BP" gethost 1 "$c" > /dev/null 2>&1 || true; done
+for _ in $(seq 1 100); do [ "$(hosts_held)" -ge 20 ] && break; sleep 0.05; done
+
+declare -A QPS QPS_P50 QPS_P99 QPS_CPU
+for threads in 1 2 10; do
+    echo "==> (a) qps preset, $threads thread(s)" >&2
+    perf_run "$work/qps$threads.json" --base-port "$BP" --workload qps --threads "$threads" --keys "$threads"
+    QPS[$threads]=$(json "$work/qps$threads.json" "'%.0f' % d['throughput_per_sec']")
+    QPS_P50[$threads]=$(json "$work/qps$threads.json" "d['latency_us']['p50']")
+    QPS_P99[$threads]=$(json "$work/qps$threads.json" "d['latency_us']['p99']")
+    QPS_CPU[$threads]=$CPU_US
+done
+
+echo "==> (b) saturated get_host, agent on CPU 1, lars-perf on CPU 0" >&2
+load=(--cpus 0 --threads 1 --sockets 4 --outstanding 16 --keys 10)
+perf_run "$work/sat.json" --base-port "$BP" "${load[@]}"
+SAT=$(json "$work/sat.json" "'%.0f' % d['throughput_per_sec']")
+SAT_LAT=$(json "$work/sat.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
+SAT_CPU=$CPU_US
+half=$((${SAT%.*} / 2))
+perf_run "$work/half.json" --base-port "$BP" "${load[@]}" --rate "$half"
+HALF_LAT=$(json "$work/half.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
+HALF_DONE=$(json "$work/half.json" "'%.0f' % d['throughput_per_sec']")
+
+echo "==> (c) the same load against echo-server" >&2
+start "$work/echo.log" taskset -c 1 "$R/echo-server" --base-port 0
+EPID=${pids[-1]}
+EBP=$(field "$work/echo.log" base_port)
+APID_MEASURED=$EPID
+perf_run "$work/echo.json" --target echo --base-port "$EBP" "${load[@]}"
+ECHO=$(json "$work/echo.json" "'%.0f' % d['throughput_per_sec']")
+ECHO_LAT=$(json "$work/echo.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
+ECHO_CPU=$CPU_US
+kill "$EPID"
+RATIO=$(python3 -c "print('%.0f%%' % (100.0 * $SAT / $ECHO))")
+
+echo "==> (d) memory with 100,000 routes x 10 hosts" >&2
+kill "$APID"
+services "sqlite://$work/big.db"
+"$R/seed-routes" --store "sqlite://$work/big.db" --routes 100000 --hosts 10 > /dev/null
+sleep 1.2
+agent "$work/agent-big.log"
+sleep 0.5
+RSS0=$(rss_kib "$APID")
+held=0
+# Routes the agent could not take in one burst (a full ring) are asked again on a later request
+# or after update_timeout, so this touches every key until all are held (at most about 90 s).
+for _ in $(seq 1 45); do
+    "$R/lars-perf" --base-port "$BP" --workload get_route --modid 1..100000 --cmdid 1 --threads 1 --sockets 4 --outstanding 16 --duration 2 --warmup 0 --json > /dev/null || true
+    held=$(hosts_held)
+    [ "$held" -ge 1000000 ] && break
+done
+sleep 0.5
+RSS1=$(rss_kib "$APID")
+PER_HOST=$(python3 -c "print('%.0f' % (($RSS1 - $RSS0) * 1024.0 / max($held, 1)))")
+
+now=$(date -u +%Y-%m-%d)
+table=$(cat <<MD
+<!-- perf/bench.sh: generated, do not edit by hand -->
+### Agent: \`bash perf/bench.sh\` (DURATION=$DURATION${AGENT_IO:+, AGENT_IO=$AGENT_IO})
+
+Measured $now on $machine, commit $commit, release build. Each lars-perf run: ${WARMUP} s
+warm-up, $DURATION s measured. Agent CPU is utime+stime of the agent process over warm-up and
+run, per completed iteration or request (it includes the kernel's loopback delivery of the
+replies, which runs on the sender's CPU).
+
+| measurement | command (lars-perf …) | result | C++ Lars / target |
+|---|---|---|---|
+| qps preset, 1 thread | \`--workload qps --threads 1 --keys 1\` | ${QPS[1]} it/s, p50 ${QPS_P50[1]} µs, p99 ${QPS_P99[1]} µs, agent CPU ${QPS_CPU[1]} µs/it | 31.9k it/s, 13-16 µs/it / ≥ 63.8k, < 2 µs |
+| qps preset, 2 threads | \`--workload qps --threads 2 --keys 2\` | ${QPS[2]} it/s, p50 ${QPS_P50[2]} µs, p99 ${QPS_P99[2]} µs, agent CPU ${QPS_CPU[2]} µs/it | 37.2k it/s |
+| qps preset, 10 threads | \`--workload qps --threads 10 --keys 10\` | ${QPS[10]} it/s, p50 ${QPS_P50[10]} µs, p99 ${QPS_P99[10]} µs, agent CPU ${QPS_CPU[10]} µs/it | 52.0k it/s / ≥ 156k |
+| get_host saturated, agent on CPU 1 | \`${load[*]}\` | ${SAT} req/s, p50/p90/p99/p99.9/max ${SAT_LAT} µs, agent CPU ${SAT_CPU} µs/req | — |
+| echo-server, same load | \`--target echo ${load[*]}\` | ${ECHO} req/s, ${ECHO_LAT} µs, server CPU ${ECHO_CPU} µs/req | agent ≥ 80% of echo: **${RATIO}** |
+| get_host at half the saturated rate (open loop) | \`${load[*]} --rate $half\` | ${HALF_DONE} req/s, p50/p90/p99/p99.9/max ${HALF_LAT} µs | p99 < 50 µs |
+| agent memory, 100,000 routes x 10 hosts | \`--workload get_route --modid 1..100000 --cmdid 1\` until all are held | ${held} hosts held, RSS ${RSS0} → ${RSS1} KiB: **${PER_HOST} bytes/host** | < 200 bytes/host |
+<!-- end perf/bench.sh -->
+MD
+)
+echo "$table"
+results="$top/perf/RESULTS.md"
+python3 - "$results" <<PY
+import sys
+path = sys.argv[1]
+text = open(path).read()
+block = """$table"""
+start, end = "<!-- perf/bench.sh: generated", "<!-- end perf/bench.sh -->"
+if start in text and end in text:
+    a = text.index(start); b = text.index(end) + len(end)
+    text = text[:a] + block + text[b:]
+else:
+    text = text.replace("## lars-dns", "## lars-agent\n\n" + block + "\n\n## lars-dns", 1)
+open(path, "w").write(text)
+PY
+echo "==> written to perf/RESULTS.md" >&2

@@ -1,0 +1,220 @@
+//! The caller commands of `lars` as a process against a real `lars-agent` (whose dns runs in
+//! this test on the embedded store): gethost, getroute, report, simulator, example and
+//! agent-stats, with the exit codes scripts rely on.
+
+use lars_dns::{DnsConfig, DnsServer};
+use lars_service::testing::ServiceProcess;
+use lars_store::testing::TestDb;
+use lars_store::{RouteHost, RouteKey, Store};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn lars(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lars"))
+        .args(args)
+        .output()
+        .expect("run lars")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+struct Setup {
+    _db: TestDb,
+    _runtime: tokio::runtime::Runtime,
+    agent: ServiceProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A dns on a store with route (5, 5) = two hosts, and an agent pointed at it.
+    fn start() -> Setup {
+        let db = TestDb::sqlite();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dns_port = runtime.block_on(async {
+            let store = Store::open(&db.url()).await.unwrap();
+            for last in [1, 2] {
+                let host = RouteHost::new(Ipv4Addr::new(10, 5, 5, last), 5000 + u16::from(last));
+                store.add_host(RouteKey::new(5, 5), host).await.unwrap();
+            }
+            let mut config = DnsConfig::default();
+            config.reactor.port = 0;
+            let server = DnsServer::bind(&config, db.url()).await.unwrap();
+            let port = server.local_addr().port();
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let _keep = _stop;
+                server.run(shutdown).await;
+            });
+            port
+        });
+        let nowhere = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\n\
+                 [dnsserver]\nip = \"127.0.0.1\"\nport = {dns_port}\n\
+                 [reporter]\nip = \"127.0.0.1\"\nport = {nowhere}\n"
+            ),
+        )
+        .unwrap();
+        let binary = lars_service::testing::workspace_binary(
+            env!("CARGO_MANIFEST_DIR"),
+            "lars-agent",
+            "lars-agent",
+        );
+        let agent = ServiceProcess::start(&binary, &[], &["--config", config.to_str().unwrap()]);
+        Setup {
+            _db: db,
+            _runtime: runtime,
+            agent,
+            _dir: dir,
+        }
+    }
+
+    fn lars(&self, args: &[&str]) -> Output {
+        let base_port = self.agent.field("base_port");
+        lars(
+            &[
+                &["--base-port", base_port.as_str(), "--timeout-ms", "2000"][..],
+                args,
+            ]
+            .concat(),
+        )
+    }
+}
+
+#[test]
+fn caller_commands_answer_with_exit_codes_scripts_can_use() {
+    let setup = Setup::start();
+    let first = setup.lars(&["gethost", "5", "5"]);
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    assert!(text(&first).contains("NOEXIST"), "{}", text(&first));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let host = loop {
+        let out = setup.lars(&["gethost", "5", "5"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route never served: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(host == "10.5.5.1:5001" || host == "10.5.5.2:5002", "{host}");
+
+    let route = setup.lars(&["getroute", "5", "5"]);
+    assert!(route.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&route.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["10.5.5.1:5001", "10.5.5.2:5002"]
+    );
+    let empty = setup.lars(&["getroute", "6", "6"]);
+    assert_eq!(empty.status.code(), Some(3));
+
+    let report = setup.lars(&["report", "5", "5", "10.5.5.1", "5001", "0"]);
+    assert!(report.status.success(), "{}", text(&report));
+
+    let example = setup.lars(&["example", "5", "5"]);
+    assert!(example.status.success(), "{}", text(&example));
+    assert!(text(&example).contains("reg_init(5, 5)"));
+
+    let sim = setup.lars(&[
+        "simulator",
+        "5",
+        "5",
+        "--count",
+        "60",
+        "--fail-host",
+        "10.5.5.2:5002",
+        "--window",
+        "20",
+    ]);
+    assert!(sim.status.success(), "{}", text(&sim));
+    let out = text(&sim);
+    assert!(out.contains("calls     1-20"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("10.5.5.2:5002") && !l.contains(" 0.0%")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("10.5.5.1:5001") && l.contains(" 0.0%")),
+        "{out}"
+    );
+
+    let stats = lars(&["agent-stats", "--addr", &setup.agent.field("stats")]);
+    assert!(stats.status.success(), "{}", text(&stats));
+    assert!(text(&stats).contains("WORKER"), "{}", text(&stats));
+    let raw = lars(&[
+        "agent-stats",
+        "--raw",
+        "--addr",
+        &setup.agent.field("stats"),
+    ]);
+    assert!(text(&raw).contains("lars_agent_get_host_total"));
+}
+
+#[test]
+fn a_stopped_agent_is_a_clear_failure() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = lars(&[
+        "--base-port",
+        &port.to_string(),
+        "--shards",
+        "1",
+        "--timeout-ms",
+        "200",
+        "gethost",
+        "1",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no answer from the agent"),
+        "{}",
+        text(&out)
+    );
+    let stats = lars(&["agent-stats", "--addr", &format!("127.0.0.1:{port}")]);
+    assert_eq!(stats.status.code(), Some(1));
+    assert!(
+        text(&stats).contains("cannot read agent stats"),
+        "{}",
+        text(&stats)
+    );
+}
+
+#[test]
+fn bad_caller_arguments_exit_2() {
+    for args in [
+        &["simulator", "1", "1", "--err-rate", "11"][..],
+        &["simulator", "1", "1", "--fail-calls", "5"][..],
+        &["report", "1", "1", "10.0.0.1", "0", "0"][..],
+        &["gethost", "1"][..],
+    ] {
+        let out = lars(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+}

@@ -1,0 +1,37 @@
+//! The README's first command, `./run_lars demo`, finishes on its own and tells its story: a
+//! failing host is overloaded, probed, and recovers.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_shows_a_host_overloaded_and_recovered() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../run_lars");
+    let out = Command::new("bash")
+        .args([script, "--debug", "demo"])
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for step in [
+        "host overloaded",
+        "host recovered",
+        "demo done",
+        "stopped dns",
+    ] {
+        assert!(
+            stdout.contains(step),
+            "the demo did not show `{step}`:\n{stdout}\n{stderr}"
+        );
+    }
+    // The failing host is taken out of the rotation: picked far less often than the others while
+    // it fails.
+    let window = stdout
+        .lines()
+        .find(|l| l.starts_with("calls   101-150"))
+        .expect("a timeline window while the host fails");
+    assert!(
+        window.contains("10.0.0.3:9003 x4") || window.contains("10.0.0.3:9003 x5"),
+        "{window}"
+    );
+}

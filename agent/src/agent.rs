@@ -4,7 +4,7 @@
 //! uplink, then the uplinks).
 
 use crate::admin::Admin;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, IoRuntime};
 use crate::dns_uplink::{self, DnsUplinkSetup, WorkerLink};
 use crate::report_uplink::{self, ReportUplinkSetup};
 use crate::rings::{Wake, ring};
@@ -72,6 +72,9 @@ pub enum AgentError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A worker's wake-up eventfd could not be made.
+    #[error("cannot make a worker's wake-up eventfd: {0}")]
+    Wake(std::io::Error),
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
@@ -107,7 +110,10 @@ impl Agent {
         for (index, core) in cores.into_iter().enumerate() {
             let (dns_tx, dns_rx) = ring(capacity, dns_wake.clone());
             let (report_tx, report_rx) = ring(capacity, report_wake.clone());
-            let wake = Wake::new();
+            let wake = match config.agent.io {
+                IoRuntime::TokioUring => Wake::new(),
+                IoRuntime::IoUring => Wake::with_eventfd().map_err(AgentError::Wake)?,
+            };
             let (inbox_tx, inbox_rx) = ring(capacity, wake.clone());
             let flags = Arc::new(WorkerFlags::default());
             let shards = (0..config.agent.shards)
@@ -132,6 +138,7 @@ impl Agent {
                 flags,
                 stats: stats.workers[index].clone(),
                 settings: config.loadbalance.clone(),
+                io: config.agent.io,
                 recv_depth: config.agent.recv_depth,
                 report_interval: config.report_interval(),
                 epoch,

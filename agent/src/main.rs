@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         base_port = agent.base_port(),
         shards = config.agent.shards,
         workers = agent.workers(),
+        io = ?config.agent.io,
         stats = %stats,
         "lars-agent serving"
     );

@@ -12,6 +12,7 @@
 //! Several rings may share one [`Wake`] when one thread consumes them all (the uplinks consume
 //! one ring per worker).
 
+use crate::io::eventfd::EventFd;
 use crate::route::HostAddr;
 use crate::route_table::RouteKey;
 use lars_wire::messages::ReportStatusRequest;
@@ -21,23 +22,54 @@ use tokio::sync::Notify;
 /// A consumer's wake-up: the consumer waits on it when its rings are empty; a producer fires it
 /// when its push made a ring non-empty. Permits are stored, so no wake-up is lost between the
 /// consumer's last check and its wait.
+///
+/// Two kinds, for two kinds of consumer: a tokio [`Notify`] for the uplinks and the
+/// `tokio-uring` workers ([`Wake::wait`]), and an eventfd for the `io-uring` workers, whose loop
+/// keeps a read of [`Wake::eventfd`] in flight on its ring (the eventfd's counter is the
+/// permit).
 #[derive(Debug, Clone, Default)]
-pub struct Wake(Arc<Notify>);
+pub struct Wake(Arc<WakeInner>);
+
+#[derive(Debug, Default)]
+struct WakeInner {
+    notify: Notify,
+    eventfd: Option<EventFd>,
+}
 
 impl Wake {
-    /// A new wake-up with no permit.
+    /// A new wake-up with no permit, for an async consumer.
     pub fn new() -> Wake {
         Wake::default()
     }
 
-    /// Wakes the consumer (or lets its next wait return at once).
-    pub fn fire(&self) {
-        self.0.notify_one();
+    /// A new wake-up that writes an eventfd, for a consumer that waits in `io_uring_enter`.
+    pub fn with_eventfd() -> std::io::Result<Wake> {
+        Ok(Wake(Arc::new(WakeInner {
+            notify: Notify::new(),
+            eventfd: Some(EventFd::new()?),
+        })))
     }
 
-    /// Waits until fired.
+    /// Wakes the consumer (or lets its next wait return at once).
+    pub fn fire(&self) {
+        match &self.0.eventfd {
+            Some(eventfd) => eventfd.notify(),
+            None => self.0.notify.notify_one(),
+        }
+    }
+
+    /// Waits until fired (a wake made by [`Wake::new`]).
     pub async fn wait(&self) {
-        self.0.notified().await;
+        debug_assert!(
+            self.0.eventfd.is_none(),
+            "an eventfd wake is read, not awaited"
+        );
+        self.0.notify.notified().await;
+    }
+
+    /// The eventfd to read, for a wake made by [`Wake::with_eventfd`].
+    pub fn eventfd(&self) -> Option<&EventFd> {
+        self.0.eventfd.as_ref()
     }
 }
 
@@ -163,6 +195,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), wake.wait())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn an_eventfd_wake_counts_only_pushes_into_an_empty_ring() {
+        let wake = Wake::with_eventfd().unwrap();
+        let eventfd = wake.eventfd().unwrap();
+        let (mut tx, mut rx) = ring::<u32>(8, wake.clone());
+        assert_eq!(eventfd.take(), None);
+        tx.push(1).unwrap();
+        tx.push(2).unwrap();
+        assert_eq!(eventfd.take(), Some(1));
+        while rx.pop().is_some() {}
+        tx.push(3).unwrap();
+        assert_eq!(eventfd.take(), Some(1));
+        wake.fire();
+        assert_eq!(eventfd.take(), Some(1));
     }
 
     #[test]

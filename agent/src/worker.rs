@@ -4,11 +4,18 @@
 //! state (`Rc<RefCell<_>>`, never borrowed across an await), so there is no lock anywhere on the
 //! request path.
 //!
-//! Tasks: `recv_depth` receive loops per shard socket (several receives in flight, so the ring
-//! batches submissions and completions), one report loop (statistics every `report_interval`),
-//! and the inbox loop (route updates from the dns uplink, the dns-reconnected flag, stop).
+//! Two runtimes serve the same state ([`WorkerState`]'s `handle`, `on_wake` and
+//! `send_reports`), chosen by `[agent] io`:
+//! - `tokio-uring`: tasks — `recv_depth` receive loops per shard socket (several receives in
+//!   flight, so the ring batches submissions and completions), one report loop (statistics
+//!   every `report_interval`), and the inbox loop (route updates from the dns uplink, the
+//!   dns-reconnected flag, stop), woken by a tokio `Notify`;
+//! - `io-uring`: the hand-written [`EventLoop`], which calls the same state through
+//!   [`DatagramService`]: datagrams, the eventfd wake-up and a tick every `report_interval`.
 
+use crate::config::IoRuntime;
 use crate::io::udp::{DATAGRAM_BUFFER, ShardSocket};
+use crate::io::uring::{DatagramService, EventLoop, Flow};
 use crate::io::{block_on, spawn_local};
 use crate::loadbalance::LbSettings;
 use crate::log_limit::LogLimit;
@@ -16,14 +23,14 @@ use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx}
 use crate::route::{HostTransition, Millis};
 use crate::route_table::{DnsUpdateOutcome, RouteKey, RouteTable};
 use crate::shard::Shard;
-use crate::stats::WorkerStats;
+use crate::stats::{DropReason, WorkerStats};
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Log lines a second a worker may write about host state changes.
 const STATE_LOGS_PER_SECOND: u32 = 20;
@@ -61,7 +68,9 @@ pub struct WorkerSetup {
     pub stats: Arc<WorkerStats>,
     /// Load-balancing settings.
     pub settings: LbSettings,
-    /// Receives in flight per socket.
+    /// The runtime to serve with.
+    pub io: IoRuntime,
+    /// Receives in flight per socket (`tokio-uring`).
     pub recv_depth: usize,
     /// How often statistics go to the report uplink.
     pub report_interval: Duration,
@@ -85,13 +94,19 @@ pub fn spawn(setup: WorkerSetup) -> std::io::Result<std::thread::JoinHandle<()>>
                     );
                 }
             }
-            block_on(run(setup));
+            match setup.io {
+                IoRuntime::TokioUring => block_on(run_tokio_uring(setup)),
+                IoRuntime::IoUring => run_io_uring(setup),
+            }
         })
 }
 
-/// The worker's state, shared by its tasks on its thread.
+/// The worker's state: its shards and its ends of the rings. Shared by its tasks on its thread
+/// (`tokio-uring`) or owned by its event loop (`io-uring`).
 struct WorkerState {
     index: usize,
+    inbox: WorkerInboxRx,
+    flags: Arc<WorkerFlags>,
     /// Shards by their position in this worker; `slot[shard index]` finds them.
     shards: Vec<Shard>,
     slot: Vec<Option<usize>>,
@@ -146,11 +161,32 @@ impl WorkerState {
         self.stats.hosts.set(hosts as u64);
     }
 
+    /// After a wake-up: stop, or forget the dns requests of a lost connection and apply what
+    /// the dns uplink sent.
+    fn on_wake(&mut self) -> Flow {
+        if self.flags.stop.load(Ordering::Acquire) {
+            return Flow::Stop;
+        }
+        if self.flags.dns_reconnected.swap(false, Ordering::AcqRel) {
+            let reset: usize = self
+                .shards
+                .iter_mut()
+                .map(|s| s.table.reset_pulling())
+                .sum();
+            debug!(
+                worker = self.index,
+                reset, "dns reconnected; routes waiting for answers will ask again"
+            );
+        }
+        self.drain_inbox();
+        Flow::Continue
+    }
+
     /// Applies what the dns uplink sent.
-    fn drain_inbox(&mut self, inbox: &mut WorkerInboxRx) {
+    fn drain_inbox(&mut self) {
         let now = self.now();
         let mut applied = 0;
-        while let Some(update) = inbox.pop() {
+        while let Some(update) = self.inbox.pop() {
             let Some(Some(position)) = self.slot.get(update.shard as usize) else {
                 continue;
             };
@@ -214,13 +250,15 @@ fn log_transition(worker: usize, key: RouteKey, transition: HostTransition, supp
     }
 }
 
-async fn run(setup: WorkerSetup) {
+/// Builds the worker's state from its setup; returns it with the shard sockets (in shard
+/// position order), the wake-up, and the runtime settings.
+fn prepare(setup: WorkerSetup) -> (WorkerState, Vec<std::net::UdpSocket>, Wake, usize, Duration) {
     let WorkerSetup {
         index,
         shards,
         dns_tx,
         report_tx,
-        mut inbox,
+        inbox,
         wake,
         flags,
         stats,
@@ -236,15 +274,17 @@ async fn run(setup: WorkerSetup) {
     let mut owned = Vec::new();
     for (position, (shard, socket)) in shards.into_iter().enumerate() {
         slot[shard as usize] = Some(position);
-        sockets.push(Rc::new(ShardSocket::from_std(socket)));
+        sockets.push(socket);
         owned.push(Shard {
             index: shard,
             table: RouteTable::new(settings.clone()),
         });
     }
     stats.shards.set(owned.len() as u64);
-    let state = Rc::new(RefCell::new(WorkerState {
+    let state = WorkerState {
         index,
+        inbox,
+        flags,
         shards: owned,
         slot,
         dns_tx,
@@ -252,8 +292,68 @@ async fn run(setup: WorkerSetup) {
         stats,
         logs: LogLimit::new(STATE_LOGS_PER_SECOND),
         epoch,
-    }));
-    for (position, socket) in sockets.iter().enumerate() {
+    };
+    (state, sockets, wake, recv_depth, report_interval)
+}
+
+/// The `io-uring` runtime: the worker's thread runs its [`EventLoop`] until stopped.
+fn run_io_uring(setup: WorkerSetup) {
+    let (mut state, sockets, wake, _, report_interval) = prepare(setup);
+    let index = state.index;
+    let Some(eventfd) = wake.eventfd() else {
+        error!(
+            worker = index,
+            "io-uring worker started without an eventfd wake-up"
+        );
+        return;
+    };
+    match EventLoop::new(sockets, Some(eventfd), report_interval) {
+        Ok(mut event_loop) => {
+            if let Err(e) = event_loop.run(&mut state) {
+                error!(worker = index, error = %e, "io_uring event loop failed");
+            }
+        }
+        Err(e) => error!(worker = index, error = %e, "cannot set up the io_uring event loop"),
+    }
+    state.send_reports();
+    debug!(worker = index, "worker stopped");
+}
+
+impl DatagramService for WorkerState {
+    fn datagram(&mut self, socket: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+        self.handle(socket, datagram, reply)
+    }
+
+    fn oversized(&mut self, _socket: usize, _len: usize) {
+        self.stats.dropped(DropReason::BadLength);
+    }
+
+    fn recv_failed(&mut self, _socket: usize, error: std::io::Error) {
+        self.stats.recv_errors.inc();
+        debug!(worker = self.index, %error, "receive failed");
+    }
+
+    fn send_failed(&mut self, error: std::io::Error) {
+        self.stats.send_errors.inc();
+        debug!(worker = self.index, %error, "send failed");
+    }
+
+    fn woken(&mut self) -> Flow {
+        self.on_wake()
+    }
+
+    fn tick(&mut self) {
+        self.send_reports();
+    }
+}
+
+/// The `tokio-uring` runtime: receive tasks, a report task and the inbox loop.
+async fn run_tokio_uring(setup: WorkerSetup) {
+    let (state, sockets, wake, recv_depth, report_interval) = prepare(setup);
+    let index = state.index;
+    let state = Rc::new(RefCell::new(state));
+    for (position, socket) in sockets.into_iter().enumerate() {
+        let socket = Rc::new(ShardSocket::from_std(socket));
         for _ in 0..recv_depth {
             spawn_local(serve(socket.clone(), state.clone(), position));
         }
@@ -261,23 +361,10 @@ async fn run(setup: WorkerSetup) {
     spawn_local(report_loop(state.clone(), report_interval));
 
     loop {
-        if flags.stop.load(Ordering::Acquire) {
+        if state.borrow_mut().on_wake() == Flow::Stop {
             break;
         }
-        if flags.dns_reconnected.swap(false, Ordering::AcqRel) {
-            let mut state = state.borrow_mut();
-            let reset: usize = state
-                .shards
-                .iter_mut()
-                .map(|s| s.table.reset_pulling())
-                .sum();
-            debug!(
-                worker = index,
-                reset, "dns reconnected; routes waiting for answers will ask again"
-            );
-        }
-        state.borrow_mut().drain_inbox(&mut inbox);
-        if inbox.is_empty() {
+        if state.borrow().inbox.is_empty() {
             wake.wait().await;
         }
     }

@@ -3,6 +3,8 @@
 
 mod common;
 
+on_both_runtimes!(malformed_datagrams_are_dropped_and_counted_while_callers_are_served,);
+
 use common::{System, eventually};
 use lars_wire::client::Host;
 use std::net::{Ipv4Addr, UdpSocket};
@@ -36,9 +38,8 @@ fn malformed_kinds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-#[test]
-fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served() {
-    let system = System::start();
+fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served(io: &'static str) {
+    let system = System::start_on(io);
     let h = Host::new(Ipv4Addr::new(10, 9, 9, 9), 9999);
     system.lars(&[
         "route",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Service, binary};
+use common::{binary, start};
 use std::process::Command;
 
 fn agent_with(config: &str) -> std::process::Output {
@@ -57,7 +57,7 @@ fn sigterm_and_sigint_stop_it_cleanly() {
             "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\n",
         )
         .unwrap();
-        let agent = Service::start("lars-agent", &[], &["--config", path.to_str().unwrap()]);
+        let agent = start("lars-agent", &[], &["--config", path.to_str().unwrap()]);
         let status = if signal == "-TERM" {
             agent.terminate()
         } else {

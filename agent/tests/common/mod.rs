@@ -6,155 +6,28 @@
 use lars_agent::stats::{sample, sum};
 use lars_store::StoreUrl;
 use lars_wire::{Client, ClientConfig};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+pub use lars_service::testing::ServiceProcess as Service;
 
 /// Path of a workspace binary, built once per test process so it is never stale.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILD: Once = Once::new();
-    BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "lars-dns",
-                "-p",
-                "lars-reporter",
-                "-p",
-                "lars-tools",
-                "--bins",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the service binaries failed");
-    });
     if name == "lars-agent" {
         return PathBuf::from(env!("CARGO_BIN_EXE_lars-agent"));
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/e2e-… → target/debug/NAME
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join(name))
-        .expect("target dir")
+    let package = match name {
+        "lars" => "lars-tools",
+        other => other,
+    };
+    lars_service::testing::workspace_binary(env!("CARGO_MANIFEST_DIR"), package, name)
 }
 
-/// A running service process, with its stderr collected.
-pub struct Service {
-    pub name: &'static str,
-    child: Child,
-    pub log: Arc<Mutex<Vec<String>>>,
-    /// `key=value` words of the line that said it was serving.
-    pub serving: String,
-}
-
-impl Service {
-    /// Starts `name` with `args` under `prefix` (e.g. `taskset -c 0`) and waits for its
-    /// "serving" line.
-    pub fn start(name: &'static str, prefix: &[&str], args: &[&str]) -> Service {
-        let mut command = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(binary(name));
-                c
-            }
-            None => Command::new(binary(name)),
-        };
-        let mut child = command
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let collected = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("serving") => {
-                    return Service {
-                        name,
-                        child,
-                        log,
-                        serving: line,
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{name} did not start: {:#?}", log.lock().unwrap());
-                }
-            }
-        }
-    }
-
-    /// A `key=value` of the serving line.
-    pub fn field(&self, key: &str) -> String {
-        let prefix = format!("{key}=");
-        self.serving
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{} serving line has no {key}: {}", self.name, self.serving))
-            .to_string()
-    }
-
-    /// SIGKILL, no goodbye.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, and the exit status.
-    pub fn terminate(self) -> std::process::ExitStatus {
-        self.signal("-TERM")
-    }
-
-    /// SIGINT, and the exit status.
-    pub fn interrupt(self) -> std::process::ExitStatus {
-        self.signal("-INT")
-    }
-
-    fn signal(mut self, signal: &str) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not stop within 15 s of SIGTERM", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the binary `name` under `prefix` with `args`, waiting until it serves.
+pub fn start(name: &str, prefix: &[&str], args: &[&str]) -> Service {
+    Service::start(&binary(name), prefix, args)
 }
 
 /// The whole system on one store: dns, reporter and an agent.
@@ -166,11 +39,42 @@ pub struct System {
     pub reporter: Option<Service>,
     pub reporter_port: u16,
     pub agent: Option<Service>,
+    /// The agent's `[agent] io` runtime.
+    pub io: &'static str,
+}
+
+/// The runtime tests run the agent on unless they name one: the `io-uring` event loop.
+pub const DEFAULT_IO: &str = "io-uring";
+
+/// Generates, for each `fn name(io: &'static str)` listed, one `#[test]` per data-plane runtime:
+/// `io_uring::name` and `tokio_uring::name`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test]
+            fn $name() {
+                super::$name("io-uring")
+            })*
+        }
+        mod tokio_uring {
+            $(#[test]
+            fn $name() {
+                super::$name("tokio-uring")
+            })*
+        }
+    };
 }
 
 impl System {
     /// Starts dns and reporter (on OS-chosen ports) and an agent pointed at them.
+    #[allow(dead_code)]
     pub fn start() -> System {
+        System::start_on(DEFAULT_IO)
+    }
+
+    /// As [`System::start`], with the agent on the `io` runtime.
+    pub fn start_on(io: &'static str) -> System {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreUrl::Sqlite(dir.path().join("lars.db"));
         let mut system = System {
@@ -181,6 +85,7 @@ impl System {
             reporter: None,
             reporter_port: 0,
             agent: None,
+            io,
         };
         system.start_dns();
         system.start_reporter();
@@ -203,7 +108,7 @@ impl System {
                 self.dns_port, self.store
             ),
         );
-        let dns = Service::start("lars-dns", &[], &["--config", &config]);
+        let dns = start("lars-dns", &[], &["--config", &config]);
         let addr: SocketAddr = dns.field("addr").parse().unwrap();
         self.dns_port = addr.port();
         self.dns = Some(dns);
@@ -218,7 +123,7 @@ impl System {
                 self.reporter_port, self.store
             ),
         );
-        let reporter = Service::start("lars-reporter", &[], &["--config", &config]);
+        let reporter = start("lars-reporter", &[], &["--config", &config]);
         let addr: SocketAddr = reporter.field("addr").parse().unwrap();
         self.reporter_port = addr.port();
         self.reporter = Some(reporter);
@@ -230,12 +135,12 @@ impl System {
         let config = self.write(
             "agent.toml",
             &format!(
-                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\n{extra}\n\
+                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{}\"\n{extra}\n\
                  [dnsserver]\nip = \"127.0.0.1\"\nport = {}\n[reporter]\nip = \"127.0.0.1\"\nport = {}\n",
-                self.dns_port, self.reporter_port
+                self.io, self.dns_port, self.reporter_port
             ),
         );
-        self.agent = Some(Service::start("lars-agent", prefix, &["--config", &config]));
+        self.agent = Some(start("lars-agent", prefix, &["--config", &config]));
     }
 
     pub fn agent(&self) -> &Service {

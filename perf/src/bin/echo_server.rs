@@ -2,9 +2,11 @@
 //! exactly the agent's runtime and socket setup — one worker thread per CPU of the affinity mask,
 //! each pinned to its CPU (`core_affinity`) and running its own io_uring runtime
 //! ([`lars_agent::io::block_on`]); `shards` sockets on consecutive ports bound with
-//! [`lars_agent::agent::bind_udp`], shard `i` on worker `i % workers`; `recv_depth` receive loops
-//! per socket ([`lars_agent::io::spawn_local`] over a [`ShardSocket`]) — that sends every
-//! datagram back to its sender unchanged, doing no work in between. `lars-perf --target echo`
+//! [`lars_agent::agent::bind_udp`], shard `i` on worker `i % workers`; and the agent's choice of
+//! runtime (`--io`, like `[agent] io`): `recv_depth` receive loops per socket
+//! ([`lars_agent::io::spawn_local`] over a [`ShardSocket`]) on `tokio-uring`, or the agent's
+//! [`EventLoop`] on `io-uring` — that sends every datagram back to its sender unchanged, doing no
+//! work in between. `lars-perf --target echo`
 //! loads it with the same `GetHostRequest` datagrams it sends the agent, so the gap between the
 //! two runs is what the agent's request handling costs.
 //!
@@ -15,7 +17,9 @@
 use anyhow::Context;
 use argh::FromArgs;
 use lars_agent::agent::bind_udp;
+use lars_agent::config::IoRuntime;
 use lars_agent::io::udp::{DATAGRAM_BUFFER, ShardSocket};
+use lars_agent::io::uring::{DatagramService, EventLoop, Flow};
 use lars_agent::io::{block_on, spawn_local};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
@@ -41,9 +45,24 @@ struct Args {
     /// number of shards (consecutive UDP ports), 1..64 like the agent (default 3)
     #[argh(option, default = "3")]
     shards: u16,
-    /// receives kept in flight per socket, like the agent's `recv_depth` (default 16)
+    /// receives kept in flight per socket, like the agent's `recv_depth` (default 16;
+    /// tokio-uring only)
     #[argh(option, default = "16")]
     recv_depth: usize,
+    /// the workers' runtime, like the agent's `[agent] io`: tokio-uring or io-uring (default:
+    /// the agent's default)
+    #[argh(option, default = "IoRuntime::default()", from_str_fn(parse_io))]
+    io: IoRuntime,
+}
+
+fn parse_io(value: &str) -> Result<IoRuntime, String> {
+    match value {
+        "tokio-uring" => Ok(IoRuntime::TokioUring),
+        "io-uring" => Ok(IoRuntime::IoUring),
+        other => Err(format!(
+            "--io must be tokio-uring or io-uring, not {other:?}"
+        )),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             .filter_map(|shard| sockets[shard].take())
             .collect();
         let recv_depth = args.recv_depth;
+        let io = args.io;
         std::thread::Builder::new()
             .name(format!("echo-worker-{index}"))
             .spawn(move || {
@@ -88,13 +108,16 @@ fn main() -> anyhow::Result<()> {
                         "could not pin worker to its CPU"
                     );
                 }
-                block_on(serve(mine, recv_depth));
+                match io {
+                    IoRuntime::TokioUring => block_on(serve(mine, recv_depth)),
+                    IoRuntime::IoUring => serve_io_uring(mine),
+                }
             })
             .context("starting a worker thread")?;
     }
     eprintln!(
-        "echo-server serving base_port={base_port} shards={} workers={workers}",
-        args.shards
+        "echo-server serving base_port={base_port} shards={} workers={workers} io={:?}",
+        args.shards, args.io
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -128,6 +151,36 @@ async fn echo(socket: Rc<ShardSocket>) {
             buf = back;
         }
     }
+}
+
+/// A worker's life on the `io-uring` runtime: the agent's event loop over its sockets, echoing,
+/// forever (no wake-up: nothing ever asks it to stop).
+fn serve_io_uring(sockets: Vec<UdpSocket>) {
+    let mut echo = Echo;
+    // The tick is the agent's default report interval, so the loop wakes as often as the agent's.
+    let result = EventLoop::new(sockets, None, std::time::Duration::from_secs(1))
+        .and_then(|mut event_loop| event_loop.run(&mut echo));
+    if let Err(e) = result {
+        tracing::error!(error = %e, "io_uring event loop failed");
+    }
+}
+
+/// Sends every datagram back unchanged.
+struct Echo;
+
+impl DatagramService for Echo {
+    fn datagram(&mut self, _socket: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+        let reply = reply.get_mut(..datagram.len())?;
+        reply.copy_from_slice(datagram);
+        Some(datagram.len())
+    }
+    fn oversized(&mut self, _socket: usize, _len: usize) {}
+    fn recv_failed(&mut self, _socket: usize, _error: std::io::Error) {}
+    fn send_failed(&mut self, _error: std::io::Error) {}
+    fn woken(&mut self) -> Flow {
+        Flow::Continue
+    }
+    fn tick(&mut self) {}
 }
 
 /// Binds `shards` consecutive ports from `base_port`, or from a free port the OS picks when it

@@ -4,7 +4,7 @@
 //! state (`Rc<RefCell<_>>`, never borrowed across an await), so there is no lock anywhere on the
 //! request path.
 //!
-//! Two runtimes serve the same state ([`WorkerState`]'s `handle`, `on_wake` and
+//! Two runtimes serve the same state (`WorkerState`'s `handle`, `on_wake` and
 //! `send_reports`), chosen by `[agent] io`:
 //! - `tokio-uring`: tasks — `recv_depth` receive loops per shard socket (several receives in
 //!   flight, so the ring batches submissions and completions), one report loop (statistics

@@ -1,57 +1,18 @@
 //! The dns service's settings: the `[reactor]`, `[store]` and `[dns]` sections of
-//! `lars_dns.toml`, with the same defaults as the shipped `conf/lars_dns.toml`. Loading checks
-//! every key and value before anything starts and names the file, key and reason on error.
+//! `lars_dns.toml`, with the same defaults as the shipped `conf/lars_dns.toml`. `[reactor]` and
+//! `[store]` are the sections every service shares (`lars_service::config`); `[dns]` is this
+//! service's own. Loading ([`ServiceConfig::load`]) checks every key and value before anything
+//! starts and names the file, key and reason on error.
 
 pub use lars_service::ConfigError;
-use lars_service::config::{at_least_one, load_config};
+use lars_service::config::{ReactorConfig, ServiceConfig, StoreConfig, at_least_one};
 use lars_store::StoreUrl;
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Listening socket and connection limits (`[reactor]`, Lars' names).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReactorConfig {
-    /// Address to listen on.
-    pub ip: IpAddr,
-    /// TCP port to listen on (0 lets the OS pick one; the service logs it).
-    pub port: u16,
-    /// Most connections served at once; more are accepted and closed at once.
-    #[serde(rename = "maxConn")]
-    pub max_conn: usize,
-    /// Runtime worker threads (0: one per CPU).
-    #[serde(rename = "threadNum")]
-    pub thread_num: usize,
-}
-
-impl Default for ReactorConfig {
-    fn default() -> Self {
-        ReactorConfig {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 7778,
-            max_conn: 4096,
-            thread_num: 0,
-        }
-    }
-}
-
-/// Where the routes are stored (`[store]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// `mysql://user:pass@host:port/db` or `sqlite://PATH`.
-    pub url: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: lars_store::DEFAULT_STORE_URL.to_string(),
-        }
-    }
-}
+/// The port `lars-dns` listens on by default, as in Lars.
+pub const DEFAULT_PORT: u16 = 7778;
 
 /// Route synchronisation and push behaviour (`[dns]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -83,25 +44,19 @@ impl Default for SyncConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// `[reactor]`.
-    pub reactor: ReactorConfig,
-    /// `[store]`.
-    pub store: StoreConfig,
+    /// `[reactor]`: where agents connect.
+    pub reactor: ReactorConfig<DEFAULT_PORT>,
+    /// `[store]`: where the routes are stored.
+    pub store: StoreConfig<StoreUrl>,
     /// `[dns]`.
     pub dns: SyncConfig,
 }
 
-impl DnsConfig {
-    /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<DnsConfig, ConfigError> {
-        let config: DnsConfig = load_config(path)?;
-        config.validate(&path.display().to_string())?;
-        Ok(config)
-    }
+impl ServiceConfig for DnsConfig {
+    type StoreUrl = StoreUrl;
 
-    /// Checks ranges that the types alone do not.
-    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        at_least_one(origin, "reactor.maxConn", self.reactor.max_conn as u64)?;
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.reactor.validate(origin)?;
         at_least_one(origin, "dns.version_poll_ms", self.dns.version_poll_ms)?;
         at_least_one(origin, "dns.full_reload_secs", self.dns.full_reload_secs)?;
         at_least_one(
@@ -110,20 +65,23 @@ impl DnsConfig {
             self.dns.write_queue_frames as u64,
         )?;
         at_least_one(origin, "dns.db_retry_max_ms", self.dns.db_retry_max_ms)?;
-        self.store_url(origin)?;
+        self.store.parse(origin)?;
         Ok(())
     }
 
-    /// The parsed store URL.
-    pub fn store_url(&self, origin: &str) -> Result<StoreUrl, ConfigError> {
-        self.store.url.parse().map_err(|e: lars_store::StoreError| {
-            ConfigError::invalid(origin, "store.url", e.to_string())
-        })
+    fn store_mut(&mut self) -> &mut StoreConfig<StoreUrl> {
+        &mut self.store
     }
 
+    fn thread_num(&self) -> usize {
+        self.reactor.thread_num
+    }
+}
+
+impl DnsConfig {
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.reactor.ip, self.reactor.port)
+        self.reactor.listen_addr()
     }
 
     /// The version poll period.
@@ -145,20 +103,20 @@ impl DnsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lars_service::testing::{
+        assert_missing_config_is_named, assert_shipped_config_is_the_defaults, parse_config,
+    };
 
     fn parse(text: &str) -> Result<DnsConfig, String> {
-        let config: DnsConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate("test.toml").map_err(|e| e.to_string())?;
-        Ok(config)
+        parse_config(text, "test.toml")
     }
 
     #[test]
     fn the_shipped_file_equals_the_built_in_defaults() {
-        let shipped =
-            DnsConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lars_dns.toml"))
-                .expect("conf/lars_dns.toml loads");
-        let defaults = DnsConfig::default();
-        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        assert_shipped_config_is_the_defaults::<DnsConfig>(
+            env!("CARGO_MANIFEST_DIR"),
+            "lars_dns.toml",
+        );
     }
 
     #[test]
@@ -184,7 +142,6 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let err = DnsConfig::load(Path::new("/nonexistent/lars_dns.toml")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/lars_dns.toml"));
+        assert_missing_config_is_named::<DnsConfig>("lars_dns.toml");
     }
 }

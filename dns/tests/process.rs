@@ -2,73 +2,31 @@
 //! the configured port, and a clean exit on SIGTERM.
 
 use bytes::BytesMut;
+use lars_service::testing::{ServiceProcess, assert_config_errors_named, assert_help_names};
 use lars_store::testing::TestDb;
 use lars_wire::messages::GetRouteRequest;
 use lars_wire::{FrameDecoder, Message, MsgId};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::Duration;
 
-fn dns() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lars-dns"))
-}
-
-/// Starts `lars-dns` and returns it with the address it logged as serving on.
-fn start(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
-    let mut child = dns()
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lars-dns");
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    loop {
-        let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lars-dns did not log that it is serving");
-        };
-        if line.contains("lars-dns serving") {
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .expect("serving line names addr")
-                .parse()
-                .expect("addr parses");
-            return (child, addr, lines);
-        }
-    }
-}
-
-fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("lars_dns.toml");
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    path
+fn lars_dns() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lars-dns"))
 }
 
 #[test]
 fn serves_routes_and_stops_cleanly_on_sigterm() {
     let db = TestDb::sqlite();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[reactor]\nport = 0\n[store]\nurl = \"{}\"\n",
-            db.url_string()
-        ),
+    let config = dir.path().join("lars_dns.toml");
+    let text = format!(
+        "[reactor]\nport = 0\n[store]\nurl = \"{}\"\n",
+        db.url_string()
     );
-    let (mut child, addr, _lines) = start(&["--config", config.to_str().unwrap()]);
+    std::fs::write(&config, text).unwrap();
+    let dns = ServiceProcess::start(lars_dns(), &[], &["--config", config.to_str().unwrap()]);
+    let addr: SocketAddr = dns.field("addr").parse().expect("addr parses");
 
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -92,58 +50,19 @@ fn serves_routes_and_stops_cleanly_on_sigterm() {
     };
     assert_eq!((response.modid, response.cmdid), (4, 5));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (done_tx, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    let exit = done
-        .recv_timeout(Duration::from_secs(10))
-        .expect("lars-dns exits within 10 s of SIGTERM")
-        .unwrap();
+    dns.send_signal("-TERM");
+    let exit = dns.wait_for_exit(Duration::from_secs(10));
     assert!(exit.success(), "exit status {exit}");
 }
 
 #[test]
 fn config_errors_name_the_file_and_key_and_nothing_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        ("[reactor]\nmaxconn = 5\n", "maxconn"),
-        ("[reactor]\nport = 70000\n", "port"),
-        ("[dns]\nversion_poll_ms = 0\n", "dns.version_poll_ms"),
-        ("[store]\nurl = \"redis://x\"\n", "store.url"),
-    ];
-    for (text, key) in cases {
-        let config = write_config(dir.path(), text);
-        let out = dns()
-            .args(["--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{text}");
-        assert!(stderr.contains(key), "{text}: {stderr}");
-        assert!(stderr.contains("lars_dns.toml"), "{text}: {stderr}");
-        assert!(!stderr.contains("serving"), "{text}: {stderr}");
-    }
-    let out = dns()
-        .args(["--config", "/nonexistent/x.toml"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml"));
+    let own = [("[dns]\nversion_poll_ms = 0\n", "dns.version_poll_ms")];
+    assert_config_errors_named(lars_dns(), dir.path(), "lars_dns.toml", &own);
 }
 
 #[test]
 fn help_explains_the_options() {
-    let out = dns().arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("--config") && text.contains("--store"),
-        "{text}"
-    );
+    assert_help_names(lars_dns(), &["--config", "--store"]);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{TestAgent, TestDns, eventually, hosts};
+use lars_service::both_backends;
 use lars_store::testing::TestDb;
 use lars_store::{RouteHost, RouteKey, Store};
 use std::net::Ipv4Addr;

@@ -1,15 +1,18 @@
 //! The reporter's settings: the `[reactor]`, `[store]` and `[reporter]` sections of
 //! `lars_reporter.toml`, with the same defaults as the shipped `conf/lars_reporter.toml`.
-//! Loading checks every key and value before anything starts and names the file, key and reason
-//! on error.
+//! `[reactor]` and `[store]` are the sections every service shares (`lars_service::config`);
+//! `[reporter]` is this service's own. Loading ([`ServiceConfig::load`]) checks every key and
+//! value before anything starts and names the file, key and reason on error.
 
 pub use lars_service::ConfigError;
-use lars_service::config::{at_least_one, load_config};
+use lars_service::config::{ReactorConfig, ServiceConfig, StoreConfig, at_least_one};
 use lars_store::StoreUrl;
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+/// The port `lars-reporter` listens on by default, as in Lars.
+pub const DEFAULT_PORT: u16 = 7779;
 
 /// Largest `batch_rows`: a chunk is copied under its worker's lock, so it stays small enough to
 /// copy in well under a millisecond (the store splits it into statements of 1000 rows anyway).
@@ -17,49 +20,6 @@ pub const MAX_BATCH_ROWS: usize = 10_000;
 
 /// Most store workers.
 pub const MAX_DB_THREADS: usize = 64;
-
-/// Listening socket and connection limits (`[reactor]`, Lars' names).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReactorConfig {
-    /// Address to listen on.
-    pub ip: IpAddr,
-    /// TCP port to listen on (0 lets the OS pick one; the service logs it).
-    pub port: u16,
-    /// Most connections served at once; more are accepted and closed at once.
-    #[serde(rename = "maxConn")]
-    pub max_conn: usize,
-    /// Runtime worker threads (0: one per CPU).
-    #[serde(rename = "threadNum")]
-    pub thread_num: usize,
-}
-
-impl Default for ReactorConfig {
-    fn default() -> Self {
-        ReactorConfig {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 7779,
-            max_conn: 4096,
-            thread_num: 0,
-        }
-    }
-}
-
-/// Where the statistics are stored (`[store]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// `mysql://user:pass@host:port/db` or `sqlite://PATH`.
-    pub url: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: lars_store::DEFAULT_STORE_URL.to_string(),
-        }
-    }
-}
 
 /// Store workers, batching and outage behaviour (`[reporter]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -94,26 +54,20 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReporterConfig {
-    /// `[reactor]`.
-    pub reactor: ReactorConfig,
-    /// `[store]`.
-    pub store: StoreConfig,
+    /// `[reactor]`: where agents send their statistics.
+    pub reactor: ReactorConfig<DEFAULT_PORT>,
+    /// `[store]`: where the statistics are stored.
+    pub store: StoreConfig<StoreUrl>,
     /// `[reporter]`.
     pub reporter: WorkerConfig,
 }
 
-impl ReporterConfig {
-    /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<ReporterConfig, ConfigError> {
-        let config: ReporterConfig = load_config(path)?;
-        config.validate(&path.display().to_string())?;
-        Ok(config)
-    }
+impl ServiceConfig for ReporterConfig {
+    type StoreUrl = StoreUrl;
 
-    /// Checks ranges that the types alone do not.
-    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let r = &self.reporter;
-        at_least_one(origin, "reactor.maxConn", self.reactor.max_conn as u64)?;
+        self.reactor.validate(origin)?;
         at_least_one(origin, "reporter.db_thread_cnt", r.db_thread_cnt as u64)?;
         if r.db_thread_cnt > MAX_DB_THREADS {
             return Err(ConfigError::invalid(
@@ -137,20 +91,29 @@ impl ReporterConfig {
             r.max_pending_keys as u64,
         )?;
         at_least_one(origin, "reporter.db_retry_max_ms", r.db_retry_max_ms)?;
-        self.store_url(origin)?;
+        self.store.parse(origin)?;
         Ok(())
     }
 
-    /// The parsed store URL.
-    pub fn store_url(&self, origin: &str) -> Result<StoreUrl, ConfigError> {
-        self.store.url.parse().map_err(|e: lars_store::StoreError| {
-            ConfigError::invalid(origin, "store.url", e.to_string())
-        })
+    fn store_mut(&mut self) -> &mut StoreConfig<StoreUrl> {
+        &mut self.store
+    }
+
+    fn thread_num(&self) -> usize {
+        self.reactor.thread_num
+    }
+}
+
+impl ReporterConfig {
+    /// Checks ranges that the types alone do not: [`ServiceConfig::validate`], callable without
+    /// the trait in scope.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        ServiceConfig::validate(self, origin)
     }
 
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.reactor.ip, self.reactor.port)
+        self.reactor.listen_addr()
     }
 
     /// The longest a row waits while fewer than `batch_rows` are pending.
@@ -167,21 +130,20 @@ impl ReporterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lars_service::testing::{
+        assert_missing_config_is_named, assert_shipped_config_is_the_defaults, parse_config,
+    };
 
     fn parse(text: &str) -> Result<ReporterConfig, String> {
-        let config: ReporterConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate("test.toml").map_err(|e| e.to_string())?;
-        Ok(config)
+        parse_config(text, "test.toml")
     }
 
     #[test]
     fn the_shipped_file_equals_the_built_in_defaults() {
-        let shipped = ReporterConfig::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/lars_reporter.toml"),
-        )
-        .expect("conf/lars_reporter.toml loads");
-        let defaults = ReporterConfig::default();
-        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        assert_shipped_config_is_the_defaults::<ReporterConfig>(
+            env!("CARGO_MANIFEST_DIR"),
+            "lars_reporter.toml",
+        );
     }
 
     #[test]
@@ -234,7 +196,6 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let err = ReporterConfig::load(Path::new("/nonexistent/lars_reporter.toml")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/lars_reporter.toml"));
+        assert_missing_config_is_named::<ReporterConfig>("lars_reporter.toml");
     }
 }

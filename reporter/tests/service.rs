@@ -6,6 +6,7 @@ mod common;
 
 use common::{TestAgent, TestReporter, report, row, wait_for_rows};
 use lars_reporter::ReporterStats;
+use lars_service::both_backends;
 use lars_store::testing::TestDb;
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -1,10 +1,20 @@
 //! Loading a service's TOML config file: unknown keys and bad values are errors naming the file,
 //! the key and the reason, found before the service starts anything. Each service defines its
 //! own settings struct (serde, `deny_unknown_fields`, defaults equal to the shipped file in
-//! `conf/`) and a `validate` for ranges the types cannot express.
+//! `conf/`) around the sections every service shares ([`ReactorConfig`], [`StoreConfig`]), with a
+//! `validate` for ranges the types cannot express, and implements [`ServiceConfig`] so that
+//! [`crate::process`] can load and run it.
 
 use serde::de::DeserializeOwned;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub mod reactor;
+pub mod store;
+
+pub use reactor::ReactorConfig;
+pub use store::StoreConfig;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +68,28 @@ pub fn load_config<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// A service's whole config file: its own sections next to the shared `[reactor]` and `[store]`.
+pub trait ServiceConfig: DeserializeOwned + Default {
+    /// What the `[store]` URL parses into.
+    type StoreUrl: FromStr<Err: fmt::Display> + fmt::Display;
+
+    /// Checks ranges that the types alone do not; an error names `origin` and the key.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError>;
+
+    /// The `[store]` section.
+    fn store_mut(&mut self) -> &mut StoreConfig<Self::StoreUrl>;
+
+    /// Runtime worker threads (`[reactor] threadNum`; 0: one per CPU).
+    fn thread_num(&self) -> usize;
+
+    /// Reads and checks a config file.
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = load_config(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
 }
 
 /// Checks that a numeric setting is at least 1.

@@ -1,16 +1,19 @@
 //! What every Lars service process needs around its own logic, in one place so the three
-//! services behave alike for operators: config files that are checked before anything starts
-//! ([`config`]), logs on stderr ([`logging`]), SIGINT/SIGTERM as a shutdown signal
-//! ([`signals`]), and capped exponential backoff for reconnects and retries ([`backoff`]).
+//! services behave alike for operators: config files that are checked before anything starts,
+//! with the `[reactor]` and `[store]` sections they share ([`config`]), logs on stderr
+//! ([`logging`]), SIGINT/SIGTERM as a shutdown signal ([`signals`]), the start-up of a service
+//! binary from its command line to its runtime ([`process`]), and capped exponential backoff for
+//! reconnects and retries ([`backoff`]).
 
 #![deny(missing_docs)]
 
 pub mod backoff;
 pub mod config;
 pub mod logging;
+pub mod process;
 pub mod signals;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backoff::Backoff;
-pub use config::{ConfigError, load_config};
+pub use config::{ConfigError, ReactorConfig, ServiceConfig, StoreConfig, load_config};

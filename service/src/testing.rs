@@ -1,18 +1,67 @@
 //! Test support (feature `testing`): running the workspace's binaries as real processes, the
 //! way the process-level tests of every crate do — find (and build, once per test process, so
 //! it is never stale) a binary of any workspace package, start it, wait for the line it logs
-//! when it is serving, read `key=value` fields of that line, and stop it with a signal or kill.
+//! when it is serving (or any other line), read `key=value` fields of that line, and stop it with
+//! a signal or kill. Beside it: binaries run to completion and the command-line checks every
+//! service shares ([`command_line`]), the checks every service's config type shares
+//! ([`config_file`]), services run as tasks inside the test process ([`service_task`]), and
+//! [`both_backends!`](crate::both_backends) for test bodies that run against each store backend.
+//! Never used outside tests.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+pub mod command_line;
+pub mod config_file;
+pub mod service_task;
+
+pub use command_line::{Finished, assert_config_errors_named, assert_help_names, run};
+pub use config_file::{
+    assert_missing_config_is_named, assert_shipped_config_is_the_defaults, parse_config,
+};
+pub use service_task::{ServiceTask, eventually};
+
+/// Runs an `async fn(TestDb)` test body once per store backend, as the tests `NAME::mysql` and
+/// `NAME::sqlite` on a two-thread tokio runtime; `both_backends!(blocking NAME)` does the same
+/// for a plain `fn(TestDb)`. The expansion names `lars_store::testing::TestDb` and `tokio::test`,
+/// so the calling crate needs `lars-store` (feature `testing`) and `tokio` as dev-dependencies.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name(lars_store::testing::TestDb::mysql()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(lars_store::testing::TestDb::sqlite()).await
+            }
+        }
+    };
+    (blocking $name:ident) => {
+        mod $name {
+            #[test]
+            fn mysql() {
+                super::$name(lars_store::testing::TestDb::mysql())
+            }
+            #[test]
+            fn sqlite() {
+                super::$name(lars_store::testing::TestDb::sqlite())
+            }
+        }
+    };
+}
 
 /// How long a service may take to log that it is serving.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a service may take to exit after SIGTERM or SIGINT.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The path of binary `bin` of workspace package `package`, built with cargo the first time a
 /// test process asks for it. `manifest_dir` is the asking crate's `CARGO_MANIFEST_DIR`.
@@ -40,11 +89,64 @@ pub fn workspace_binary(manifest_dir: &str, package: &str, bin: &str) -> PathBuf
         .expect("target dir")
 }
 
+/// The stderr lines of a process as they arrive, and whether stderr has ended.
+#[derive(Default)]
+struct Log {
+    state: Mutex<LogState>,
+    grew: Condvar,
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    ended: bool,
+}
+
+impl Log {
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, line: String) {
+        self.state().lines.push(line);
+        self.grew.notify_all();
+    }
+
+    fn end(&self) {
+        self.state().ended = true;
+        self.grew.notify_all();
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.state().lines.clone()
+    }
+
+    /// The first line containing `needle`, waiting for it until `deadline`; `None` when the
+    /// deadline passes or stderr ends first.
+    fn find(&self, needle: &str, deadline: Instant) -> Option<String> {
+        let mut state = self.state();
+        loop {
+            if let Some(line) = state.lines.iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.ended || left.is_zero() {
+                return None;
+            }
+            state = self
+                .grew
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// A running service process with its stderr collected; killed when dropped.
 pub struct ServiceProcess {
     name: String,
     child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
     serving: String,
 }
 
@@ -52,6 +154,16 @@ impl ServiceProcess {
     /// Starts `program` with `args` (under `prefix`, e.g. `["taskset", "-c", "0"]`) and waits
     /// for a stderr line containing "serving".
     pub fn start(program: &Path, prefix: &[&str], args: &[&str]) -> ServiceProcess {
+        ServiceProcess::start_logging(program, prefix, args, "info")
+    }
+
+    /// [`ServiceProcess::start`] with `RUST_LOG=filter`, e.g. `lars_reporter=debug`.
+    pub fn start_logging(
+        program: &Path,
+        prefix: &[&str],
+        args: &[&str],
+        filter: &str,
+    ) -> ServiceProcess {
         let name = program.file_name().map_or_else(
             || "service".to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -66,42 +178,31 @@ impl ServiceProcess {
         };
         let mut child = command
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Log::default());
         let collected = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                collected
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(line.clone());
-                let _ = tx.send(line);
+                collected.push(line);
             }
+            collected.end();
         });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains("serving") => {
-                    return ServiceProcess {
-                        name,
-                        child,
-                        log,
-                        serving: line,
-                    };
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    panic!("{name} did not start: {log:#?}");
-                }
+        match log.find("serving", Instant::now() + START_TIMEOUT) {
+            Some(serving) => ServiceProcess {
+                name,
+                child,
+                log,
+                serving,
+            },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not start: {:#?}", log.lines());
             }
         }
     }
@@ -118,7 +219,21 @@ impl ServiceProcess {
 
     /// Every stderr line so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log.lines()
+    }
+
+    /// The first stderr line containing `needle`, logged already or within `within`; fails the
+    /// test (with the whole log) when none comes.
+    pub fn wait_for_line(&self, needle: &str, within: Duration) -> String {
+        self.log
+            .find(needle, Instant::now() + within)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} did not log `{needle}` within {within:?}: {:#?}",
+                    self.name,
+                    self.log.lines()
+                )
+            })
     }
 
     /// The process id.
@@ -134,26 +249,35 @@ impl ServiceProcess {
 
     /// SIGTERM, and the exit status.
     pub fn terminate(self) -> ExitStatus {
-        self.signal("-TERM")
+        self.send_signal("-TERM");
+        self.wait_for_exit(STOP_TIMEOUT)
     }
 
     /// SIGINT, and the exit status.
     pub fn interrupt(self) -> ExitStatus {
-        self.signal("-INT")
+        self.send_signal("-INT");
+        self.wait_for_exit(STOP_TIMEOUT)
     }
 
-    fn signal(mut self, signal: &str) -> ExitStatus {
-        let _ = Command::new("kill")
+    /// Sends `signal` (as `kill` names it: `-TERM`, `-INT`, …) and returns at once.
+    pub fn send_signal(&self, signal: &str) {
+        let sent = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill {signal} {} failed", self.name);
+    }
+
+    /// The exit status, once the process has exited; fails the test after `within`.
+    pub fn wait_for_exit(mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("{} did not stop within 15 s of {signal}", self.name);
+                panic!("{} did not exit within {within:?}", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -3,85 +3,66 @@
 
 use bytes::BytesMut;
 use lars_dns::{DnsConfig, DnsServer};
+use lars_service::both_backends;
+use lars_service::testing::{Finished, ServiceTask, run};
 use lars_store::testing::TestDb;
 use lars_wire::messages::GetRouteRequest;
 use lars_wire::{FrameDecoder, Message, MsgId};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-fn lars(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lars"))
-        .args(args)
-        .output()
-        .expect("run lars")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn lars(args: &[&str]) -> Finished {
+    run(Path::new(env!("CARGO_BIN_EXE_lars")), args)
 }
 
 fn add_list_and_delete_routes(db: TestDb) {
     let url = db.url_string();
-    let store = ["--store", url.as_str()];
-    let run = |args: &[&str]| lars(&[args, &store[..]].concat());
+    let route = |args: &[&str]| lars(&[&["route"][..], args, &["--store", url.as_str()]].concat());
 
-    let out = run(&["route", "add", "1", "2", "10.0.0.1", "8080"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("added 10.0.0.1:8080 to route (1, 2)"));
-    let out = run(&["route", "add", "1", "2", "200.1.2.3", "80"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(&["route", "add", "1", "2", "200.1.2.3", "80"]);
-    assert!(stdout(&out).contains("already in route"));
-    let out = run(&["route", "add", "3", "4", "10.0.0.9", "9"]);
+    let out = route(&["add", "1", "2", "10.0.0.1", "8080"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("added 10.0.0.1:8080 to route (1, 2)"));
+    let out = route(&["add", "1", "2", "200.1.2.3", "80"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let out = route(&["add", "1", "2", "200.1.2.3", "80"]);
+    assert!(out.stdout.contains("already in route"));
+    let out = route(&["add", "3", "4", "10.0.0.9", "9"]);
     assert!(out.status.success());
 
-    let all = stdout(&run(&["route", "list"]));
+    let all = route(&["list"]).stdout;
     assert!(
         all.contains("10.0.0.1:8080") && all.contains("200.1.2.3:80") && all.contains("10.0.0.9:9")
     );
     assert!(all.contains("2 route(s), 3 host(s)"), "{all}");
-    let one = stdout(&run(&["route", "list", "1", "2"]));
+    let one = route(&["list", "1", "2"]).stdout;
     assert!(
         one.contains("1 route(s), 2 host(s)") && !one.contains("10.0.0.9"),
         "{one}"
     );
-    let module = stdout(&run(&["route", "list", "3"]));
+    let module = route(&["list", "3"]).stdout;
     assert!(module.contains("1 route(s), 1 host(s)"), "{module}");
 
-    let out = run(&["route", "del", "1", "2", "10.0.0.1", "8080"]);
+    let out = route(&["del", "1", "2", "10.0.0.1", "8080"]);
     assert!(
-        stdout(&out).contains("removed 10.0.0.1:8080"),
+        out.stdout.contains("removed 10.0.0.1:8080"),
         "{}",
-        stdout(&out)
+        out.stdout
     );
-    let out = run(&["route", "del", "1", "2", "10.0.0.1", "8080"]);
-    assert!(stdout(&out).contains("not in route"));
-    let out = run(&["route", "del", "1", "2"]);
+    let out = route(&["del", "1", "2", "10.0.0.1", "8080"]);
+    assert!(out.stdout.contains("not in route"));
+    let out = route(&["del", "1", "2"]);
     assert!(
-        stdout(&out).contains("removed route (1, 2) with 1 host(s)"),
+        out.stdout.contains("removed route (1, 2) with 1 host(s)"),
         "{}",
-        stdout(&out)
+        out.stdout
     );
-    let all = stdout(&run(&["route", "list"]));
+    let all = route(&["list"]).stdout;
     assert!(all.contains("1 route(s), 1 host(s)"), "{all}");
 }
 
-#[test]
-fn add_list_and_delete_routes_mysql() {
-    add_list_and_delete_routes(TestDb::mysql());
-}
-
-#[test]
-fn add_list_and_delete_routes_sqlite() {
-    add_list_and_delete_routes(TestDb::sqlite());
-}
+both_backends!(blocking add_list_and_delete_routes);
 
 #[test]
 fn bad_arguments_are_clear_errors_with_exit_code_2() {
@@ -113,25 +94,21 @@ fn bad_arguments_are_clear_errors_with_exit_code_2() {
     ];
     for (args, want) in cases {
         // `lars route add --store URL ARGS`: options first, so `--` can guard negative ids.
-        let out = lars(&[&args[..2], &["--store", url.as_str()][..], &args[2..]].concat());
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        lars(&[&args[..2], &["--store", url.as_str()][..], &args[2..]].concat())
+            .assert_failed(2, want);
     }
-    let out = lars(&["route", "list", "--store", "postgres://x"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("postgres://x"), "{}", stderr(&out));
+    lars(&["route", "list", "--store", "postgres://x"]).assert_failed(1, "postgres://x");
 }
 
 #[test]
 fn an_unreachable_store_is_an_error_naming_it() {
-    let out = lars(&[
+    lars(&[
         "route",
         "list",
         "--store",
         "mysql://root@127.0.0.1:1/lars_dns",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    ])
+    .assert_failed(1, "127.0.0.1:1");
 }
 
 /// The whole admin path: `lars route add` → store → lars-dns → push to a subscribed agent.
@@ -140,8 +117,7 @@ async fn cli_edit_is_pushed_by_dns(db: TestDb) {
     config.reactor.port = 0;
     let server = DnsServer::bind(&config, db.url()).await.unwrap();
     let addr = server.local_addr();
-    let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(server.run(shutdown));
+    let dns = ServiceTask::spawn("dns", |shutdown| server.run(shutdown));
 
     let mut agent = TcpStream::connect(addr).await.unwrap();
     let mut request = BytesMut::new();
@@ -175,21 +151,12 @@ async fn cli_edit_is_pushed_by_dns(db: TestDb) {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", out.stderr);
     let push = tokio::time::timeout(Duration::from_secs(2), next())
         .await
         .expect("push within 2 s of the edit");
     assert_eq!((push.modid, push.cmdid, push.host.len()), (9, 1, 1));
-    let _ = stop.send(true);
-    task.await.unwrap();
+    dns.stop(Duration::from_secs(10)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_edit_is_pushed_by_dns_mysql() {
-    cli_edit_is_pushed_by_dns(TestDb::mysql()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_edit_is_pushed_by_dns_sqlite() {
-    cli_edit_is_pushed_by_dns(TestDb::sqlite()).await;
-}
+both_backends!(cli_edit_is_pushed_by_dns);

@@ -1,25 +1,16 @@
 //! `lars status` as a process, against both store backends: the stored call statistics as a
 //! table, narrowed by MODID and CMDID, and clear errors for bad arguments.
 
+use lars_service::both_backends;
+use lars_service::testing::{Finished, run};
 use lars_store::CallStatusRow;
 use lars_store::testing::TestDb;
 use std::net::Ipv4Addr;
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn lars(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lars"))
-        .args(args)
-        .output()
-        .expect("run lars")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn lars(args: &[&str]) -> Finished {
+    run(Path::new(env!("CARGO_BIN_EXE_lars")), args)
 }
 
 fn row(modid: i32, cmdid: i32, host: Ipv4Addr, succ_cnt: u32, err_cnt: u32) -> CallStatusRow {
@@ -62,11 +53,11 @@ fn shows_the_stored_statistics(db: TestDb) {
         ],
     );
     let url = db.url_string();
-    let run = |ids: &[&str]| lars(&[&["status", "--store", url.as_str()][..], ids].concat());
+    let status = |ids: &[&str]| lars(&[&["status", "--store", url.as_str()][..], ids].concat());
 
-    let out = run(&[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    let out = status(&[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.stdout;
     assert!(text.contains("3 row(s)"), "{text}");
     let first: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
@@ -87,29 +78,21 @@ fn shows_the_stored_statistics(db: TestDb) {
     let second: Vec<&str> = text.lines().nth(2).unwrap().split_whitespace().collect();
     assert_eq!(&second[4..8], ["0", "4", "100.0%", "yes"], "{text}");
 
-    let module = stdout(&run(&["1"]));
+    let module = status(&["1"]).stdout;
     assert!(
         module.contains("2 row(s)") && !module.contains("10.0.0.3"),
         "{module}"
     );
-    let route = stdout(&run(&["1", "2"]));
+    let route = status(&["1", "2"]).stdout;
     assert!(
         route.contains("1 row(s)") && route.contains("10.0.0.2:9000"),
         "{route}"
     );
-    let none = stdout(&run(&["7"]));
+    let none = status(&["7"]).stdout;
     assert!(none.contains("0 row(s)"), "{none}");
 }
 
-#[test]
-fn shows_the_stored_statistics_mysql() {
-    shows_the_stored_statistics(TestDb::mysql());
-}
-
-#[test]
-fn shows_the_stored_statistics_sqlite() {
-    shows_the_stored_statistics(TestDb::sqlite());
-}
+both_backends!(blocking shows_the_stored_statistics);
 
 #[test]
 fn bad_arguments_are_clear_errors_with_exit_code_2() {
@@ -120,20 +103,16 @@ fn bad_arguments_are_clear_errors_with_exit_code_2() {
         (&["1", "2", "3"], "at most MODID and CMDID"),
     ];
     for (ids, want) in cases {
-        let out = lars(&[&["status", "--store", url.as_str()][..], ids].concat());
-        assert_eq!(out.status.code(), Some(2), "{ids:?}");
-        assert!(stderr(&out).contains(want), "{ids:?}: {}", stderr(&out));
+        lars(&[&["status", "--store", url.as_str()][..], ids].concat()).assert_failed(2, want);
     }
-    let out = lars(&["status", "--store", "postgres://x"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("postgres://x"), "{}", stderr(&out));
+    lars(&["status", "--store", "postgres://x"]).assert_failed(1, "postgres://x");
 }
 
 #[test]
 fn help_lists_status() {
     let out = lars(&["--help"]);
-    assert!(stdout(&out).contains("status"), "{}", stdout(&out));
+    assert!(out.stdout.contains("status"), "{}", out.stdout);
     let out = lars(&["status", "--help"]);
     assert!(out.status.success());
-    assert!(stdout(&out).contains("--store"), "{}", stdout(&out));
+    assert!(out.stdout.contains("--store"), "{}", out.stdout);
 }

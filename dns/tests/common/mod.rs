@@ -5,26 +5,24 @@
 
 use bytes::BytesMut;
 use lars_dns::{DnsConfig, DnsServer, DnsStats};
+use lars_service::testing::ServiceTask;
+pub use lars_service::testing::eventually;
 use lars_store::StoreUrl;
 use lars_wire::messages::{GetRouteRequest, GetRouteResponse};
 use lars_wire::{FrameDecoder, Message, MsgId};
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A dns service running inside the test process.
 pub struct TestDns {
     pub addr: SocketAddr,
     pub stats: Arc<DnsStats>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: ServiceTask,
 }
 
 impl TestDns {
@@ -38,14 +36,8 @@ impl TestDns {
         let server = DnsServer::bind(&config, store).await.expect("dns binds");
         let addr = server.local_addr();
         let stats = server.stats();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(server.run(shutdown));
-        let dns = TestDns {
-            addr,
-            stats,
-            stop,
-            task,
-        };
+        let task = ServiceTask::spawn("dns", |shutdown| server.run(shutdown));
+        let dns = TestDns { addr, stats, task };
         let reloads = dns.stats.clone();
         eventually("first snapshot loaded", Duration::from_secs(20), || {
             let r = DnsStats::get(&reloads.reloads) > 0;
@@ -60,24 +52,7 @@ impl TestDns {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("dns stops within 10 s")
-            .expect("dns task did not panic");
-    }
-}
-
-/// Waits until `check` is true, failing the test after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.task.stop(Duration::from_secs(10)).await;
     }
 }
 
@@ -167,21 +142,4 @@ pub fn hosts(response: &GetRouteResponse) -> Vec<(Ipv4Addr, u16)> {
         .iter()
         .map(|h| (lars_wire::ip::ip_from_wire(h.ip), h.port as u16))
         .collect()
-}
-
-/// Runs a test body against both store backends, as two test functions.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                super::$name(lars_store::testing::TestDb::mysql()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(lars_store::testing::TestDb::sqlite()).await
-            }
-        }
-    };
 }

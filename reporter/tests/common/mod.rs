@@ -6,18 +6,16 @@
 
 use bytes::BytesMut;
 use lars_reporter::{Inboxes, ReporterConfig, ReporterServer, ReporterStats};
+use lars_service::testing::{ServiceTask, eventually};
 use lars_store::{CallStatusRow, Store, StoreUrl};
 use lars_wire::MsgId;
 use lars_wire::messages::{HostCallResult, ReportStatusRequest};
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The caller every test agent reports as.
@@ -28,8 +26,7 @@ pub struct TestReporter {
     pub addr: SocketAddr,
     pub stats: Arc<ReporterStats>,
     pub inboxes: Inboxes,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: ServiceTask,
 }
 
 impl TestReporter {
@@ -48,13 +45,11 @@ impl TestReporter {
         let addr = server.local_addr();
         let stats = server.stats();
         let inboxes = server.inboxes();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(server.run(shutdown));
+        let task = ServiceTask::spawn("reporter", |shutdown| server.run(shutdown));
         TestReporter {
             addr,
             stats,
             inboxes,
-            stop,
             task,
         }
     }
@@ -94,24 +89,7 @@ impl TestReporter {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("reporter stops within 20 s")
-            .expect("reporter task did not panic");
-    }
-}
-
-/// Waits until `check` is true, failing the test after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.task.stop(Duration::from_secs(20)).await;
     }
 }
 
@@ -236,21 +214,4 @@ pub async fn wait_for_rows(store: &Store, want: &[CallStatusRow], within: Durati
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Runs a test body against both store backends, as two test functions.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                super::$name(lars_store::testing::TestDb::mysql()).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(lars_store::testing::TestDb::sqlite()).await
-            }
-        }
-    };
 }

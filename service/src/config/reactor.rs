@@ -1,0 +1,114 @@
+//! The `[reactor]` section every Lars service has, under Lars' own key names: the address and
+//! port it listens on, how many connections it serves at once and how many runtime threads serve
+//! them. Owns their defaults and their checks; a service only names its default port. Plain data:
+//! never binds a socket or starts a thread.
+
+use super::{ConfigError, at_least_one};
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Listening socket, connection limit and worker threads (`[reactor]`, Lars' names) of a service
+/// whose built-in port is `DEFAULT_PORT`.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig<const DEFAULT_PORT: u16> {
+    /// Address to listen on.
+    pub ip: IpAddr,
+    /// TCP port to listen on (0 lets the OS pick one; the service logs it).
+    pub port: u16,
+    /// Most connections served at once; more are accepted and closed at once.
+    pub max_conn: usize,
+    /// Runtime worker threads (0: one per CPU).
+    pub thread_num: usize,
+}
+
+/// The keys of `[reactor]` as written, each optional. serde's derive cannot take the const
+/// parameter of [`ReactorConfig`], so it reads this and fills in the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReactorKeys {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    #[serde(rename = "maxConn")]
+    max_conn: Option<usize>,
+    #[serde(rename = "threadNum")]
+    thread_num: Option<usize>,
+}
+
+impl<'de, const DEFAULT_PORT: u16> Deserialize<'de> for ReactorConfig<DEFAULT_PORT> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let keys = ReactorKeys::deserialize(deserializer)?;
+        let defaults = Self::default();
+        Ok(ReactorConfig {
+            ip: keys.ip.unwrap_or(defaults.ip),
+            port: keys.port.unwrap_or(defaults.port),
+            max_conn: keys.max_conn.unwrap_or(defaults.max_conn),
+            thread_num: keys.thread_num.unwrap_or(defaults.thread_num),
+        })
+    }
+}
+
+impl<const DEFAULT_PORT: u16> Default for ReactorConfig<DEFAULT_PORT> {
+    fn default() -> Self {
+        ReactorConfig {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            max_conn: 4096,
+            thread_num: 0,
+        }
+    }
+}
+
+impl<const DEFAULT_PORT: u16> ReactorConfig<DEFAULT_PORT> {
+    /// Checks ranges that the types alone do not; an error names `origin` and `reactor.KEY`.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        at_least_one(origin, "reactor.maxConn", self.max_conn as u64)
+    }
+
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Reactor = ReactorConfig<7000>;
+
+    #[test]
+    fn defaults_are_localhost_on_the_service_port() {
+        let reactor = Reactor::default();
+        assert_eq!(reactor.listen_addr(), "127.0.0.1:7000".parse().unwrap());
+        assert_eq!((reactor.max_conn, reactor.thread_num), (4096, 0));
+        reactor.validate("built-in defaults").unwrap();
+    }
+
+    #[test]
+    fn lars_key_names_are_read_and_missing_keys_keep_their_defaults() {
+        let reactor: Reactor = toml::from_str("maxConn = 7\nthreadNum = 2\n").unwrap();
+        assert_eq!((reactor.max_conn, reactor.thread_num), (7, 2));
+        assert_eq!(reactor.port, 7000);
+    }
+
+    #[test]
+    fn zero_max_conn_is_refused_naming_origin_and_key() {
+        let reactor = Reactor {
+            max_conn: 0,
+            ..Reactor::default()
+        };
+        let err = reactor.validate("x.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("reactor.maxConn"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_out_of_range_values_are_named() {
+        for (text, key) in [("maxconn = 3\n", "maxconn"), ("port = 70000\n", "port")] {
+            let err = toml::from_str::<Reactor>(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}

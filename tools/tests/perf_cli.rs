@@ -1,7 +1,7 @@
 //! `lars-perf` as a process, over real sockets on ports the OS picks: against a port where
 //! nothing listens (timeouts, a failed run), against lars-bench's io_uring `echo-server` and
-//! against a real `lars-agent` (the summary, and JSON with the counts), and with bad arguments
-//! (status 2). Each run lasts about a second.
+//! against a real `lars-agent` (the summary, JSON with the counts, and the keys the agent was
+//! asked for), and with bad arguments (status 2). Each run lasts about a second.
 
 use lars_service::testing::ServiceProcess as Server;
 use serde_json::Value;
@@ -249,6 +249,48 @@ fn the_qps_preset_and_a_mix_run_against_the_agent() {
     assert_eq!(out.status.code(), Some(0), "{json}");
     assert_eq!(json["options"]["open_loop"], true);
     assert!(u64_at(&json, &["answers"]) > 0, "{json}");
+}
+
+#[test]
+fn all_sockets_together_walk_a_large_key_set_without_repeating_keys() {
+    let (agent, _dir) = agent();
+    let base_port = agent.field("base_port");
+    // Far more keys than a short run sends: if the 2 threads x 4 sockets x 16 slots walk the
+    // key set together, every answered get_route asked for a key no other request asked for.
+    let (out, json) = lars_perf_json(
+        &[
+            &[
+                "--base-port",
+                &base_port,
+                "--workload",
+                "get_route",
+                "--modid",
+                "1..10000000",
+                "--cmdid",
+                "1",
+                "--threads",
+                "2",
+                "--sockets",
+                "4",
+                "--outstanding",
+                "16",
+            ][..],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    let answers = u64_at(&json, &["by_kind", "get_route", "answers"]);
+    assert!(answers > 0, "{json}");
+
+    // Each new key is a new route in the agent (warm-up requests add theirs on top).
+    let stats: SocketAddr = agent.field("stats").parse().unwrap();
+    let text = lars_agent::admin::fetch(stats, Duration::from_secs(5)).expect("agent stats");
+    let routes = lars_agent::stats::sum(&text, "lars_agent_routes");
+    assert!(
+        routes >= answers,
+        "{answers} answered get_routes touched only {routes} keys"
+    );
 }
 
 #[test]

@@ -10,6 +10,11 @@
 //! carry no `seq`: one answers the oldest `get_route` in flight for its key. Reports are never
 //! answered and take no slot.
 //!
+//! Each new request goes to the next key of the run's [`KeyWalk`], shared with every other
+//! socket, so together they cover the key set before any key repeats (`qps`: the socket's own
+//! key, always). The key is taken when a request has a slot to go out in, and kept until it went
+//! out: an offer the socket could not take comes back with the same key.
+//!
 //! Closed loop: a free slot is filled at once, and latency runs from that moment. Open loop: a
 //! request goes out when its [`Schedule`] time has come and a slot is free, and latency runs
 //! from the scheduled time however late it went out. A request unanswered `timeout` after it was
@@ -17,7 +22,7 @@
 //! the run no new request is started, and the flow is finished once its last requests are
 //! answered or timed out.
 
-use crate::perf::keys::{KeySet, Ports};
+use crate::perf::keys::{KeyWalk, Ports};
 use crate::perf::schedule::Schedule;
 use crate::perf::tally::Tally;
 use crate::perf::workload::{Kind, Load, MixCycle};
@@ -31,6 +36,7 @@ use lars_wire::msg::decode_body;
 use quick_protobuf::{BytesReader, MessageRead};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Room for one request datagram: the largest the generator sends is a `ReportRequest` with
@@ -66,16 +72,17 @@ pub const PLACEHOLDER_HOST: WireHost = WireHost {
 pub struct FlowSetup {
     /// What is sent.
     pub load: Load,
-    /// The key set.
-    pub keys: KeySet,
+    /// The run's walk over the key set, shared by all its sockets (`qps`: the key set the
+    /// socket's one key is from).
+    pub keys: Arc<KeyWalk>,
     /// Where keys are sent.
     pub ports: Ports,
     /// Slots.
     pub outstanding: usize,
     /// How long an answer is waited for after sending.
     pub timeout: Duration,
-    /// The socket's number among all sockets of the run: where it starts in the key set and the
-    /// mix cycle (qps: its key).
+    /// The socket's number among all sockets of the run: where it starts in the mix cycle
+    /// (`qps`: which key is its own).
     pub socket: usize,
     /// Open loop: the socket's send times; closed loop when `None`.
     pub schedule: Option<Schedule>,
@@ -148,10 +155,11 @@ pub struct Outgoing {
 pub struct Flow {
     echo: bool,
     qps: bool,
-    keys: KeySet,
+    keys: Arc<KeyWalk>,
     ports: Ports,
-    key_cursor: u64,
-    key_step: u64,
+    /// The key of the next request, once taken from the walk and until a request went out
+    /// with it (`qps`: the socket's key, for good).
+    next_key: Option<(i32, i32)>,
     mix: MixCycle,
     slots: Vec<Slot>,
     /// Free slots; the next request takes the last.
@@ -187,10 +195,9 @@ impl Flow {
         Flow {
             echo: setup.load == Load::Echo,
             qps,
+            next_key: qps.then(|| setup.keys.keys().key(setup.socket as u64)),
             keys: setup.keys,
             ports: setup.ports,
-            key_cursor: setup.socket as u64,
-            key_step: if qps { 0 } else { 1 },
             mix: MixCycle::new(&setup.load, setup.socket),
             slots,
             free: (0..outstanding).rev().collect(),
@@ -319,7 +326,7 @@ impl Flow {
             let (modid, cmdid, host, names_last_pick) = match self.last_pick {
                 Some((modid, cmdid, host)) => (modid, cmdid, host, true),
                 None => {
-                    let (modid, cmdid) = self.keys.key(self.key_cursor);
+                    let (modid, cmdid) = self.next_key();
                     (modid, cmdid, PLACEHOLDER_HOST, false)
                 }
             };
@@ -344,7 +351,7 @@ impl Flow {
             });
         }
         let slot = *self.free.last()?;
-        let (modid, cmdid) = self.keys.key(self.key_cursor);
+        let (modid, cmdid) = self.next_key();
         let entry = &mut self.slots[slot];
         entry.len = match kind {
             Kind::GetRoute => encode(
@@ -377,6 +384,11 @@ impl Flow {
         })
     }
 
+    /// The key of the next request: the one already taken, or the next of the walk.
+    fn next_key(&mut self) -> (i32, i32) {
+        *self.next_key.get_or_insert_with(|| self.keys.take())
+    }
+
     /// The bytes of `out`.
     pub fn datagram(&self, out: &Outgoing) -> &[u8] {
         match out.source {
@@ -402,8 +414,8 @@ impl Flow {
             schedule.advance();
             tally.send_lag(out.measured, now.saturating_duration_since(out.intended));
         }
-        if !out.names_last_pick {
-            self.key_cursor = self.key_cursor.wrapping_add(self.key_step);
+        if !out.names_last_pick && !self.qps {
+            self.next_key = None;
         }
         if !sent {
             tally.send_failed(out.kind, out.measured);
@@ -591,7 +603,7 @@ impl<'a> MessageRead<'a> for RouteAnswerHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perf::keys::IdRange;
+    use crate::perf::keys::{IdRange, KeySet};
     use crate::perf::workload::Mix;
     use lars_wire::Message;
     use lars_wire::datagram::{decode_datagram, encode_datagram};
@@ -600,6 +612,19 @@ mod tests {
     use std::num::NonZeroU16;
 
     const TIMEOUT: Duration = Duration::from_millis(100);
+
+    /// A fresh walk over `(1, 1..=keys)`.
+    fn walk(keys: u32) -> Arc<KeyWalk> {
+        let set = KeySet::new(
+            IdRange::one(1),
+            IdRange {
+                first: 1,
+                last: keys as i32,
+            },
+        )
+        .unwrap();
+        Arc::new(KeyWalk::new(set))
+    }
 
     struct Rig {
         t0: Instant,
@@ -611,14 +636,7 @@ mod tests {
         let t0 = Instant::now();
         let setup = FlowSetup {
             load,
-            keys: KeySet::new(
-                IdRange::one(1),
-                IdRange {
-                    first: 1,
-                    last: keys as i32,
-                },
-            )
-            .unwrap(),
+            keys: walk(keys),
             ports: Ports {
                 ip: Ipv4Addr::LOCALHOST,
                 base_port: 8888,
@@ -893,7 +911,7 @@ mod tests {
         let t0 = Instant::now();
         let mut flow = Flow::new(FlowSetup {
             load: Load::Qps,
-            keys: KeySet::new(IdRange::one(1), IdRange { first: 1, last: 10 }).unwrap(),
+            keys: walk(10),
             ports: Ports {
                 ip: Ipv4Addr::LOCALHOST,
                 base_port: 8888,
@@ -917,6 +935,72 @@ mod tests {
             }
             flow.commit(out, true, now, &mut tally);
         }
+    }
+
+    #[test]
+    fn all_sockets_together_send_every_key_once_before_any_key_again() {
+        // 3 threads x 2 sockets x 4 slots on 100 keys. The sockets are answered at different
+        // paces, as on a machine where some threads get less CPU than others, and everything
+        // sent in a round is answered in the next.
+        let t0 = Instant::now();
+        let keys = walk(100);
+        let mut flows: Vec<Flow> = (0..6)
+            .map(|socket| {
+                Flow::new(FlowSetup {
+                    load: Load::Mix(Mix::only(Kind::GetHost)),
+                    keys: keys.clone(),
+                    ports: Ports {
+                        ip: Ipv4Addr::LOCALHOST,
+                        base_port: 8888,
+                        shards: NonZeroU16::new(3).unwrap(),
+                    },
+                    outstanding: 4,
+                    timeout: TIMEOUT,
+                    socket,
+                    schedule: None,
+                    measure_start: t0,
+                    end: t0 + Duration::from_secs(10),
+                })
+            })
+            .collect();
+        let mut tally = Tally::new(t0);
+        let mut waiting: Vec<Vec<(u32, i32, i32)>> = vec![Vec::new(); flows.len()];
+        let mut sent = Vec::new();
+        for round in 0..200 {
+            let now = t0 + Duration::from_micros(round);
+            for (socket, flow) in flows.iter_mut().enumerate() {
+                if round % (socket as u64 + 1) != 0 {
+                    continue;
+                }
+                for (seq, modid, cmdid) in waiting[socket].drain(..) {
+                    let mut buf = [0u8; 64];
+                    let reply = host_reply(seq, modid, cmdid, 3, None);
+                    let len = encode_datagram(&reply, &mut buf).unwrap();
+                    flow.on_datagram(&buf[..len], now, &mut tally);
+                }
+                while let Some(out) = flow.poll_send(now) {
+                    let Message::GetHostRequest(g) = decode_datagram(flow.datagram(&out)).unwrap()
+                    else {
+                        unreachable!()
+                    };
+                    waiting[socket].push((g.seq, g.modid, g.cmdid));
+                    sent.push((socket, g.cmdid));
+                    flow.commit(out, true, now, &mut tally);
+                }
+            }
+        }
+        assert!(sent.len() >= 500, "{} sent", sent.len());
+        let fast = sent.iter().filter(|(socket, _)| *socket == 0).count();
+        let slow = sent.iter().filter(|(socket, _)| *socket == 5).count();
+        assert!(
+            fast >= 4 * slow,
+            "the sockets ran at different paces: {fast} vs {slow}"
+        );
+        // Whichever socket sent it: each run of 100 requests is the 100 keys, in order.
+        for (n, (_, cmdid)) in sent.iter().enumerate() {
+            assert_eq!(*cmdid, (n % 100) as i32 + 1, "request {n}: {sent:?}");
+        }
+        assert_eq!(tally.counts().stray + tally.counts().bad, 0);
     }
 
     #[test]

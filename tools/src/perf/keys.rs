@@ -3,12 +3,19 @@
 //! `base_port + (modid + cmdid) % shards`, computed by [`lars_wire::client::shard_of`] so the
 //! generator sends every key exactly where the client library (and the original Lars clients)
 //! would. Pure arithmetic: nothing is materialised, a million keys cost nothing.
+//!
+//! [`KeyWalk`] is the order a run takes keys in: one counter shared by every socket of every
+//! thread, so that whatever the threads × sockets × requests in flight and however unevenly
+//! they progress, each key is sent once before any key is sent again. It is the only state the
+//! generator threads share while they run (one relaxed atomic add per request, no lock); the
+//! `qps` preset does not use it (one fixed key per socket).
 
 use lars_wire::client::shard_of;
 use serde::Serialize;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most keys a run may use (the product of the two ranges).
 pub const MAX_KEYS: u64 = 1 << 32;
@@ -119,6 +126,37 @@ impl KeySet {
     }
 }
 
+/// The run's walk over its key set: the `n`th key taken, by any socket of any thread, is key
+/// number `n % len` of the [`KeySet`]. Sockets take a key as a request goes out, so the first
+/// `len` requests of a run cover the whole key set, and so does each `len` after them (give or
+/// take the one key a socket holds for a request the kernel has not taken yet).
+#[derive(Debug)]
+pub struct KeyWalk {
+    keys: KeySet,
+    taken: AtomicU64,
+}
+
+impl KeyWalk {
+    /// A walk from key number 0.
+    pub fn new(keys: KeySet) -> KeyWalk {
+        KeyWalk {
+            keys,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// The key set walked.
+    pub fn keys(&self) -> KeySet {
+        self.keys
+    }
+
+    /// The next key of the walk. Only the count matters, not its order with other memory, so
+    /// the add is relaxed; at 2^64 keys taken it wraps, which no run reaches.
+    pub fn take(&self) -> (i32, i32) {
+        self.keys.key(self.taken.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// Where the agent's shard ports are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
@@ -215,6 +253,31 @@ mod tests {
             all,
             [(1, 5), (1, 6), (1, 7), (2, 5), (2, 6), (2, 7), (1, 5)]
         );
+    }
+
+    #[test]
+    fn a_shared_walk_takes_every_key_once_before_any_again_across_threads() {
+        let keys = KeySet::new(
+            IdRange::parse("1..50").unwrap(),
+            IdRange::parse("1..20").unwrap(),
+        )
+        .unwrap();
+        let walk = std::sync::Arc::new(KeyWalk::new(keys));
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let walk = walk.clone();
+                std::thread::spawn(move || (0..500).map(|_| walk.take()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut times = std::collections::BTreeMap::new();
+        for key in takers.into_iter().flat_map(|t| t.join().unwrap()) {
+            *times.entry(key).or_insert(0) += 1;
+        }
+        // 2,000 takes of 1,000 keys: every key exactly twice, whichever thread took it.
+        assert_eq!(times.len(), 1000);
+        assert!(times.values().all(|n| *n == 2), "{times:?}");
+        // And the walk goes on where the threads left it: key 0 again.
+        assert_eq!(walk.take(), (1, 1));
     }
 
     #[test]

@@ -8,14 +8,16 @@
 //! into the flow's slots and received into one buffer per socket: nothing is allocated per
 //! request.
 //!
-//! Each thread keeps one [`Tally`] for its tasks and hands it, once a second and at the end, to
-//! the main thread over a channel; the main thread adds them up and reports each second once
-//! every thread has delivered it. The sockets are bound before any thread starts (so a failure
-//! is reported before load is generated), and all threads take the same start instant once
-//! every one of them is ready.
+//! Every socket of every thread takes its keys from the run's one [`KeyWalk`], so together they
+//! walk the whole key set evenly. Each thread keeps one [`Tally`] for its tasks and hands it,
+//! once a second and at the end, to the main thread over a channel; the main thread adds them up
+//! and reports each second once every thread has delivered it. The sockets are bound before any
+//! thread starts (so a failure is reported before load is generated), and all threads take the
+//! same start instant once every one of them is ready.
 
 use crate::perf::alarm::Alarm;
 use crate::perf::flow::{Flow, FlowSetup};
+use crate::perf::keys::KeyWalk;
 use crate::perf::options::Plan;
 use crate::perf::schedule::Schedule;
 use crate::perf::tally::{Stats, Tally, Window};
@@ -107,6 +109,7 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
     }
 
     let plan = Arc::new(plan.clone());
+    let keys = Arc::new(KeyWalk::new(plan.keys));
     let barrier = Arc::new(Barrier::new(plan.threads));
     let start = Arc::new(OnceLock::new());
     let (ticks, received) = mpsc::channel();
@@ -115,6 +118,7 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
         let context = ThreadContext {
             index,
             plan: plan.clone(),
+            keys: keys.clone(),
             barrier: barrier.clone(),
             start: start.clone(),
             ticks: ticks.clone(),
@@ -186,6 +190,8 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
 struct ThreadContext {
     index: usize,
     plan: Arc<Plan>,
+    /// The run's key walk, shared by every socket.
+    keys: Arc<KeyWalk>,
     barrier: Arc<Barrier>,
     start: Arc<OnceLock<Instant>>,
     ticks: mpsc::Sender<Tick>,
@@ -197,6 +203,7 @@ fn generate(context: ThreadContext, sockets: Vec<UdpSocket>) -> Result<(), Strin
     let ThreadContext {
         index,
         plan,
+        keys,
         barrier,
         start,
         ticks,
@@ -240,7 +247,7 @@ fn generate(context: ThreadContext, sockets: Vec<UdpSocket>) -> Result<(), Strin
             let global = index * plan.sockets + i;
             let flow = Flow::new(FlowSetup {
                 load: plan.load,
-                keys: plan.keys,
+                keys: keys.clone(),
                 ports: plan.ports,
                 outstanding: plan.outstanding,
                 timeout: plan.timeout,

@@ -24,8 +24,9 @@ pub const MAX_SHARDS: u16 = 64;
 #[argh(
     description = "lars-perf: load generator for lars-agent (and for a bare UDP echo server).\n\n\
     Drives --threads threads, each with --sockets UDP sockets, each keeping up to --outstanding \
-    requests in flight. Requests cycle over the key set (--keys, or --modid/--cmdid ranges); a \
-    key goes to port base_port + (modid+cmdid) % shards, like the client library.\n\n\
+    requests in flight. All of them together cycle over the key set (--keys, or --modid/--cmdid \
+    ranges), each key once before any key again; a key goes to port base_port + \
+    (modid+cmdid) % shards, like the client library.\n\n\
     Closed loop by default: a socket sends its next request as soon as an answer (or a timeout) \
     frees a slot, and latency runs from that send. With --rate, an open loop at a fixed total \
     rate: every request has an intended send time, and its latency runs from that time however \

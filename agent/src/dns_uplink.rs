@@ -3,8 +3,18 @@
 //! change to the worker of each shard that asked for that route. It remembers which shards asked
 //! for which routes (the agent's subscriptions), so after every (re)connect — to the same dns or
 //! the next one in the list — it asks for all of them again, and tells the workers to re-ask
-//! whatever was waiting on the old connection. Never blocks a worker: a full worker ring drops
-//! the update and counts it (the route asks again after `update_timeout`).
+//! whatever was waiting on the old connection. Never blocks a worker. It keeps reading while it
+//! writes, so a long run of requests (every subscription, after a reconnect) never leaves dns's
+//! answers unread: lars-dns closes a connection whose answers pile up.
+//!
+//! A worker's inbox ring can fill when dns answers a burst of new routes faster than the worker
+//! applies them. What the full ring refuses waits in that worker's [`InboxBacklog`] (oldest
+//! first, bounded at [`BACKLOG_RINGS`] ring-fulls) and is pushed again, in order and before
+//! anything newer, every time the uplink runs, and every [`BACKLOG_RETRY`] while any backlog is
+//! non-empty, so it drains even when dns sends nothing more. Only an update that finds the
+//! backlog full too is dropped and counted (the route then asks again after `update_timeout`).
+//! Pushes keep the rings' rule: a worker is woken only when its ring goes from empty to
+//! non-empty.
 
 use crate::config::UplinkConfig;
 use crate::rings::{DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
@@ -18,6 +28,7 @@ use foldhash::HashMap;
 use lars_wire::frame::encode_frame;
 use lars_wire::messages::{GetRouteRequest, GetRouteResponse};
 use lars_wire::{FrameDecoder, Message, MsgId};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +36,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
+
+/// How many ring-fulls of updates a worker's [`InboxBacklog`] holds at most.
+pub const BACKLOG_RINGS: usize = 4;
+
+/// How soon a non-empty backlog is pushed again when nothing else wakes the uplink (the workers
+/// do not tell the uplink when they make room).
+pub const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
 /// One worker as the dns uplink sees it.
 pub struct WorkerLink {
@@ -68,11 +86,18 @@ struct DnsUplink {
     stop: StopSignal,
     /// Route → bit mask of the shards that asked for it.
     subscribed: HashMap<RouteKey, u64>,
+    /// What each worker's full inbox could not take yet, by worker index.
+    backlogs: Vec<InboxBacklog>,
 }
 
 /// Runs the dns uplink until stopped.
 pub async fn run(setup: DnsUplinkSetup) {
     let mut connector = Connector::new("dns", setup.addrs, &setup.config, setup.stats.clone());
+    let backlogs = setup
+        .workers
+        .iter()
+        .map(|worker| InboxBacklog::new(BACKLOG_RINGS * worker.inbox.capacity()))
+        .collect();
     let mut uplink = DnsUplink {
         requests: setup.requests,
         wake: setup.wake,
@@ -80,6 +105,7 @@ pub async fn run(setup: DnsUplinkSetup) {
         stats: setup.stats,
         stop: setup.stop,
         subscribed: HashMap::default(),
+        backlogs,
     };
     loop {
         if uplink.stop.raised() {
@@ -105,12 +131,14 @@ impl DnsUplink {
         loop {
             self.take_requests(None);
             self.stats.pending.set(self.subscribed.len() as u64);
+            let backlogged = self.push_backlogs();
             if self.stop.raised() {
                 return true;
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return false,
                 _ = self.wake.wait() => {}
+                _ = tokio::time::sleep(BACKLOG_RETRY), if backlogged => {}
             }
         }
     }
@@ -145,12 +173,7 @@ impl DnsUplink {
         let mut decoder = FrameDecoder::new();
         loop {
             self.take_requests(Some(&mut out));
-            if !out.is_empty() {
-                if let Err(e) = writer.write_all(&out).await {
-                    return Ended::Lost(format!("write failed: {e}"));
-                }
-                out.clear();
-            }
+            let backlogged = self.push_backlogs();
             if self.stop.raised() {
                 return Ended::Stop;
             }
@@ -164,9 +187,28 @@ impl DnsUplink {
                     }
                     Err(e) => return Ended::Lost(format!("read failed: {e}")),
                 },
+                // Written while reading, never instead: lars-dns answers as it reads, and closes
+                // a connection whose answers pile up unread.
+                written = writer.write_buf(&mut out), if !out.is_empty() => match written {
+                    Ok(0) => return Ended::Lost("write failed: dns takes no more".into()),
+                    Ok(_) => {}
+                    Err(e) => return Ended::Lost(format!("write failed: {e}")),
+                },
                 _ = self.wake.wait() => {}
+                _ = tokio::time::sleep(BACKLOG_RETRY), if backlogged => {}
             }
         }
+    }
+
+    /// Pushes every worker's backlog into its ring as far as there is room; true while any
+    /// backlog still holds updates.
+    fn push_backlogs(&mut self) -> bool {
+        let mut waiting = 0;
+        for (backlog, worker) in self.backlogs.iter_mut().zip(&mut self.workers) {
+            waiting += backlog.push(&mut worker.inbox);
+        }
+        self.stats.backlog.set(waiting as u64);
+        waiting > 0
     }
 
     /// Hands every complete answer in `input` to the workers.
@@ -219,16 +261,76 @@ impl DnsUplink {
             if shards & (1u64 << shard) == 0 {
                 continue;
             }
-            let worker = &mut self.workers[shard as usize % workers];
+            let index = shard as usize % workers;
             let update = RouteUpdate {
                 shard,
                 key,
                 hosts: hosts.clone(),
             };
-            if worker.inbox.push(update).is_err() {
+            if !self.backlogs[index].deliver(&mut self.workers[index].inbox, update) {
                 self.stats.worker_ring_drops.inc();
             }
         }
+    }
+}
+
+/// The route updates a worker's inbox refused because it was full, oldest first, waiting for
+/// the worker to make room. Updates leave it in the order they came, and none overtakes it, so a
+/// worker applies a route's updates in the order dns sent them. Holds at most `limit`; an update
+/// beyond that is refused (and counted as a drop by the caller).
+#[derive(Debug)]
+pub struct InboxBacklog {
+    waiting: VecDeque<RouteUpdate>,
+    limit: usize,
+}
+
+impl InboxBacklog {
+    /// An empty backlog that holds at most `limit` updates.
+    pub fn new(limit: usize) -> InboxBacklog {
+        InboxBacklog {
+            waiting: VecDeque::new(),
+            limit,
+        }
+    }
+
+    /// Hands `update` to `inbox` after everything already waiting, or keeps it if the inbox is
+    /// full. False when it was dropped: the inbox and the backlog are both full.
+    pub fn deliver(&mut self, inbox: &mut WorkerInboxTx, update: RouteUpdate) -> bool {
+        let update = if self.push(inbox) == 0 {
+            match inbox.push(update) {
+                Ok(()) => return true,
+                Err(refused) => refused,
+            }
+        } else {
+            update
+        };
+        if self.waiting.len() >= self.limit {
+            return false;
+        }
+        self.waiting.push_back(update);
+        true
+    }
+
+    /// Moves waiting updates into `inbox`, oldest first, until it is full; returns how many
+    /// are still waiting.
+    pub fn push(&mut self, inbox: &mut WorkerInboxTx) -> usize {
+        while let Some(update) = self.waiting.pop_front() {
+            if let Err(refused) = inbox.push(update) {
+                self.waiting.push_front(refused);
+                break;
+            }
+        }
+        self.waiting.len()
+    }
+
+    /// How many updates are waiting.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
     }
 }
 
@@ -239,4 +341,174 @@ fn encode_request(key: RouteKey, out: &mut BytesMut) {
     };
     // A GetRouteRequest is at most 30 bytes: it always fits a frame.
     let _ = encode_frame(MsgId::GetRouteRequest, &request, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rings::{DnsRequest, ring};
+    use lars_wire::messages::HostInfo;
+    use tokio::net::TcpListener;
+
+    fn update(cmdid: i32) -> RouteUpdate {
+        RouteUpdate {
+            shard: 0,
+            key: RouteKey::new(1, cmdid),
+            hosts: vec![HostAddr {
+                ip: 0x0a00_0001,
+                port: 9000,
+            }]
+            .into_boxed_slice(),
+        }
+    }
+
+    fn cmdids(inbox: &mut crate::rings::WorkerInboxRx) -> Vec<i32> {
+        std::iter::from_fn(|| inbox.pop())
+            .map(|u| u.key.cmdid)
+            .collect()
+    }
+
+    #[test]
+    fn updates_beyond_a_full_inbox_arrive_in_order_once_the_worker_drains() {
+        let wake = Wake::with_eventfd().unwrap();
+        let eventfd = wake.eventfd().unwrap();
+        let (mut tx, mut rx) = ring(4, wake.clone());
+        let mut backlog = InboxBacklog::new(BACKLOG_RINGS * tx.capacity());
+        for cmdid in 1..=10 {
+            assert!(backlog.deliver(&mut tx, update(cmdid)), "{cmdid} dropped");
+        }
+        assert_eq!(backlog.len(), 6);
+        // One wake-up: the ring went from empty to non-empty once.
+        assert_eq!(eventfd.take(), Some(1));
+        assert_eq!(backlog.push(&mut tx), 6, "the worker has made no room yet");
+        assert_eq!(eventfd.take(), None);
+
+        assert_eq!(cmdids(&mut rx), [1, 2, 3, 4]);
+        assert_eq!(backlog.push(&mut tx), 2);
+        assert_eq!(eventfd.take(), Some(1), "the drained ring got items again");
+        assert_eq!(cmdids(&mut rx), [5, 6, 7, 8]);
+        assert_eq!(backlog.push(&mut tx), 0);
+        assert!(backlog.is_empty());
+        assert_eq!(cmdids(&mut rx), [9, 10]);
+    }
+
+    #[test]
+    fn a_full_backlog_drops_and_nothing_overtakes_what_waits() {
+        let (mut tx, mut rx) = ring(2, Wake::new());
+        let mut backlog = InboxBacklog::new(3);
+        for cmdid in 1..=5 {
+            assert!(backlog.deliver(&mut tx, update(cmdid)));
+        }
+        assert!(
+            !backlog.deliver(&mut tx, update(6)),
+            "ring and backlog full"
+        );
+        assert_eq!(backlog.len(), 3);
+        // The worker takes one: the next update still queues behind the waiting ones.
+        assert_eq!(rx.pop().map(|u| u.key.cmdid), Some(1));
+        assert!(backlog.deliver(&mut tx, update(7)));
+        let mut seen = Vec::new();
+        loop {
+            seen.extend(cmdids(&mut rx));
+            if backlog.push(&mut tx) == 0 && rx.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen, [2, 3, 4, 5, 7]);
+    }
+
+    /// A dns that answers every route it is asked for, all at once, once it has `expect`
+    /// requests, and then sends nothing more (the connection stays open).
+    async fn dns_answering(listener: TcpListener, expect: usize) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut input = BytesMut::new();
+        let mut decoder = FrameDecoder::new();
+        let mut asked = Vec::new();
+        while asked.len() < expect {
+            assert!(
+                stream.read_buf(&mut input).await.unwrap() > 0,
+                "agent hung up"
+            );
+            while let Some(frame) = decoder.decode(&mut input).unwrap() {
+                match frame.decode().unwrap() {
+                    Message::GetRouteRequest(r) => asked.push((r.modid, r.cmdid)),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        asked.sort_unstable();
+        let mut out = BytesMut::new();
+        for (modid, cmdid) in asked {
+            let answer = GetRouteResponse {
+                modid,
+                cmdid,
+                host: vec![HostInfo {
+                    ip: 0x0a00_0001,
+                    port: 9000,
+                }],
+            };
+            encode_frame(MsgId::GetRouteResponse, &answer, &mut out).unwrap();
+        }
+        stream.write_all(&out).await.unwrap();
+        std::future::pending::<()>().await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_bigger_than_the_inbox_reaches_the_worker_without_more_dns_traffic() {
+        const ROUTES: i32 = 40;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dns = tokio::spawn(dns_answering(listener, ROUTES as usize));
+
+        let uplink_wake = Wake::new();
+        let (mut requests, requests_rx) = ring(64, uplink_wake.clone());
+        let worker_wake = Wake::new();
+        let (inbox, mut inbox_rx) = ring(8, worker_wake.clone());
+        let stats = Arc::new(UplinkStats::default());
+        let stop = StopSignal::new(uplink_wake.clone());
+        let uplink = tokio::spawn(run(DnsUplinkSetup {
+            addrs: vec![addr],
+            requests: vec![requests_rx],
+            wake: uplink_wake,
+            workers: vec![WorkerLink {
+                inbox,
+                flags: Arc::default(),
+                wake: worker_wake.clone(),
+            }],
+            config: UplinkConfig::default(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+        }));
+        for cmdid in 1..=ROUTES {
+            let key = RouteKey::new(1, cmdid);
+            requests.push(DnsRequest { shard: 0, key }).unwrap();
+        }
+
+        // The worker: woken when its inbox gets items, takes them all, waits again. dns sends
+        // the 40 answers once, into an inbox of 8.
+        let mut seen = Vec::new();
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while seen.len() < ROUTES as usize {
+                worker_wake.wait().await;
+                seen.extend(cmdids(&mut inbox_rx));
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "only {seen:?} arrived");
+        assert_eq!(
+            seen,
+            (1..=ROUTES).collect::<Vec<_>>(),
+            "in the order dns sent"
+        );
+        assert_eq!(stats.worker_ring_drops.get(), 0);
+        assert_eq!(stats.received.get(), ROUTES as u64);
+        assert_eq!(stats.backlog.get(), 0);
+
+        stop.raise();
+        tokio::time::timeout(Duration::from_secs(5), uplink)
+            .await
+            .expect("the uplink stops")
+            .unwrap();
+        dns.abort();
+    }
 }

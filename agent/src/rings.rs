@@ -1,7 +1,10 @@
 //! The only traffic between the agent's threads: single-producer single-consumer rings
 //! ([`rtrb`], lock-free) with a wake-up that fires only when a ring goes from empty to
 //! non-empty, so a busy ring costs no syscall and a producer never blocks. A full ring refuses
-//! the item and the producer counts the drop: the data plane never waits on an uplink.
+//! the item and the producer counts the drop: the data plane never waits on an uplink. (The dns
+//! uplink, which is not on the data plane, first keeps what a worker's full inbox refused in a
+//! bounded backlog of its own and pushes it again as the worker makes room; see
+//! [`crate::dns_uplink`].)
 //!
 //! | ring | producer | consumer | carries |
 //! |---|---|---|---|
@@ -99,6 +102,11 @@ pub fn ring<T>(capacity: usize, wake: Wake) -> (RingTx<T>, RingRx<T>) {
 }
 
 impl<T> RingTx<T> {
+    /// How many items the ring holds when full.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Pushes `item`, or gives it back when the ring is full. Fires the consumer's wake-up when
     /// the ring holds only this item afterwards, that is when it went from empty to non-empty.
     pub fn push(&mut self, item: T) -> Result<(), T> {

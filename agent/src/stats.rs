@@ -1,7 +1,7 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts) and per uplink (up or
-//! down, reconnects, messages, drops). Each counter has exactly one writer thread and is a
-//! relaxed atomic, so counting costs an uncontended add and reading never stops the writer.
+//! down, reconnects, messages, drops, backlog). Each counter has exactly one writer thread and is
+//! a relaxed atomic, so counting costs an uncontended add and reading never stops the writer.
 //! [`AgentStats::render`] gives the Prometheus text format served by [`crate::admin`].
 
 use std::fmt::Write;
@@ -151,6 +151,8 @@ pub struct UplinkStats {
     /// Items held while disconnected (routes waiting to be re-requested or statistics waiting
     /// to be sent).
     pub pending: Counter,
+    /// Messages for workers waiting for room in a worker's full ring.
+    pub backlog: Counter,
 }
 
 /// Every counter of one agent.
@@ -299,7 +301,7 @@ impl AgentStats {
             }
         }
         type UplinkField = fn(&UplinkStats) -> &Counter;
-        let per_uplink: [(&str, &str, &str, UplinkField); 8] = [
+        let per_uplink: [(&str, &str, &str, UplinkField); 9] = [
             (
                 "lars_agent_uplink_up",
                 "gauge",
@@ -347,6 +349,12 @@ impl AgentStats {
                 "gauge",
                 "Items held for the next connection.",
                 |u| &u.pending,
+            ),
+            (
+                "lars_agent_uplink_backlog",
+                "gauge",
+                "Messages for workers waiting for room in a full ring.",
+                |u| &u.backlog,
             ),
         ];
         for (name, kind, help, field) in per_uplink {

@@ -1,4 +1,5 @@
-//! The store's one error type, [`StoreError`], shared by both backends.
+//! The store's one error type, [`StoreError`], shared by both backends, and `During`, which
+//! turns either driver's error into a [`StoreError::Query`] naming the operation.
 //!
 //! Each variant names what went wrong and where (the URL part, the operation, the table and row),
 //! so a caller can log it as is. The `Display` text includes the backend's own message, so
@@ -121,20 +122,17 @@ impl fmt::Display for RowId {
     }
 }
 
-impl StoreError {
-    /// A `Query` error from a `mysql_async` error.
-    pub(crate) fn mysql(op: &'static str, err: mysql_async::Error) -> StoreError {
-        StoreError::Query {
-            op,
-            source: BackendError::Mysql(err),
-        }
-    }
+/// Driver results into [`StoreError::Query`] naming the operation; both backends use it.
+pub(crate) trait During<T> {
+    /// The result, its driver error (if any) as a `Query` error of `op`.
+    fn during(self, op: &'static str) -> Result<T, StoreError>;
+}
 
-    /// A `Query` error from a `rusqlite` error.
-    pub(crate) fn sqlite(op: &'static str, err: rusqlite::Error) -> StoreError {
-        StoreError::Query {
+impl<T, E: Into<BackendError>> During<T> for Result<T, E> {
+    fn during(self, op: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Query {
             op,
-            source: BackendError::Sqlite(err),
-        }
+            source: e.into(),
+        })
     }
 }

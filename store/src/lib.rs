@@ -17,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+mod edit;
 mod error;
 mod mysql;
 mod route;
@@ -30,15 +31,16 @@ mod url;
 
 use std::time::Duration;
 
+pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
-pub use crate::route::{EditOutcome, RouteHost, RouteKey, RouteLoad, RouteTable, next_version};
+pub use crate::route::{RouteHost, RouteKey, RouteLoad, RouteTable};
 pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
 pub use crate::url::{
     DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MysqlUrl, StoreUrl,
 };
 
+use crate::edit::RouteEdit;
 use crate::mysql::MysqlStore;
-use crate::route::RouteEdit;
 use crate::sqlite::SqliteStore;
 
 /// Time limits of a store.
@@ -156,7 +158,7 @@ impl Store {
         key: RouteKey,
         host: RouteHost,
     ) -> Result<EditOutcome, StoreError> {
-        on_backend!(self, edit(RouteEdit::AddHost(key, host)))
+        self.edit(RouteEdit::AddHost(key, host)).await
     }
 
     /// Removes `host` from the route of `key` (every duplicate row of it), with the version bump
@@ -166,19 +168,30 @@ impl Store {
         key: RouteKey,
         host: RouteHost,
     ) -> Result<EditOutcome, StoreError> {
-        on_backend!(self, edit(RouteEdit::RemoveHost(key, host)))
+        self.edit(RouteEdit::RemoveHost(key, host)).await
     }
 
     /// Removes every host of `key`, with the version bump of [`Store::add_host`]. An unknown
     /// key changes nothing and writes no version.
     pub async fn remove_route(&self, key: RouteKey) -> Result<EditOutcome, StoreError> {
-        on_backend!(self, edit(RouteEdit::RemoveRoute(key)))
+        self.edit(RouteEdit::RemoveRoute(key)).await
+    }
+
+    /// Runs one route edit with its version bump and logs it once committed.
+    async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
+        let outcome = on_backend!(self, edit(edit))?;
+        edit.log_committed(outcome);
+        Ok(outcome)
     }
 
     /// Writes call statistics: rows with the same key are coalesced first (the last one wins),
     /// then written as multi-row upserts (one statement per 1000 rows, several in one
     /// transaction). Returns the number of rows written after coalescing.
     pub async fn upsert_call_status(&self, rows: &[CallStatusRow]) -> Result<u64, StoreError> {
+        let rows = coalesce_call_status(rows);
+        if rows.is_empty() {
+            return Ok(0);
+        }
         on_backend!(self, upsert_call_status(rows))
     }
 
@@ -189,7 +202,10 @@ impl Store {
         &self,
         rows: &[CallStatusRow],
     ) -> Result<u64, StoreError> {
-        on_backend!(self, upsert_call_status_per_row(rows))
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        on_backend!(self, upsert_call_status_per_row(rows.to_vec()))
     }
 
     /// The stored call statistics, optionally only of one modid and/or cmdid, in key order.

@@ -1,7 +1,8 @@
 //! The MySQL/MariaDB backend, through a `mysql_async` connection pool.
 //!
-//! Owns everything that touches `mysql_async`: creating the database and schema on open, the
-//! SQL of every operation, and the time limits. Every operation takes one pooled connection
+//! Owns everything that touches `mysql_async`: creating the database and schema on open, running
+//! the SQL both backends share (from `route.rs`, `edit.rs`, `status.rs`) and the SQL only MySQL
+//! speaks (the version lock, the upserts), and the time limits. Every operation takes one pooled connection
 //! within `connect_timeout` and must finish within `op_timeout`; a limit that runs out is a
 //! [`StoreError::Timeout`], never a hang. Called only through [`Store`](crate::Store).
 
@@ -13,9 +14,14 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::time::timeout;
 
-use crate::route::{RouteEdit, decode_change_key, decode_route_row, decode_version, next_version};
+use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
+use crate::error::During;
+use crate::route::{
+    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_ROUTES, SELECT_VERSION,
+    decode_change_key, decode_route_row, decode_version,
+};
 use crate::row::Cell;
-use crate::status::{INSERT_COLUMNS, UPSERT_CHUNK_ROWS, coalesce_call_status, keep_good};
+use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use crate::{
     BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteKey, RouteLoad, StoreError,
     StoreOptions, status,
@@ -30,6 +36,13 @@ const POOL_MAX: usize = 16;
 const ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE succ_cnt = VALUES(succ_cnt), \
      err_cnt = VALUES(err_cnt), ts = VALUES(ts), overload = VALUES(overload)";
 
+/// The current version, locking its row until the edit's transaction ends.
+const LOCK_VERSION: &str = "SELECT version FROM RouteVersion WHERE id = 1 FOR UPDATE";
+
+/// Sets `RouteVersion.version` of row `id = 1` to `?`, recreating the row if it is missing.
+const SET_VERSION: &str = "INSERT INTO RouteVersion (id, version) VALUES (1, ?) \
+     ON DUPLICATE KEY UPDATE version = VALUES(version)";
+
 /// A MySQL store: a pool plus its limits. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub(crate) struct MysqlStore {
@@ -37,17 +50,6 @@ pub(crate) struct MysqlStore {
     /// `host:port/db`, for errors.
     target: Arc<str>,
     options: StoreOptions,
-}
-
-/// `mysql_async` results into [`StoreError::Query`] naming the operation.
-trait During<T> {
-    fn during(self, op: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T> During<T> for Result<T, mysql_async::Error> {
-    fn during(self, op: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::mysql(op, e))
-    }
 }
 
 impl MysqlStore {
@@ -119,10 +121,7 @@ impl MysqlStore {
     pub(crate) async fn route_version(&self) -> Result<i64, StoreError> {
         const OP: &str = "route_version";
         self.run(OP, |mut conn| async move {
-            let row: Option<Row> = conn
-                .exec_first("SELECT version FROM RouteVersion WHERE id = 1", ())
-                .await
-                .during(OP)?;
+            let row: Option<Row> = conn.exec_first(SELECT_VERSION, ()).await.during(OP)?;
             decode_version(row.map(|r| cells::<1>(r)[0].clone()))
         })
         .await
@@ -131,13 +130,7 @@ impl MysqlStore {
     pub(crate) async fn load_routes(&self) -> Result<RouteLoad, StoreError> {
         const OP: &str = "load_routes";
         self.run(OP, |mut conn| async move {
-            let rows: Vec<Row> = conn
-                .exec(
-                    "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id",
-                    (),
-                )
-                .await
-                .during(OP)?;
+            let rows: Vec<Row> = conn.exec(SELECT_ROUTES, ()).await.during(OP)?;
             let mut load = RouteLoad::default();
             for row in rows {
                 load.push(decode_route_row(cells(row)));
@@ -154,11 +147,7 @@ impl MysqlStore {
         const OP: &str = "changed_keys_up_to";
         self.run(OP, |mut conn| async move {
             let rows: Vec<Row> = conn
-                .exec(
-                    "SELECT MIN(id), modid, cmdid FROM RouteChange WHERE version <= ? \
-                     GROUP BY modid, cmdid ORDER BY modid, cmdid",
-                    (version,),
-                )
+                .exec(SELECT_CHANGED_KEYS, (version,))
                 .await
                 .during(OP)?;
             Ok(rows
@@ -175,7 +164,7 @@ impl MysqlStore {
     pub(crate) async fn delete_changes_up_to(&self, version: i64) -> Result<u64, StoreError> {
         const OP: &str = "delete_changes_up_to";
         self.run(OP, |mut conn| async move {
-            conn.exec_drop("DELETE FROM RouteChange WHERE version <= ?", (version,))
+            conn.exec_drop(DELETE_CHANGES_UP_TO, (version,))
                 .await
                 .during(OP)?;
             Ok(conn.affected_rows())
@@ -186,105 +175,50 @@ impl MysqlStore {
     pub(crate) async fn clear_changes(&self) -> Result<u64, StoreError> {
         const OP: &str = "clear_changes";
         self.run(OP, |mut conn| async move {
-            conn.query_drop("DELETE FROM RouteChange")
-                .await
-                .during(OP)?;
+            conn.query_drop(CLEAR_CHANGES).await.during(OP)?;
             Ok(conn.affected_rows())
         })
         .await
     }
 
-    /// One route edit and its version bump in one transaction. The `RouteVersion` row is locked
-    /// first (`FOR UPDATE`), so concurrent editors run one after the other and each sees the
-    /// rows and version the previous one committed.
+    /// One route edit and its version bump in one transaction, the steps of an [`EditPlan`].
+    /// The `RouteVersion` row is locked first (`FOR UPDATE`), so concurrent editors run one
+    /// after the other and each sees the rows and version the previous one committed.
     pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
         let op = edit.op();
-        let outcome = self
-            .run(op, |mut conn| async move {
-                let mut tx = conn.start_transaction(TxOpts::default()).await.during(op)?;
-                let current: Option<Row> = tx
-                    .exec_first(
-                        "SELECT version FROM RouteVersion WHERE id = 1 FOR UPDATE",
-                        (),
-                    )
-                    .await
-                    .during(op)?;
-                let current = decode_version(current.map(|r| cells::<1>(r)[0].clone()))?;
-                let rows_changed = match edit {
-                    RouteEdit::AddHost(key, host) => {
-                        let present: Option<Row> = tx
-                            .exec_first(
-                                "SELECT id FROM RouteData WHERE modid = ? AND cmdid = ? \
-                                 AND serverip = ? AND serverport = ? LIMIT 1",
-                                (key.modid, key.cmdid, host.ip, host.port),
-                            )
-                            .await
-                            .during(op)?;
-                        if present.is_some() {
-                            0
-                        } else {
-                            tx.exec_drop(
-                                "INSERT INTO RouteData (modid, cmdid, serverip, serverport) \
-                                 VALUES (?, ?, ?, ?)",
-                                (key.modid, key.cmdid, host.ip, host.port),
-                            )
-                            .await
-                            .during(op)?;
-                            tx.affected_rows()
-                        }
+        self.run(op, |mut conn| async move {
+            let mut tx = conn.start_transaction(TxOpts::default()).await.during(op)?;
+            let current: Option<Row> = tx.exec_first(LOCK_VERSION, ()).await.during(op)?;
+            let current = decode_version(current.map(|r| cells::<1>(r)[0].clone()))?;
+            let mut plan = EditPlan::new(edit, current, now_unix_seconds(), SET_VERSION);
+            let mut step = plan.start();
+            loop {
+                let rows = match step {
+                    EditStep::Query(q) => {
+                        let row: Option<Row> = tx.exec_first(q.sql, params(q)).await.during(op)?;
+                        u64::from(row.is_some())
                     }
-                    RouteEdit::RemoveHost(key, host) => {
-                        tx.exec_drop(
-                            "DELETE FROM RouteData WHERE modid = ? AND cmdid = ? \
-                             AND serverip = ? AND serverport = ?",
-                            (key.modid, key.cmdid, host.ip, host.port),
-                        )
-                        .await
-                        .during(op)?;
+                    EditStep::Execute(s) => {
+                        tx.exec_drop(s.sql, params(s)).await.during(op)?;
                         tx.affected_rows()
                     }
-                    RouteEdit::RemoveRoute(key) => {
-                        tx.exec_drop(
-                            "DELETE FROM RouteData WHERE modid = ? AND cmdid = ?",
-                            (key.modid, key.cmdid),
-                        )
-                        .await
-                        .during(op)?;
-                        tx.affected_rows()
+                    EditStep::Commit(outcome) => {
+                        tx.commit().await.during(op)?;
+                        return Ok(outcome);
+                    }
+                    EditStep::Rollback => {
+                        tx.rollback().await.during(op)?;
+                        return Ok(EditOutcome::UNCHANGED);
                     }
                 };
-                if rows_changed == 0 {
-                    tx.rollback().await.during(op)?;
-                    return Ok(EditOutcome::UNCHANGED);
-                }
-                let version = next_version(crate::route::now_unix_seconds(), current);
-                let key = edit.key();
-                tx.exec_drop(
-                    "INSERT INTO RouteChange (modid, cmdid, version) VALUES (?, ?, ?)",
-                    (key.modid, key.cmdid, version),
-                )
-                .await
-                .during(op)?;
-                tx.exec_drop(
-                    "INSERT INTO RouteVersion (id, version) VALUES (1, ?) \
-                     ON DUPLICATE KEY UPDATE version = VALUES(version)",
-                    (version,),
-                )
-                .await
-                .during(op)?;
-                tx.commit().await.during(op)?;
-                Ok(EditOutcome {
-                    version: Some(version),
-                    rows_changed,
-                })
-            })
-            .await?;
-        edit.log_committed(outcome);
-        Ok(outcome)
+                step = plan.next(rows);
+            }
+        })
+        .await
     }
 
-    /// Coalesced rows as multi-row upserts of at most [`UPSERT_CHUNK_ROWS`] rows; one statement
-    /// when they fit, else all chunks in one transaction.
+    /// Rows already coalesced, as multi-row upserts of at most [`UPSERT_CHUNK_ROWS`] rows; one
+    /// statement when they fit, else all chunks in one transaction.
     ///
     /// The statement is text with the values inlined rather than a prepared statement: every
     /// value is a Rust integer or the constant `'1'`/`'0'`, so nothing can be injected, it costs
@@ -292,13 +226,9 @@ impl MysqlStore {
     /// statement cache.
     pub(crate) async fn upsert_call_status(
         &self,
-        rows: &[CallStatusRow],
+        rows: Vec<CallStatusRow>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upsert_call_status";
-        let rows = coalesce_call_status(rows);
-        if rows.is_empty() {
-            return Ok(0);
-        }
         self.run(OP, |mut conn| async move {
             if rows.len() <= UPSERT_CHUNK_ROWS {
                 conn.query_drop(upsert_sql(&rows)).await.during(OP)?;
@@ -318,29 +248,17 @@ impl MysqlStore {
     /// original Lars reporter wrote, kept as the benchmark baseline.
     pub(crate) async fn upsert_call_status_per_row(
         &self,
-        rows: &[CallStatusRow],
+        rows: Vec<CallStatusRow>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upsert_call_status_per_row";
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let rows = rows.to_vec();
         self.run(OP, |mut conn| async move {
-            let sql = format!("{INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){ON_DUPLICATE}");
+            let sql = format!("{INSERT_COLUMNS} VALUES {ROW_PLACEHOLDERS}{ON_DUPLICATE}");
             let stmt = conn.prep(sql).await.during(OP)?;
             for row in &rows {
-                let params: Vec<Value> = vec![
-                    row.modid.into(),
-                    row.cmdid.into(),
-                    row.ip.into(),
-                    row.port.into(),
-                    row.caller.into(),
-                    row.succ_cnt.into(),
-                    row.err_cnt.into(),
-                    row.ts.into(),
-                    row.overload_char().into(),
-                ];
-                conn.exec_drop(&stmt, params).await.during(OP)?;
+                let (ints, overload) = row.values();
+                let mut values: Vec<Value> = ints.into_iter().map(Value::Int).collect();
+                values.push(overload.into());
+                conn.exec_drop(&stmt, values).await.during(OP)?;
             }
             Ok(rows.len() as u64)
         })
@@ -479,23 +397,21 @@ fn upsert_sql(rows: &[CallStatusRow]) -> String {
         if i > 0 {
             sql.push(',');
         }
-        // Writing into a String cannot fail.
-        let _ = write!(
-            sql,
-            "({},{},{},{},{},{},{},{},'{}')",
-            r.modid,
-            r.cmdid,
-            r.ip,
-            r.port,
-            r.caller,
-            r.succ_cnt,
-            r.err_cnt,
-            r.ts,
-            r.overload_char()
-        );
+        let (ints, overload) = r.values();
+        sql.push('(');
+        for v in ints {
+            // Writing into a String cannot fail.
+            let _ = write!(sql, "{v},");
+        }
+        let _ = write!(sql, "'{overload}')");
     }
     sql.push_str(ON_DUPLICATE);
     sql
+}
+
+/// The parameters of `statement` as `mysql_async` takes them.
+fn params(statement: Statement) -> Params {
+    Params::from(statement.params)
 }
 
 /// The first `N` columns of `row` as cells (a missing column reads as `NULL`).

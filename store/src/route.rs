@@ -1,16 +1,16 @@
-//! Routes as the store sees them: keys, hosts, the loaded route table and route edits.
+//! Routes as the store sees them: keys, hosts and the loaded route table.
 //!
-//! Owns the domain types ([`RouteKey`], [`RouteHost`], [`RouteLoad`], [`EditOutcome`]), the rule
-//! for the next route version ([`next_version`]) and the decoding of stored `RouteData` rows.
-//! Pure: the backends (`mysql.rs`, `sqlite.rs`) do the reading and writing and call in here.
+//! Owns the domain types ([`RouteKey`], [`RouteHost`], [`RouteLoad`]), the queries that read
+//! `RouteData`, `RouteVersion` and `RouteChange` (SQL both backends run as is) and the decoding
+//! of their rows. Edits live in `edit.rs`. Pure: the backends (`mysql.rs`, `sqlite.rs`) do the
+//! reading and call in here.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::StoreError;
-use crate::row::{Cell, RowCheck};
+use crate::row::{Cell, Port, RowCheck};
 
 /// The name of a service: `(modid, cmdid)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,83 +103,22 @@ impl RouteLoad {
     }
 }
 
-/// What a route edit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EditOutcome {
-    /// The new route version, or `None` when the edit changed nothing and so wrote no version
-    /// (adding a host that is already there, removing one that is not).
-    pub version: Option<i64>,
-    /// `RouteData` rows inserted or deleted.
-    pub rows_changed: u64,
-}
+/// The `RouteData` rows in id order, as [`decode_route_row`] takes them.
+pub(crate) const SELECT_ROUTES: &str =
+    "SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id";
 
-impl EditOutcome {
-    /// The outcome of an edit that found nothing to do.
-    pub(crate) const UNCHANGED: EditOutcome = EditOutcome {
-        version: None,
-        rows_changed: 0,
-    };
-}
+/// The current version, as [`decode_version`] takes it (no row: no version yet).
+pub(crate) const SELECT_VERSION: &str = "SELECT version FROM RouteVersion WHERE id = 1";
 
-/// A change to `RouteData`, applied in one transaction together with its version bump.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RouteEdit {
-    /// Insert `(key, host)` unless it is there.
-    AddHost(RouteKey, RouteHost),
-    /// Delete every `(key, host)` row.
-    RemoveHost(RouteKey, RouteHost),
-    /// Delete every row of `key`.
-    RemoveRoute(RouteKey),
-}
+/// The keys changed up to the version `?`, one row per key, as [`decode_change_key`] takes them.
+pub(crate) const SELECT_CHANGED_KEYS: &str = "SELECT MIN(id), modid, cmdid FROM RouteChange \
+     WHERE version <= ? GROUP BY modid, cmdid ORDER BY modid, cmdid";
 
-impl RouteEdit {
-    /// The key whose route changes.
-    pub(crate) fn key(&self) -> RouteKey {
-        match *self {
-            RouteEdit::AddHost(key, _) | RouteEdit::RemoveHost(key, _) => key,
-            RouteEdit::RemoveRoute(key) => key,
-        }
-    }
+/// Deletes the `RouteChange` rows up to the version `?`.
+pub(crate) const DELETE_CHANGES_UP_TO: &str = "DELETE FROM RouteChange WHERE version <= ?";
 
-    /// The operation name, for errors and logs.
-    pub(crate) fn op(&self) -> &'static str {
-        match self {
-            RouteEdit::AddHost(..) => "add_host",
-            RouteEdit::RemoveHost(..) => "remove_host",
-            RouteEdit::RemoveRoute(..) => "remove_route",
-        }
-    }
-
-    /// Logs an edit that was committed.
-    pub(crate) fn log_committed(&self, outcome: EditOutcome) {
-        if let Some(version) = outcome.version {
-            match self {
-                RouteEdit::AddHost(key, host) | RouteEdit::RemoveHost(key, host) => {
-                    tracing::info!(op = self.op(), %key, %host, version, "route updated");
-                }
-                RouteEdit::RemoveRoute(key) => {
-                    tracing::info!(op = self.op(), %key, version, rows = outcome.rows_changed, "route updated");
-                }
-            }
-        }
-    }
-}
-
-/// The version a route edit writes: `max(now, current + 1)`.
-///
-/// Lars wrote plain `now`, so two edits in one second shared a version and the dns service
-/// missed the second until its next full reload; this keeps versions strictly increasing while
-/// staying close to wall-clock seconds, so a Lars dns reading the same database still works.
-pub fn next_version(now_unix_seconds: i64, current: i64) -> i64 {
-    now_unix_seconds.max(current.saturating_add(1))
-}
-
-/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
-pub(crate) fn now_unix_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+/// Deletes every `RouteChange` row.
+pub(crate) const CLEAR_CHANGES: &str = "DELETE FROM RouteChange";
 
 /// Decodes `RouteData(id, modid, cmdid, serverip, serverport)`.
 pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, RouteHost), StoreError> {
@@ -191,13 +130,7 @@ pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, RouteHost)
     };
     let host = RouteHost {
         ip: check.u32("serverip", &serverip)?,
-        port: check.int_in(
-            "serverport",
-            &serverport,
-            1,
-            u16::MAX.into(),
-            "must be a port in 1..=65535",
-        )?,
+        port: check.port("serverport", &serverport, Port::NonZero)?,
     };
     Ok((key, host))
 }
@@ -235,18 +168,6 @@ pub(crate) fn decode_change_key(id: Cell, modid: Cell, cmdid: Cell) -> Option<Ro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn next_version_is_now_when_the_clock_is_ahead() {
-        assert_eq!(next_version(1_000, 10), 1_000);
-    }
-
-    #[test]
-    fn next_version_strictly_increases_within_one_second() {
-        assert_eq!(next_version(1_000, 1_000), 1_001);
-        assert_eq!(next_version(1_000, 1_001), 1_002);
-        assert_eq!(next_version(0, i64::MAX), i64::MAX);
-    }
 
     #[test]
     fn host_ip_is_host_order() {

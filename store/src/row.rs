@@ -1,4 +1,4 @@
-//! Stored values before they are trusted: [`Cell`] and [`RowCheck`].
+//! Stored values before they are trusted: [`Cell`], [`RowCheck`] and [`Port`].
 //!
 //! Both backends turn every column they read into a [`Cell`] and hand it to the row decoders in
 //! `route.rs` and `status.rs`, which range-check it through [`RowCheck`]. Integer columns are read
@@ -39,6 +39,15 @@ impl Cell {
             Cell::Other(s) => s.clone(),
         }
     }
+}
+
+/// Which values a port column may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Port {
+    /// `1..=65535`: a port a host listens on (`RouteData.serverport`).
+    NonZero,
+    /// `0..=65535`: whatever port an agent reported (`ServerCallStatus.port`).
+    Any,
 }
 
 /// Checks the columns of one stored row, producing [`StoreError::BadRow`] on the first bad one.
@@ -112,6 +121,20 @@ impl RowCheck {
         )
     }
 
+    /// `cell` as a port in the range `range` allows.
+    pub(crate) fn port(
+        &self,
+        column: &'static str,
+        cell: &Cell,
+        range: Port,
+    ) -> Result<u16, StoreError> {
+        let (min, reason) = match range {
+            Port::NonZero => (1, "must be a port in 1..=65535"),
+            Port::Any => (0, "must be a port in 0..=65535"),
+        };
+        self.int_in(column, cell, min, u16::MAX.into(), reason)
+    }
+
     /// `cell` as any `i64` (versions, timestamps).
     pub(crate) fn i64(&self, column: &'static str, cell: &Cell) -> Result<i64, StoreError> {
         cell.int()
@@ -170,6 +193,17 @@ mod tests {
             Some(u32::MAX)
         );
         assert_eq!(check().i64("ts", &Cell::Text("17".into())).ok(), Some(17));
+    }
+
+    #[test]
+    fn ports_are_checked_against_their_range() {
+        assert!(
+            check()
+                .port("serverport", &Cell::Int(0), Port::NonZero)
+                .is_err()
+        );
+        assert_eq!(check().port("port", &Cell::Int(0), Port::Any).ok(), Some(0));
+        assert!(check().port("port", &Cell::Int(65_536), Port::Any).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file through `rusqlite` (SQLite compiled in).
 //!
-//! Owns everything that touches `rusqlite`: the file's settings, the schema on first use and the
-//! SQL of every operation. The file is in WAL mode with a busy timeout, so `lars-dns`,
+//! Owns everything that touches `rusqlite`: the file's settings, the schema on first use, running
+//! the SQL both backends share (from `route.rs`, `edit.rs`, `status.rs`) and the SQL only SQLite
+//! speaks (the upserts). The file is in WAL mode with a busy timeout, so `lars-dns`,
 //! `lars-reporter` and the CLI can use it at the same time from separate processes; every write
 //! takes the write lock up front (`BEGIN IMMEDIATE`), so a read-then-write transaction never
 //! fails half-way on a lock upgrade. SQLite calls block, so each operation runs on tokio's
@@ -13,13 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
-use crate::route::{RouteEdit, decode_change_key, decode_route_row, decode_version, next_version};
+use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
+use crate::error::During;
+use crate::route::{
+    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_ROUTES, SELECT_VERSION,
+    decode_change_key, decode_route_row, decode_version,
+};
 use crate::row::Cell;
-use crate::status::{INSERT_COLUMNS, UPSERT_CHUNK_ROWS, coalesce_call_status, keep_good};
+use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use crate::{
     BackendError, CallStatusRow, EditOutcome, RouteKey, RouteLoad, StoreError, StoreOptions, status,
 };
@@ -31,6 +35,10 @@ const MAX_IDLE_CONNECTIONS: usize = 4;
 const ON_CONFLICT: &str = " ON CONFLICT (modid, cmdid, ip, port, caller) DO UPDATE SET \
      succ_cnt = excluded.succ_cnt, err_cnt = excluded.err_cnt, ts = excluded.ts, \
      overload = excluded.overload";
+
+/// Sets `RouteVersion.version` of row `id = 1` to `?`, recreating the row if it is missing.
+const SET_VERSION: &str = "INSERT INTO RouteVersion (id, version) VALUES (1, ?) \
+     ON CONFLICT (id) DO UPDATE SET version = excluded.version";
 
 /// An SQLite store. Cheap to clone; clones share the idle connections.
 #[derive(Clone)]
@@ -115,17 +123,6 @@ impl Shared {
     }
 }
 
-/// `rusqlite` results into [`StoreError::Query`] naming the operation.
-trait During<T> {
-    fn during(self, op: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T> During<T> for Result<T, rusqlite::Error> {
-    fn during(self, op: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::sqlite(op, e))
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating) the file, switches it to WAL and creates the schema if absent.
     pub(crate) async fn open(
@@ -196,9 +193,7 @@ impl SqliteStore {
     pub(crate) async fn route_version(&self) -> Result<i64, StoreError> {
         self.run("route_version", |conn| {
             let cell = conn
-                .query_row("SELECT version FROM RouteVersion WHERE id = 1", [], |r| {
-                    Ok(cells::<1>(r))
-                })
+                .query_row(SELECT_VERSION, [], |r| Ok(cells::<1>(r)))
                 .optional()
                 .during("route_version")?;
             decode_version(cell.map(|[c]| c))
@@ -209,9 +204,7 @@ impl SqliteStore {
     pub(crate) async fn load_routes(&self) -> Result<RouteLoad, StoreError> {
         const OP: &str = "load_routes";
         self.run(OP, |conn| {
-            let mut stmt = conn
-                .prepare("SELECT id, modid, cmdid, serverip, serverport FROM RouteData ORDER BY id")
-                .during(OP)?;
+            let mut stmt = conn.prepare(SELECT_ROUTES).during(OP)?;
             let rows = stmt.query_map([], |r| Ok(cells::<5>(r))).during(OP)?;
             let mut load = RouteLoad::default();
             for row in rows {
@@ -228,12 +221,7 @@ impl SqliteStore {
     ) -> Result<Vec<RouteKey>, StoreError> {
         const OP: &str = "changed_keys_up_to";
         self.run(OP, move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT MIN(id), modid, cmdid FROM RouteChange WHERE version <= ?1 \
-                     GROUP BY modid, cmdid ORDER BY modid, cmdid",
-                )
-                .during(OP)?;
+            let mut stmt = conn.prepare(SELECT_CHANGED_KEYS).during(OP)?;
             let rows = stmt
                 .query_map([version], |r| Ok(cells::<3>(r)))
                 .during(OP)?;
@@ -250,9 +238,7 @@ impl SqliteStore {
     pub(crate) async fn delete_changes_up_to(&self, version: i64) -> Result<u64, StoreError> {
         const OP: &str = "delete_changes_up_to";
         self.run(OP, move |conn| {
-            let n = conn
-                .execute("DELETE FROM RouteChange WHERE version <= ?1", [version])
-                .during(OP)?;
+            let n = conn.execute(DELETE_CHANGES_UP_TO, [version]).during(OP)?;
             Ok(n as u64)
         })
         .await
@@ -261,110 +247,66 @@ impl SqliteStore {
     pub(crate) async fn clear_changes(&self) -> Result<u64, StoreError> {
         const OP: &str = "clear_changes";
         self.run(OP, |conn| {
-            let n = conn.execute("DELETE FROM RouteChange", []).during(OP)?;
+            let n = conn.execute(CLEAR_CHANGES, []).during(OP)?;
             Ok(n as u64)
         })
         .await
     }
 
-    /// One route edit and its version bump in one `BEGIN IMMEDIATE` transaction: the write lock
-    /// is taken before the version is read, so concurrent editors (other processes too) run one
-    /// after the other.
+    /// One route edit and its version bump in one `BEGIN IMMEDIATE` transaction, the steps of
+    /// an [`EditPlan`]: the write lock is taken before the version is read, so concurrent editors
+    /// (other processes too) run one after the other.
     pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
         let op = edit.op();
-        let outcome = self
-            .run(op, move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .during(op)?;
-                let current = tx
-                    .query_row("SELECT version FROM RouteVersion WHERE id = 1", [], |r| {
-                        Ok(cells::<1>(r))
-                    })
-                    .optional()
-                    .during(op)?;
-                let current = decode_version(current.map(|[c]| c))?;
-                let rows_changed = match edit {
-                    RouteEdit::AddHost(key, host) => {
-                        let present = tx
-                            .query_row(
-                                "SELECT id FROM RouteData WHERE modid = ?1 AND cmdid = ?2 \
-                                 AND serverip = ?3 AND serverport = ?4 LIMIT 1",
-                                params![key.modid, key.cmdid, host.ip, host.port],
-                                |_| Ok(()),
-                            )
-                            .optional()
-                            .during(op)?;
-                        if present.is_some() {
-                            0
-                        } else {
-                            tx.execute(
-                                "INSERT INTO RouteData (modid, cmdid, serverip, serverport) \
-                                 VALUES (?1, ?2, ?3, ?4)",
-                                params![key.modid, key.cmdid, host.ip, host.port],
-                            )
-                            .during(op)?
-                        }
+        self.run(op, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .during(op)?;
+            let current = tx
+                .query_row(SELECT_VERSION, [], |r| Ok(cells::<1>(r)))
+                .optional()
+                .during(op)?;
+            let current = decode_version(current.map(|[c]| c))?;
+            let mut plan = EditPlan::new(edit, current, now_unix_seconds(), SET_VERSION);
+            let mut step = plan.start();
+            loop {
+                let rows = match step {
+                    EditStep::Query(q) => {
+                        let params = params_from_iter(q.params);
+                        let row = tx.query_row(q.sql, params, |_| Ok(())).optional();
+                        u64::from(row.during(op)?.is_some())
                     }
-                    RouteEdit::RemoveHost(key, host) => tx
-                        .execute(
-                            "DELETE FROM RouteData WHERE modid = ?1 AND cmdid = ?2 \
-                             AND serverip = ?3 AND serverport = ?4",
-                            params![key.modid, key.cmdid, host.ip, host.port],
-                        )
-                        .during(op)?,
-                    RouteEdit::RemoveRoute(key) => tx
-                        .execute(
-                            "DELETE FROM RouteData WHERE modid = ?1 AND cmdid = ?2",
-                            params![key.modid, key.cmdid],
-                        )
-                        .during(op)?,
+                    EditStep::Execute(s) => {
+                        tx.execute(s.sql, params_from_iter(s.params)).during(op)? as u64
+                    }
+                    EditStep::Commit(outcome) => {
+                        tx.commit().during(op)?;
+                        return Ok(outcome);
+                    }
+                    EditStep::Rollback => {
+                        tx.rollback().during(op)?;
+                        return Ok(EditOutcome::UNCHANGED);
+                    }
                 };
-                if rows_changed == 0 {
-                    tx.rollback().during(op)?;
-                    return Ok(EditOutcome::UNCHANGED);
-                }
-                let version = next_version(crate::route::now_unix_seconds(), current);
-                let key = edit.key();
-                tx.execute(
-                    "INSERT INTO RouteChange (modid, cmdid, version) VALUES (?1, ?2, ?3)",
-                    params![key.modid, key.cmdid, version],
-                )
-                .during(op)?;
-                tx.execute(
-                    "INSERT INTO RouteVersion (id, version) VALUES (1, ?1) \
-                     ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                    [version],
-                )
-                .during(op)?;
-                tx.commit().during(op)?;
-                Ok(EditOutcome {
-                    version: Some(version),
-                    rows_changed: rows_changed as u64,
-                })
-            })
-            .await?;
-        edit.log_committed(outcome);
-        Ok(outcome)
+                step = plan.next(rows);
+            }
+        })
+        .await
     }
 
-    /// Coalesced rows as multi-row upserts of at most [`UPSERT_CHUNK_ROWS`] rows, all in one
-    /// `BEGIN IMMEDIATE` transaction.
+    /// Rows already coalesced, as multi-row upserts of at most [`UPSERT_CHUNK_ROWS`] rows, all in
+    /// one `BEGIN IMMEDIATE` transaction.
     pub(crate) async fn upsert_call_status(
         &self,
-        rows: &[CallStatusRow],
+        rows: Vec<CallStatusRow>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upsert_call_status";
-        let rows = coalesce_call_status(rows);
-        if rows.is_empty() {
-            return Ok(0);
-        }
         self.run(OP, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .during(OP)?;
             for chunk in rows.chunks(UPSERT_CHUNK_ROWS) {
-                let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let placeholders = vec![ROW_PLACEHOLDERS; chunk.len()].join(", ");
                 let sql = format!("{INSERT_COLUMNS} VALUES {placeholders}{ON_CONFLICT}");
                 let values = chunk.iter().flat_map(status_values);
                 tx.execute(&sql, params_from_iter(values)).during(OP)?;
@@ -379,15 +321,11 @@ impl SqliteStore {
     /// reporter wrote, kept as the benchmark baseline.
     pub(crate) async fn upsert_call_status_per_row(
         &self,
-        rows: &[CallStatusRow],
+        rows: Vec<CallStatusRow>,
     ) -> Result<u64, StoreError> {
         const OP: &str = "upsert_call_status_per_row";
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let rows = rows.to_vec();
         self.run(OP, move |conn| {
-            let sql = format!("{INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){ON_CONFLICT}");
+            let sql = format!("{INSERT_COLUMNS} VALUES {ROW_PLACEHOLDERS}{ON_CONFLICT}");
             let mut stmt = conn.prepare(&sql).during(OP)?;
             for row in &rows {
                 stmt.execute(params_from_iter(status_values(row)))
@@ -440,18 +378,10 @@ impl SqliteStore {
 }
 
 /// The nine column values of one `ServerCallStatus` row, in [`INSERT_COLUMNS`] order.
-fn status_values(r: &CallStatusRow) -> [Value; 9] {
-    [
-        Value::Integer(r.modid.into()),
-        Value::Integer(r.cmdid.into()),
-        Value::Integer(r.ip.into()),
-        Value::Integer(r.port.into()),
-        Value::Integer(r.caller.into()),
-        Value::Integer(r.succ_cnt.into()),
-        Value::Integer(r.err_cnt.into()),
-        Value::Integer(r.ts),
-        Value::Text(r.overload_char().to_string()),
-    ]
+fn status_values(r: &CallStatusRow) -> impl Iterator<Item = Value> {
+    let (ints, overload) = r.values();
+    let overload = Value::Text(overload.to_string());
+    ints.into_iter().map(Value::Integer).chain([overload])
 }
 
 /// The first `N` columns of `row` as cells (a missing column reads as `NULL`).

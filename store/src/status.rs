@@ -2,12 +2,13 @@
 //!
 //! Owns [`CallStatusRow`], the coalescing of a batch before it is written (one row per key, the
 //! latest wins, in key order so concurrent writers lock rows in the same order and cannot
-//! deadlock each other), the batch size limit and the decoding of stored rows. Pure.
+//! deadlock each other), the batch size limit, the SQL text and column values both backends write
+//! and read with, and the decoding of stored rows. Pure.
 
 use std::collections::HashMap;
 
 use crate::StoreError;
-use crate::row::{Cell, RowCheck};
+use crate::row::{Cell, Port, RowCheck};
 
 /// Most rows in one multi-row upsert statement: 9 placeholders per row stays far below both
 /// MySQL's 65 535 and SQLite's 32 766 placeholder limits, and the statement below MySQL's
@@ -46,9 +47,20 @@ impl CallStatusRow {
         (self.modid, self.cmdid, self.ip, self.port, self.caller)
     }
 
-    /// The `overload` column value.
-    pub(crate) fn overload_char(&self) -> &'static str {
-        if self.overload { "1" } else { "0" }
+    /// The values to write, in [`INSERT_COLUMNS`] order: the eight integer columns, then the
+    /// `overload` text (`'1'`/`'0'`).
+    pub(crate) fn values(&self) -> ([i64; 8], &'static str) {
+        let ints = [
+            self.modid.into(),
+            self.cmdid.into(),
+            self.ip.into(),
+            self.port.into(),
+            self.caller.into(),
+            self.succ_cnt.into(),
+            self.err_cnt.into(),
+            self.ts,
+        ];
+        (ints, if self.overload { "1" } else { "0" })
     }
 }
 
@@ -90,13 +102,7 @@ pub(crate) fn decode_status_row(cells: [Cell; 9]) -> Result<CallStatusRow, Store
         modid: check.i32("modid", &modid)?,
         cmdid: check.i32("cmdid", &cmdid)?,
         ip: check.u32("ip", &ip)?,
-        port: check.int_in(
-            "port",
-            &port,
-            0,
-            u16::MAX.into(),
-            "must be a port in 0..=65535",
-        )?,
+        port: check.port("port", &port, Port::Any)?,
         caller: check.u32("caller", &caller)?,
         succ_cnt: check.u32("succ_cnt", &succ)?,
         err_cnt: check.u32("err_cnt", &err)?,
@@ -132,6 +138,9 @@ pub(crate) fn select_sql(modid: Option<i32>, cmdid: Option<i32>) -> (String, Vec
 
 /// The column list of `ServerCallStatus` writes.
 pub(crate) const INSERT_COLUMNS: &str = "INSERT INTO ServerCallStatus (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, overload)";
+
+/// The placeholders of one row's [`CallStatusRow::values`] after [`INSERT_COLUMNS`].
+pub(crate) const ROW_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Keeps the rows that decode; logs and drops the others.
 pub(crate) fn keep_good(rows: impl IntoIterator<Item = [Cell; 9]>) -> Vec<CallStatusRow> {
@@ -170,10 +179,10 @@ mod tests {
         assert_eq!(out, vec![row(1, 6), row(2, 3)]);
     }
 
-    #[test]
-    fn stored_rows_decode_from_text_or_integers() {
-        let cells = [
-            Cell::Text("1".into()),
+    /// A stored row with these `modid` and `overload` cells and plain integers elsewhere.
+    fn stored(modid: Cell, overload: Cell) -> [Cell; 9] {
+        [
+            modid,
             Cell::Int(2),
             Cell::Int(3),
             Cell::Int(80),
@@ -181,28 +190,35 @@ mod tests {
             Cell::Int(5),
             Cell::Int(6),
             Cell::Int(7),
-            Cell::Text("1".into()),
-        ];
+            overload,
+        ]
+    }
+
+    #[test]
+    fn stored_rows_decode_from_text_or_integers() {
+        let cells = stored(Cell::Text("1".into()), Cell::Text("1".into()));
         let r = decode_status_row(cells).unwrap();
         assert_eq!((r.modid, r.port, r.ts, r.overload), (1, 80, 7, true));
     }
 
     #[test]
     fn bad_overload_and_negative_counts_are_rejected() {
-        let mut cells = [
-            Cell::Int(1),
-            Cell::Int(2),
-            Cell::Int(3),
-            Cell::Int(80),
-            Cell::Int(4),
-            Cell::Int(5),
-            Cell::Int(6),
-            Cell::Int(7),
-            Cell::Text("x".into()),
-        ];
+        let mut cells = stored(Cell::Int(1), Cell::Text("x".into()));
         assert!(decode_status_row(cells.clone()).is_err());
         cells[8] = Cell::Text("0".into());
         cells[5] = Cell::Int(-1);
         assert!(decode_status_row(cells).is_err());
+    }
+
+    #[test]
+    fn values_follow_the_insert_column_order() {
+        let (ints, overload) = CallStatusRow {
+            overload: true,
+            ..row(-1, 5)
+        }
+        .values();
+        assert_eq!(ints, [-1, 1, 1, 80, 2, 5, 0, 100]);
+        assert_eq!(overload, "1");
+        assert_eq!(row(1, 1).values().1, "0");
     }
 }

@@ -65,6 +65,11 @@ async fn count(store: &Store, table: &str) -> i64 {
         .unwrap()
 }
 
+/// The version written by an edit that must change something.
+async fn new_version(edit: impl Future<Output = Result<EditOutcome, StoreError>>) -> i64 {
+    edit.await.unwrap().version.unwrap()
+}
+
 fn status(modid: i32, cmdid: i32, ip: u32, succ_cnt: u32) -> CallStatusRow {
     CallStatusRow {
         modid,
@@ -143,24 +148,9 @@ async fn add_host_bumps_the_version_and_logs_the_change(db: TestDb) {
 
 async fn two_edits_in_one_second_get_increasing_versions(db: TestDb) {
     let store = open(&db).await;
-    let v1 = store
-        .add_host(key(1, 1), host(1, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
-    let v2 = store
-        .add_host(key(1, 1), host(2, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
-    let v3 = store
-        .remove_host(key(1, 1), host(1, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
+    let v1 = new_version(store.add_host(key(1, 1), host(1, 80))).await;
+    let v2 = new_version(store.add_host(key(1, 1), host(2, 80))).await;
+    let v3 = new_version(store.remove_host(key(1, 1), host(1, 80))).await;
     assert!(v1 < v2 && v2 < v3, "{v1} {v2} {v3}");
     assert_eq!(store.route_version().await.unwrap(), v3);
     assert_eq!(count(&store, "RouteChange").await, 3);
@@ -227,24 +217,9 @@ async fn edits_that_change_nothing_write_no_version(db: TestDb) {
 async fn changed_keys_and_their_deletion_follow_the_version(db: TestDb) {
     let store = open(&db).await;
     let (k1, k2) = (key(1, 1), key(2, 2));
-    let v1 = store
-        .add_host(k1, host(1, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
-    let v2 = store
-        .add_host(k2, host(1, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
-    let v3 = store
-        .add_host(k1, host(2, 80))
-        .await
-        .unwrap()
-        .version
-        .unwrap();
+    let v1 = new_version(store.add_host(k1, host(1, 80))).await;
+    let v2 = new_version(store.add_host(k2, host(1, 80))).await;
+    let v3 = new_version(store.add_host(k1, host(2, 80))).await;
 
     assert!(store.changed_keys_up_to(v1 - 1).await.unwrap().is_empty());
     assert_eq!(store.changed_keys_up_to(v1).await.unwrap(), vec![k1]);

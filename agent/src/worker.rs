@@ -78,9 +78,11 @@ pub struct WorkerSetup {
     pub epoch: Instant,
 }
 
-/// Starts the worker's thread.
+/// Starts the worker's thread and returns once it has pinned itself to its CPU, so that what
+/// the agent shows once started (its counters, its "serving" line) already holds.
 pub fn spawn(setup: WorkerSetup) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
         .name(format!("lars-worker-{}", setup.index))
         .spawn(move || {
             if let Some(core) = setup.core {
@@ -94,11 +96,15 @@ pub fn spawn(setup: WorkerSetup) -> std::io::Result<std::thread::JoinHandle<()>>
                     );
                 }
             }
+            let _ = pinned_tx.send(());
             match setup.io {
                 IoRuntime::TokioUring => block_on(run_tokio_uring(setup)),
                 IoRuntime::IoUring => run_io_uring(setup),
             }
-        })
+        })?;
+    // An error means the thread ended before saying so; joining it tells the rest.
+    let _ = pinned_rx.recv();
+    Ok(handle)
 }
 
 /// The worker's state: its shards and its ends of the rings. Shared by its tasks on its thread

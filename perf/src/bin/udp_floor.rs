@@ -88,8 +88,11 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (per, unit) = match args.mode.as_str() {
         "pingpong" => (pingpong(&args, server, &stop)?, "µs per iteration"),
-        "batch" => (batch(&args, server, &stop)?, "µs per request"),
-        "recv" => (recv_only(&args, server, &stop)?, "µs per datagram received"),
+        "batch" => (served(&args, server, &stop, true)?, "µs per request"),
+        "recv" => (
+            served(&args, server, &stop, false)?,
+            "µs per datagram received",
+        ),
         "send" => (send_only(&args, server, &stop)?, "µs per datagram sent"),
         other => bail!("--mode must be pingpong, batch, recv or send, got '{other}'"),
     };
@@ -287,57 +290,37 @@ impl Mmsg {
     }
 }
 
-fn batch(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
-    let to = server.local_addr()?;
-    let s_stop = stop.clone();
-    let mut clients: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
-    for _ in 0..args.clients {
-        let client = client_socket(to)?;
-        let c_stop = stop.clone();
-        let outstanding = args.outstanding;
-        clients.push(Box::new(move || {
-            let mut buf = [0u8; 2048];
-            for _ in 0..outstanding {
-                let _ = client.send(&DATAGRAM);
-            }
-            while !c_stop.load(Ordering::Relaxed) {
-                if client.recv(&mut buf).is_ok() {
-                    let _ = client.send(&DATAGRAM);
-                } else {
-                    // A lost datagram: put one back in flight.
-                    let _ = client.send(&DATAGRAM);
-                }
-            }
-        }));
-    }
-    run(
-        args,
-        stop,
-        move || {
-            let mut m = Mmsg::new();
-            let mut requests = 0u64;
-            while !s_stop.load(Ordering::Relaxed) {
-                let n = m.recv(&server);
-                let _ = m.echo(&server, n);
-                requests += n as u64;
-            }
-            requests
-        },
-        clients,
-    )
-}
-
-fn recv_only(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
+/// `batch` (`answer`: clients keep `--outstanding` requests in flight, the server answers each)
+/// and `recv` (clients send as fast as they can, the server only receives).
+fn served(
+    args: &Args,
+    server: UdpSocket,
+    stop: &Arc<AtomicBool>,
+    answer: bool,
+) -> anyhow::Result<Measured> {
     let to = server.local_addr()?;
     let s_stop = stop.clone();
     let mut clients: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     for _ in 0..args.clients.max(1) {
         let client = client_socket(to)?;
         let c_stop = stop.clone();
+        let outstanding = args.outstanding;
         clients.push(Box::new(move || {
-            while !c_stop.load(Ordering::Relaxed) {
-                for _ in 0..64 {
+            let mut buf = [0u8; 2048];
+            if answer {
+                for _ in 0..outstanding {
                     let _ = client.send(&DATAGRAM);
+                }
+            }
+            while !c_stop.load(Ordering::Relaxed) {
+                if answer {
+                    // An answer, or a timeout (a lost datagram): either way one more goes out.
+                    let _ = client.recv(&mut buf);
+                    let _ = client.send(&DATAGRAM);
+                } else {
+                    for _ in 0..BATCH {
+                        let _ = client.send(&DATAGRAM);
+                    }
                 }
             }
         }));
@@ -347,11 +330,15 @@ fn recv_only(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::
         stop,
         move || {
             let mut m = Mmsg::new();
-            let mut received = 0u64;
+            let mut handled = 0u64;
             while !s_stop.load(Ordering::Relaxed) {
-                received += m.recv(&server) as u64;
+                let n = m.recv(&server);
+                if answer {
+                    let _ = m.echo(&server, n);
+                }
+                handled += n as u64;
             }
-            received
+            handled
         },
         clients,
     )

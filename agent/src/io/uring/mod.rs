@@ -3,7 +3,8 @@
 //!
 //! The loop is: one `io_uring_enter` that submits everything queued and waits; drain every
 //! completion, handing each datagram to the [`DatagramService`] and queueing its reply; repeat.
-//! In flight at all times:
+//! The sockets are registered with the ring as fixed files, so no operation looks a descriptor
+//! up. In flight at all times:
 //! - one multishot `RecvMsg` per socket, picking buffers from the worker's provided-buffer ring
 //!   ([`buf_ring`]); it is re-armed only when the kernel ends it (no `IORING_CQE_F_MORE`, e.g.
 //!   when every buffer was in use), and each buffer goes back to the ring once its datagram is
@@ -28,7 +29,7 @@ pub mod send_pool;
 
 use super::eventfd::EventFd;
 use buf_ring::BufRing;
-use io_uring::types::{CancelBuilder, Fd, RecvMsgOut, Timespec};
+use io_uring::types::{CancelBuilder, Fd, Fixed, RecvMsgOut, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use send_pool::SendPool;
 use std::io;
@@ -132,7 +133,9 @@ pub struct LoopCounters {
 /// first field), and only then the buffers.
 pub struct EventLoop<'a> {
     ring: IoUring,
-    sockets: Vec<UdpSocket>,
+    /// The sockets, registered with the ring as files `0..n` (operations name them by index);
+    /// owned here so their descriptors live exactly as long as the loop.
+    _sockets: Vec<UdpSocket>,
     wake: Option<&'a EventFd>,
     /// The `msghdr` every multishot receive was armed with (only its name and control lengths
     /// matter); boxed so its address is stable.
@@ -180,6 +183,12 @@ impl<'a> EventLoop<'a> {
             .build(RING_ENTRIES)?;
         let bufs = BufRing::new(buffers, RECVMSG_OUT_LEN + NAME_LEN + RECV_PAYLOAD, BGID)?;
         bufs.register(&ring)?;
+        // The sockets are registered files: each receive and send then skips looking the
+        // descriptor up in the process's file table (and its reference counting).
+        let fds: Vec<i32> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+        if !fds.is_empty() {
+            ring.submitter().register_files(&fds)?;
+        }
         // SAFETY: msghdr is a plain C struct; all-zero bytes are a valid value.
         let mut recv_msghdr: Box<libc::msghdr> =
             Box::new(unsafe { MaybeUninit::zeroed().assume_init() });
@@ -188,7 +197,7 @@ impl<'a> EventLoop<'a> {
         let count = sockets.len();
         Ok(EventLoop {
             ring,
-            sockets,
+            _sockets: sockets,
             wake,
             recv_msghdr,
             bufs,
@@ -260,9 +269,8 @@ impl<'a> EventLoop<'a> {
     fn arm(&mut self) -> io::Result<()> {
         for socket in 0..self.to_arm.len() {
             if self.to_arm[socket] {
-                let fd = self.sockets[socket].as_raw_fd();
                 let entry = opcode::RecvMsgMulti::new(
-                    Fd(fd),
+                    Fixed(socket as u32),
                     &raw const *self.recv_msghdr,
                     self.bufs.bgid(),
                 )
@@ -410,7 +418,7 @@ impl<'a> EventLoop<'a> {
         let name_len = (out.incoming_name_len() as usize).min(out.name_data().len());
         let msghdr = slot.prepare(reply_len, &out.name_data()[..name_len]);
         slot.round = self.round;
-        let entry = opcode::SendMsg::new(Fd(self.sockets[socket].as_raw_fd()), msghdr)
+        let entry = opcode::SendMsg::new(Fixed(socket as u32), msghdr)
             .build()
             .user_data(Op::Send(slot_index).encode());
         self.push(entry)?;

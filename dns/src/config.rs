@@ -22,8 +22,10 @@ pub struct SyncConfig {
     pub version_poll_ms: u64,
     /// Reload every route at least this often even without a version change, in seconds.
     pub full_reload_secs: u64,
-    /// Frames a connection may have waiting to be written; a connection that falls further
-    /// behind is closed so it cannot hold up pushes to the others.
+    /// Frames a connection may have waiting to be written. Answers to the agent's requests take
+    /// at most half and wait for room (the agent's requests are not read meanwhile); a push that
+    /// finds the queue full closes the connection, so an agent that stops reading holds no more
+    /// than this and never holds up pushes to the others.
     pub write_queue_frames: usize,
     /// Longest wait between retries while the database is unreachable, in milliseconds.
     pub db_retry_max_ms: u64,

@@ -1,25 +1,36 @@
-//! One agent connection: reads `GetRouteRequest` frames, answers each from the current snapshot
-//! and subscribes the connection to its key, and forwards pushed route changes for the keys it
-//! subscribed to. Writes go through a bounded queue to a separate writer task, so an agent that
-//! stops reading only fills its own queue; when the queue is full the connection is closed and
-//! logged, and nobody else waits. A protocol error closes this connection only.
+//! One agent connection: reads `GetRouteRequest` frames, subscribes the connection to each key
+//! and answers it from the current snapshot, and forwards pushed route changes for the keys it
+//! subscribed to. Writes go through the connection's own [`WriteQueue`] to a writer task, so
+//! nobody else ever waits for this agent, with two rules:
+//!
+//! - an answer waits for room: while the request at hand has none, the connection reads no more
+//!   requests (the agent's writes then back up in TCP), but still takes pushes and shutdown. An
+//!   agent re-asking every route it holds after a reconnect is served at the pace it reads.
+//! - a push never waits: one that finds the queue full closes the connection and is logged,
+//!   because the agent has stopped reading. Answers take at most half the queue, so a burst of
+//!   them leaves room for the pushes of an agent that does read.
+//!
+//! So an agent that asks without ever reading holds one write queue (plus one write in flight)
+//! and one read buffer at most: it is no longer read from (counted in `paused`), and the next
+//! pushes for its keys close it. A protocol error closes this connection only.
+//!
+//! Requests are decoded one at a time; the one waiting for room is kept as its key, and its answer
+//! is read from the snapshot only once it has a place in the queue, when the connection also
+//! subscribes to it. So an answer is never older than a push queued before it.
 
 use crate::shared::{DnsShared, RouteChanges};
 use crate::stats::DnsStats;
 use crate::subscriptions::Subscriptions;
-use bytes::{Bytes, BytesMut};
+use crate::write_queue::{AnswerSlot, QueueError, WriteQueue};
+use bytes::BytesMut;
 use lars_store::RouteKey;
 use lars_wire::{FrameDecoder, Message, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
-
-/// Most frames the writer gathers into one write.
-const WRITE_BATCH: usize = 256;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -33,6 +44,15 @@ enum Close {
     WriterGone,
 }
 
+impl From<QueueError> for Close {
+    fn from(e: QueueError) -> Close {
+        match e {
+            QueueError::Full => Close::QueueFull,
+            QueueError::WriterGone => Close::WriterGone,
+        }
+    }
+}
+
 /// Serves one accepted connection until the peer closes, misbehaves or falls behind, or the
 /// service shuts down.
 pub async fn serve(
@@ -44,28 +64,39 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let mut changes = shared.changes.subscribe();
     let (mut reader, writer) = stream.into_split();
-    let (queue, queued) = mpsc::channel(shared.write_queue);
-    let writer = tokio::spawn(write_loop(writer, queued));
+    let (queue, queued) = WriteQueue::new(shared.write_queue);
+    let writer = tokio::spawn(queued.write_to(writer));
     let mut conn = Connection {
         peer,
         queue,
         subs: Subscriptions::new(shared.stats.clone()),
         shared,
+        buf: BytesMut::with_capacity(4096),
+        decoder: FrameDecoder::new(),
+        waiting: None,
     };
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut decoder = FrameDecoder::new();
 
     let close = loop {
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
+            // Only once every request read so far is answered: `buf` holds no whole frame then.
+            read = reader.read_buf(&mut conn.buf), if conn.waiting.is_none() => match read {
                 Ok(0) => break Close::PeerClosed,
                 Ok(_) => {
-                    if let Err(close) = conn.handle_input(&mut decoder, &mut buf) {
+                    if let Err(close) = conn.answer_requests() {
                         break close;
                     }
                 }
                 Err(e) => break Close::ReadError(e),
             },
+            slot = conn.queue.answer_slot(), if conn.waiting.is_some() => {
+                let answered = slot.map_err(Close::from).and_then(|slot| {
+                    conn.answer_waiting(slot);
+                    conn.answer_requests()
+                });
+                if let Err(close) = answered {
+                    break close;
+                }
+            }
             change = changes.recv() => {
                 let pushed = match change {
                     Ok(batch) => conn.push(&batch),
@@ -118,39 +149,72 @@ pub async fn serve(
 
 struct Connection {
     peer: SocketAddr,
-    queue: mpsc::Sender<Bytes>,
+    queue: WriteQueue,
     subs: Subscriptions,
     shared: Arc<DnsShared>,
+    /// Bytes read and not yet decoded.
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    /// The request read but not answered yet, for want of room in the queue; nothing more is
+    /// read while there is one.
+    waiting: Option<RouteKey>,
 }
 
 impl Connection {
-    /// Handles every complete frame in `buf`.
-    fn handle_input(
-        &mut self,
-        decoder: &mut FrameDecoder,
-        buf: &mut BytesMut,
-    ) -> Result<(), Close> {
-        while let Some(frame) = decoder.decode(buf).map_err(Close::Protocol)? {
-            match frame.decode().map_err(Close::Protocol)? {
-                Message::GetRouteRequest(request) => {
-                    let key = RouteKey::new(request.modid, request.cmdid);
-                    if self.subs.subscribe(key) {
-                        debug!(peer = %self.peer, modid = key.modid, cmdid = key.cmdid, "subscribed");
-                    }
-                    DnsStats::inc(&self.shared.stats.requests);
-                    let frame = self.shared.snapshot.load().frame(key);
-                    self.send(frame)?;
+    /// Answers the requests in `buf` in order while the queue has room for their answers; the
+    /// first one without room waits in `waiting`.
+    fn answer_requests(&mut self) -> Result<(), Close> {
+        while let Some(key) = self.next_request()? {
+            match self.queue.try_answer_slot()? {
+                Some(slot) => self.answer(key, slot),
+                None => {
+                    self.waiting = Some(key);
+                    DnsStats::inc(&self.shared.stats.paused);
+                    return Ok(());
                 }
-                other => return Err(Close::UnexpectedMessage(other.msg_id().as_i32())),
             }
         }
         Ok(())
     }
 
+    /// Answers the request that waited for `slot`.
+    fn answer_waiting(&mut self, slot: AnswerSlot) {
+        if let Some(key) = self.waiting.take() {
+            DnsStats::sub(&self.shared.stats.paused, 1);
+            self.answer(key, slot);
+        }
+    }
+
+    /// The next whole request in `buf`, if any.
+    fn next_request(&mut self) -> Result<Option<RouteKey>, Close> {
+        let Some(frame) = self
+            .decoder
+            .decode(&mut self.buf)
+            .map_err(Close::Protocol)?
+        else {
+            return Ok(None);
+        };
+        match frame.decode().map_err(Close::Protocol)? {
+            Message::GetRouteRequest(request) => {
+                Ok(Some(RouteKey::new(request.modid, request.cmdid)))
+            }
+            other => Err(Close::UnexpectedMessage(other.msg_id().as_i32())),
+        }
+    }
+
+    /// Subscribes to `key` and queues its answer from the current snapshot.
+    fn answer(&mut self, key: RouteKey, slot: AnswerSlot) {
+        if self.subs.subscribe(key) {
+            debug!(peer = %self.peer, modid = key.modid, cmdid = key.cmdid, "subscribed");
+        }
+        DnsStats::inc(&self.shared.stats.requests);
+        slot.send(self.shared.snapshot.load().frame(key));
+    }
+
     /// Queues the changed routes this connection subscribed to.
     fn push(&mut self, changes: &RouteChanges) -> Result<(), Close> {
         for key in self.subs.matching(&changes.keys) {
-            self.send(changes.snapshot.frame(key))?;
+            self.queue.push(changes.snapshot.frame(key))?;
             DnsStats::inc(&self.shared.stats.pushes);
         }
         Ok(())
@@ -159,40 +223,18 @@ impl Connection {
     /// Queues every subscribed route from the current snapshot (after missing change batches).
     fn resend_all(&mut self) -> Result<(), Close> {
         let snapshot = self.shared.snapshot.load_full();
-        let keys: Vec<RouteKey> = self.subs.keys().collect();
-        for key in keys {
-            self.send(snapshot.frame(key))?;
+        for key in self.subs.keys() {
+            self.queue.push(snapshot.frame(key))?;
             DnsStats::inc(&self.shared.stats.pushes);
         }
         Ok(())
     }
-
-    fn send(&self, frame: Bytes) -> Result<(), Close> {
-        self.queue.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Close::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => Close::WriterGone,
-        })
-    }
 }
 
-/// Writes queued frames, gathering whatever is waiting into one write.
-async fn write_loop(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Bytes>) {
-    let mut frames = Vec::with_capacity(WRITE_BATCH);
-    let mut out = BytesMut::new();
-    while queued.recv_many(&mut frames, WRITE_BATCH).await > 0 {
-        let result = if frames.len() == 1 {
-            writer.write_all(&frames[0]).await
-        } else {
-            out.clear();
-            for frame in &frames {
-                out.extend_from_slice(frame);
-            }
-            writer.write_all(&out).await
-        };
-        frames.clear();
-        if result.is_err() {
-            return;
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.waiting.is_some() {
+            DnsStats::sub(&self.shared.stats.paused, 1);
         }
     }
-    let _ = writer.shutdown().await;
 }

@@ -5,8 +5,10 @@
 //! connection to its key and is answered from an immutable [`snapshot::RouteSnapshot`] of the
 //! route table. The [`route_sync::RouteSync`] loop polls `RouteVersion` in the store every second
 //! (and reloads fully every 10 s), swaps in a new snapshot, and broadcasts the changed keys; every
-//! connection pushes the ones it subscribed to through its own bounded write queue
-//! ([`connection`]), so a slow agent never holds up the others.
+//! connection pushes the ones it subscribed to. Each connection writes through its own bounded
+//! [`write_queue`], so a slow agent never holds up the others: an agent that asks faster than it
+//! reads is no longer read from until its answers have room, and one that stops reading is closed
+//! when a push finds its queue full ([`connection`]).
 //!
 //! ```text
 //!  lars route add ──► RouteData/RouteChange/RouteVersion ──poll──► RouteSync ──swap──► snapshot
@@ -24,6 +26,7 @@ pub mod shared;
 pub mod snapshot;
 pub mod stats;
 pub mod subscriptions;
+pub mod write_queue;
 
 pub use config::DnsConfig;
 pub use server::{DnsError, DnsServer};

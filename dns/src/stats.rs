@@ -15,8 +15,13 @@ pub struct DnsStats {
     pub connections_refused: AtomicU64,
     /// Connections closed for a protocol error (bad length, unknown msgid, undecodable body).
     pub protocol_errors: AtomicU64,
-    /// Connections closed because their write queue overflowed.
+    /// Connections closed because a push found their write queue full (the agent stopped
+    /// reading).
     pub slow_closed: AtomicU64,
+    /// Connections whose requests are not being read now, because the answer at hand waits for
+    /// room in their write queue: an agent asking faster than it reads (for a moment), or one
+    /// that does not read at all (until a push finds its queue full).
+    pub paused: AtomicU64,
     /// `GetRouteRequest`s answered.
     pub requests: AtomicU64,
     /// Subscriptions held now, over all connections.
@@ -58,13 +63,14 @@ impl fmt::Display for DnsStats {
         write!(
             f,
             "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
-             requests={} subscriptions={} pushes={} polls={} reloads={} db_errors={} version={} \
-             routes={}",
+             paused={} requests={} subscriptions={} pushes={} polls={} reloads={} db_errors={} \
+             version={} routes={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
             g(&self.protocol_errors),
             g(&self.slow_closed),
+            g(&self.paused),
             g(&self.requests),
             g(&self.subscriptions),
             g(&self.pushes),

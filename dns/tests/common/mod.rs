@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 /// A dns service running inside the test process.
@@ -58,30 +59,28 @@ impl TestDns {
 
 /// An agent-side test client of the dns service.
 pub struct TestAgent {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
+    writer: OwnedWriteHalf,
+    responses: Responses,
 }
 
 impl TestAgent {
     pub async fn connect(addr: SocketAddr) -> TestAgent {
+        let stream = TcpStream::connect(addr).await.expect("connect to dns");
+        let (reader, writer) = stream.into_split();
         TestAgent {
-            stream: TcpStream::connect(addr).await.expect("connect to dns"),
-            buf: BytesMut::new(),
-            decoder: FrameDecoder::new(),
+            writer,
+            responses: Responses {
+                reader,
+                buf: BytesMut::new(),
+                decoder: FrameDecoder::new(),
+            },
         }
     }
 
     /// Sends a GetRouteRequest (which also subscribes this connection to the key).
     pub async fn ask(&mut self, modid: i32, cmdid: i32) {
-        let mut out = BytesMut::new();
-        lars_wire::frame::encode_frame(
-            MsgId::GetRouteRequest,
-            &GetRouteRequest { modid, cmdid },
-            &mut out,
-        )
-        .unwrap();
-        self.stream.write_all(&out).await.expect("write request");
+        let out = requests([(modid, cmdid)]);
+        self.writer.write_all(&out).await.expect("write request");
     }
 
     /// Asks for a key and returns the answer.
@@ -96,9 +95,33 @@ impl TestAgent {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
+        let _ = self.writer.write_all(bytes).await;
     }
 
+    /// The next GetRouteResponse, or None when nothing arrives within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<GetRouteResponse> {
+        self.responses.next(within).await
+    }
+
+    /// True when the service closes the connection within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        self.responses.closed_within(within).await
+    }
+
+    /// The read side and the write side, to ask and read at the same time from two tasks.
+    pub fn split(self) -> (Responses, OwnedWriteHalf) {
+        (self.responses, self.writer)
+    }
+}
+
+/// The read side of a test agent: the frames the service sends, decoded.
+pub struct Responses {
+    reader: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Responses {
     /// The next GetRouteResponse, or None when nothing arrives within `within`.
     pub async fn next(&mut self, within: Duration) -> Option<GetRouteResponse> {
         let deadline = Instant::now() + within;
@@ -113,7 +136,7 @@ impl TestAgent {
                     other => panic!("dns sent {other:?}"),
                 }
             }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.buf)).await {
                 Err(_) => return None,
                 Ok(Ok(0)) => panic!("dns closed the connection"),
                 Ok(Ok(_)) => {}
@@ -126,13 +149,27 @@ impl TestAgent {
     pub async fn closed_within(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.buf)).await {
                 Err(_) => return false,
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => self.buf.clear(),
             }
         }
     }
+}
+
+/// GetRouteRequest frames for `keys`, back to back.
+pub fn requests(keys: impl IntoIterator<Item = (i32, i32)>) -> BytesMut {
+    let mut out = BytesMut::new();
+    for (modid, cmdid) in keys {
+        lars_wire::frame::encode_frame(
+            MsgId::GetRouteRequest,
+            &GetRouteRequest { modid, cmdid },
+            &mut out,
+        )
+        .expect("a GetRouteRequest fits in a frame");
+    }
+    out
 }
 
 /// The hosts of a response as (address, port).

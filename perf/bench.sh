@@ -13,72 +13,36 @@
 #   (b) saturated get_host throughput and latency with the agent pinned to CPU 1 and lars-perf to
 #       CPU 0, the agent's CPU time per request, and p99 at half that rate (open loop);
 #   (c) the same load against echo-server (the agent's runtime and sockets, no work): the ratio;
-#   (d) the agent's memory with 100,000 routes x 10 hosts.
+#   (d) the agent's memory with 100,000 routes x 10 hosts;
+#   (e) the kernel's floor with udp-floor: what the cheapest possible UDP server pays on
+#       loopback here, one in flight and batched, and per datagram received and sent with no
+#       wake-up at all (the lower bound under any server's CPU per request).
 # CPU time is utime+stime of the agent process from /proc/PID/stat, over the measured run and
-# its warm-up. Needs: cargo, taskset, python3 (to read lars-perf's JSON).
+# its warm-up. Needs: cargo, taskset, python3 (to read lars-perf's JSON). Shell
+# helpers shared with flamegraph.sh are in perf/lib.sh.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-R="$top/target/release"
+BIN="$top/target/release"
 DURATION=${DURATION:-5}
 WARMUP=1
 AGENT_IO=${AGENT_IO:-}
 work=$(mktemp -d /tmp/lars-bench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=perf/lib.sh
+. "$top/perf/lib.sh"
 
 echo "==> building release binaries" >&2
 (cd "$top" && cargo build -q --release -p lars-dns -p lars-reporter -p lars-agent -p lars-tools -p lars-bench --bins)
 
-# start NAME LOG CMD...: runs CMD in the background and waits for its "serving" line.
-start() {
-    local log=$1; shift
-    "$@" > "$log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 1 400); do
-        grep -q serving "$log" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench: $* did not start:" >&2; tail "$log" >&2; exit 1
-}
-field() { grep -o "$2=[0-9.:]*" "$1" | head -n 1 | sed "s/^$2=//"; }
-port_of() { field "$1" addr | sed 's/.*://'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 hz=$(getconf CLK_TCK)
 
-services() { # STORE → starts dns and reporter on it; sets DNS and REP
-    local store=$1
-    printf '[reactor]\nport = 0\n' > "$work/svc.toml"
-    start "$work/dns.log" "$R/lars-dns" --config "$work/svc.toml" --store "$store"
-    start "$work/rep.log" "$R/lars-reporter" --config "$work/svc.toml" --store "$store"
-    DNS=$(port_of "$work/dns.log"); REP=$(port_of "$work/rep.log")
-}
-
-agent() { # LOG PREFIX... → starts an agent (extra [agent] lines in $AGENT_EXTRA); sets APID BP STATS
-    local log=$1; shift
-    {
-        printf '[agent]\nbase_port = 0\nstats_addr = "127.0.0.1:0"\n%s\n' "${AGENT_EXTRA:-}"
-        [ -n "$AGENT_IO" ] && printf 'io = "%s"\n' "$AGENT_IO"
-        printf '[dnsserver]\nip = "127.0.0.1"\nport = %s\n[reporter]\nip = "127.0.0.1"\nport = %s\n' "$DNS" "$REP"
-    } > "$work/agent.toml"
-    start "$log" "$@" "$R/lars-agent" --config "$work/agent.toml"
-    APID=${pids[-1]}
-    BP=$(field "$log" base_port); STATS=$(field "$log" stats)
-}
-
-hosts_held() { "$R/lars" agent-stats --addr "$STATS" --raw | awk '/^lars_agent_hosts\{/ {s += $2} END {print s + 0}'; }
-
 perf_run() { # OUT ARGS... → runs lars-perf with JSON output; sets CPU_US (agent CPU per completed op)
     local out=$1; shift
     local t0; t0=$(ticks "$APID_MEASURED")
-    "$R/lars-perf" --duration "$DURATION" --warmup "$WARMUP" --json "$@" > "$out" || true
+    "$BIN/lars-perf" --duration "$DURATION" --warmup "$WARMUP" --json "$@" > "$out" || true
     local t1; t1=$(ticks "$APID_MEASURED")
     CPU_US=$(python3 -c "
 import json; d=json.load(open('$out'))
@@ -98,15 +62,10 @@ PY
 
 echo "==> services and 10 routes x 2 hosts" >&2
 services "sqlite://$work/lars.db"
-for c in $(seq 1 10); do
-    "$R/lars" route add 1 "$c" 10.0.0.1 9001 --store "sqlite://$work/lars.db" > /dev/null
-    "$R/lars" route add 1 "$c" 10.0.0.2 9002 --store "sqlite://$work/lars.db" > /dev/null
-done
-sleep 1.2   # one dns version poll
+ten_routes "sqlite://$work/lars.db"
 agent "$work/agent.log" taskset -c 1
 APID_MEASURED=$APID
-for c in $(seq 1 10); do "$R/lars" --base-port "$BP" gethost 1 "$c" > /dev/null 2>&1 || true; done
-for _ in $(seq 1 100); do [ "$(hosts_held)" -ge 20 ] && break; sleep 0.05; done
+ask_ten_routes
 
 declare -A QPS QPS_P50 QPS_P99 QPS_CPU
 for threads in 1 2 10; do
@@ -130,7 +89,7 @@ HALF_LAT=$(json "$work/half.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(
 HALF_DONE=$(json "$work/half.json" "'%.0f' % d['throughput_per_sec']")
 
 echo "==> (c) the same load against echo-server" >&2
-start "$work/echo.log" taskset -c 1 "$R/echo-server" --base-port 0
+start "$work/echo.log" taskset -c 1 "$BIN/echo-server" --base-port 0
 EPID=${pids[-1]}
 EBP=$(field "$work/echo.log" base_port)
 APID_MEASURED=$EPID
@@ -144,7 +103,7 @@ RATIO=$(python3 -c "print('%.0f%%' % (100.0 * $SAT / $ECHO))")
 echo "==> (d) memory with 100,000 routes x 10 hosts" >&2
 kill "$APID"
 services "sqlite://$work/big.db"
-"$R/seed-routes" --store "sqlite://$work/big.db" --routes 100000 --hosts 10 > /dev/null
+"$BIN/seed-routes" --store "sqlite://$work/big.db" --routes 100000 --hosts 10 > /dev/null
 sleep 1.2
 agent "$work/agent-big.log"
 sleep 0.5
@@ -153,7 +112,7 @@ held=0
 # Asks for every route (lars-perf's sockets together walk the 100,000 keys, each once before any
 # again), until the agent holds all of them: at most 3 passes.
 for _ in 1 2 3; do
-    "$R/lars-perf" --base-port "$BP" --workload get_route --modid 1..100000 --cmdid 1 \
+    "$BIN/lars-perf" --base-port "$BP" --workload get_route --modid 1..100000 --cmdid 1 \
         --threads 1 --sockets 4 --outstanding 16 --duration 3 --warmup 0 --json > /dev/null || true
     sleep 1
     held=$(hosts_held)
@@ -162,6 +121,15 @@ done
 sleep 0.5
 RSS1=$(rss_kib "$APID")
 PER_HOST=$(python3 -c "print('%.0f' % (($RSS1 - $RSS0) * 1024.0 / max($held, 1)))")
+
+echo "==> (e) the kernel's floor: udp-floor on the cheapest server" >&2
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+floor() { "$BIN/udp-floor" --duration "$DURATION" "$@" | sed -n 's/.*server_cpu=\([0-9.]*\).*/\1/p'; }
+FLOOR_PING=$(floor --mode pingpong --report)
+FLOOR_BATCH=$(floor --mode batch --clients 4 --outstanding 16)
+FLOOR_RECV=$(floor --mode recv)
+FLOOR_SEND=$(floor --mode send)
+FLOOR_IT=$(python3 -c "print('%.1f' % (2 * $FLOOR_RECV + $FLOOR_SEND))")
 
 now=$(date -u +%Y-%m-%d)
 table=$(cat <<MD
@@ -181,6 +149,9 @@ replies, which runs on the sender's CPU).
 | get_host saturated, agent on CPU 1 | \`${load[*]}\` | ${SAT} req/s, p50/p90/p99/p99.9/max ${SAT_LAT} µs, agent CPU ${SAT_CPU} µs/req | — |
 | echo-server, same load | \`--target echo ${load[*]}\` | ${ECHO} req/s, ${ECHO_LAT} µs, server CPU ${ECHO_CPU} µs/req | agent ≥ 80% of echo: **${RATIO}** |
 | get_host at half the saturated rate (open loop) | \`${load[*]} --rate $half\` | ${HALF_DONE} req/s, p50/p90/p99/p99.9/max ${HALF_LAT} µs | p99 < 50 µs |
+| kernel floor, one in flight: blocking \`recvfrom\`/\`sendto\` server, get_host + report | \`udp-floor --mode pingpong --report\` | server CPU ${FLOOR_PING} µs/it | compare qps, 1 thread |
+| kernel floor, batched: \`recvmmsg\`/\`sendmmsg\` echo, 4 sockets x 16 in flight | \`udp-floor --mode batch --clients 4 --outstanding 16\` | server CPU ${FLOOR_BATCH} µs/req | compare get_host saturated |
+| kernel floor per datagram with no wake-up: one received (queued burst drained) / one sent (to a receiver that never sleeps) | \`udp-floor --mode recv\` / \`--mode send\` | ${FLOOR_RECV} / ${FLOOR_SEND} µs: a get_host + report iteration (2 in, 1 out) costs any UDP server at least **${FLOOR_IT} µs** | target < 2 µs per iteration is below this |
 | agent memory, 100,000 routes x 10 hosts | \`--workload get_route --modid 1..100000 --cmdid 1 --duration 3\` until all are held | ${held} hosts held, RSS ${RSS0} → ${RSS1} KiB: **${PER_HOST} bytes/host** | < 200 bytes/host |
 <!-- end perf/bench.sh -->
 MD

@@ -16,8 +16,14 @@
 //!   preset's get_host + report);
 //! - `batch`: `--clients` sockets with `--outstanding` requests in flight each, the server
 //!   answers with `recvmmsg` + `sendmmsg`;
-//! - `recv`: clients send as fast as they can, the server only receives;
-//! - `send`: the server only sends, to a socket a client drains.
+//! - `recv`: a client queues bursts of datagrams while the server waits, the server drains each
+//!   burst without sleeping on the socket: receiving with no wake-up in it;
+//! - `send`: the server only sends, to a socket a client drains without ever sleeping: sending
+//!   (the whole loopback path into the receiver's queue) with no wake-up in it.
+//!
+//! `recv` and `send` are the true floor: one datagram in and one out cost at least their sum,
+//! whatever batching, runtime or polling a server uses. `pingpong` and `batch` show what the
+//! cheapest server pays once real wake-ups are part of the traffic.
 
 use anyhow::{Context, bail};
 use argh::FromArgs;
@@ -88,11 +94,8 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let (per, unit) = match args.mode.as_str() {
         "pingpong" => (pingpong(&args, server, &stop)?, "µs per iteration"),
-        "batch" => (served(&args, server, &stop, true)?, "µs per request"),
-        "recv" => (
-            served(&args, server, &stop, false)?,
-            "µs per datagram received",
-        ),
+        "batch" => (batch(&args, server, &stop)?, "µs per request"),
+        "recv" => (recv_only(&args, server, &stop)?, "µs per datagram received"),
         "send" => (send_only(&args, server, &stop)?, "µs per datagram sent"),
         other => bail!("--mode must be pingpong, batch, recv or send, got '{other}'"),
     };
@@ -246,6 +249,15 @@ impl Mmsg {
 
     /// Receives up to [`BATCH`] datagrams, blocking for the first (or the socket's timeout).
     fn recv(&mut self, socket: &UdpSocket) -> usize {
+        self.recv_with(socket, libc::MSG_WAITFORONE)
+    }
+
+    /// Receives up to [`BATCH`] datagrams that are already queued; never sleeps.
+    fn recv_queued(&mut self, socket: &UdpSocket) -> usize {
+        self.recv_with(socket, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_with(&mut self, socket: &UdpSocket, flags: i32) -> usize {
         for i in 0..BATCH {
             self.iovs[i].iov_len = 2048;
             self.msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
@@ -257,7 +269,7 @@ impl Mmsg {
                 socket.as_raw_fd(),
                 self.msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -290,14 +302,8 @@ impl Mmsg {
     }
 }
 
-/// `batch` (`answer`: clients keep `--outstanding` requests in flight, the server answers each)
-/// and `recv` (clients send as fast as they can, the server only receives).
-fn served(
-    args: &Args,
-    server: UdpSocket,
-    stop: &Arc<AtomicBool>,
-    answer: bool,
-) -> anyhow::Result<Measured> {
+/// `batch`: clients keep `--outstanding` requests in flight, the server answers each.
+fn batch(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
     let to = server.local_addr()?;
     let s_stop = stop.clone();
     let mut clients: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
@@ -307,21 +313,13 @@ fn served(
         let outstanding = args.outstanding;
         clients.push(Box::new(move || {
             let mut buf = [0u8; 2048];
-            if answer {
-                for _ in 0..outstanding {
-                    let _ = client.send(&DATAGRAM);
-                }
+            for _ in 0..outstanding {
+                let _ = client.send(&DATAGRAM);
             }
             while !c_stop.load(Ordering::Relaxed) {
-                if answer {
-                    // An answer, or a timeout (a lost datagram): either way one more goes out.
-                    let _ = client.recv(&mut buf);
-                    let _ = client.send(&DATAGRAM);
-                } else {
-                    for _ in 0..BATCH {
-                        let _ = client.send(&DATAGRAM);
-                    }
-                }
+                // An answer, or a timeout (a lost datagram): either way one more goes out.
+                let _ = client.recv(&mut buf);
+                let _ = client.send(&DATAGRAM);
             }
         }));
     }
@@ -333,15 +331,80 @@ fn served(
             let mut handled = 0u64;
             while !s_stop.load(Ordering::Relaxed) {
                 let n = m.recv(&server);
-                if answer {
-                    let _ = m.echo(&server, n);
-                }
+                let _ = m.echo(&server, n);
                 handled += n as u64;
             }
             handled
         },
         clients,
     )
+}
+
+/// Datagrams a `recv` client queues before the server drains them.
+const BURST: usize = 1024;
+
+/// `recv`: a client queues a burst of [`BURST`] datagrams while the server waits, then the
+/// server drains them with `recvmmsg` without ever sleeping on the socket: what receiving costs
+/// with no wake-up in it.
+fn recv_only(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
+    grow_receive_buffer(&server, 16 << 20);
+    let client = client_socket(server.local_addr()?)?;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let (drained_tx, drained_rx) = std::sync::mpsc::channel::<()>();
+    let (s_stop, c_stop) = (stop.clone(), stop.clone());
+    run(
+        args,
+        stop,
+        move || {
+            let mut m = Mmsg::new();
+            let mut received = 0u64;
+            while !s_stop.load(Ordering::Relaxed) {
+                if sent_rx.recv_timeout(Duration::from_millis(50)).is_err() {
+                    continue;
+                }
+                loop {
+                    let n = m.recv_queued(&server);
+                    if n == 0 {
+                        break;
+                    }
+                    received += n as u64;
+                }
+                let _ = drained_tx.send(());
+            }
+            received
+        },
+        vec![Box::new(move || {
+            while !c_stop.load(Ordering::Relaxed) {
+                for _ in 0..BURST {
+                    let _ = client.send(&DATAGRAM);
+                }
+                if sent_tx.send(()).is_err() {
+                    return;
+                }
+                let _ = drained_rx.recv_timeout(Duration::from_millis(100));
+            }
+        })],
+    )
+}
+
+/// Asks for a receive buffer of `bytes` (past `net.core.rmem_max` where allowed), so a burst is
+/// queued whole.
+fn grow_receive_buffer(socket: &UdpSocket, bytes: i32) {
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `bytes` is a valid int for the call to read; the socket is open.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const bytes).cast(),
+                size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
 }
 
 fn send_only(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
@@ -369,9 +432,10 @@ fn send_only(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::
             sent
         },
         vec![Box::new(move || {
+            // The receiver never sleeps, so no wake-up is part of the sender's cost.
             let mut m = Mmsg::new();
             while !c_stop.load(Ordering::Relaxed) {
-                c_delivered.fetch_add(m.recv(&sink) as u64, Ordering::Relaxed);
+                c_delivered.fetch_add(m.recv_queued(&sink) as u64, Ordering::Relaxed);
             }
         })],
     )?;

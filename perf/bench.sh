@@ -51,7 +51,7 @@ print('%.1f' % (($t1 - $t0) * 1e6 / $hz / ops) if ops else 'n/a')")
 }
 
 commit=$(cd "$top" && git rev-parse --short HEAD)
-(cd "$top" && git diff --quiet HEAD -- agent wire tools perf) || commit="$commit (with uncommitted changes)"
+(cd "$top" && git diff --quiet HEAD -- agent wire tools perf ':!perf/RESULTS.md' ':!perf/flamegraph.svg') || commit="$commit (with uncommitted changes)"
 machine=$(python3 - <<'PY'
 import os, platform
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), 'unknown CPU')

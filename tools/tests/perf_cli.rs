@@ -36,6 +36,11 @@ fn lars_perf_json(args: &[&str]) -> (Output, Value) {
     (out, json)
 }
 
+/// A short `--json` run against the agent or echo server on `base_port`.
+fn short_json_run(base_port: &str, args: &[&str]) -> (Output, Value) {
+    lars_perf_json(&[&["--base-port", base_port][..], args, &SHORT].concat())
+}
+
 /// Starts a binary of another workspace package (built once per test process, so never stale)
 /// and waits until it serves.
 fn start(name: &str, args: &[&str]) -> Server {
@@ -199,20 +204,7 @@ fn the_qps_preset_and_a_mix_run_against_the_agent() {
     let (agent, _dir) = agent();
     let base_port = agent.field("base_port");
 
-    let (out, json) = lars_perf_json(
-        &[
-            &[
-                "--base-port",
-                &base_port,
-                "--workload",
-                "qps",
-                "--threads",
-                "2",
-            ][..],
-            &SHORT,
-        ]
-        .concat(),
-    );
+    let (out, json) = short_json_run(&base_port, &["--workload", "qps", "--threads", "2"]);
     assert_eq!(out.status.code(), Some(0), "{json}");
     assert_eq!(json["options"]["workload"], "qps");
     assert_eq!(json["options"]["outstanding"], 1);
@@ -223,13 +215,7 @@ fn the_qps_preset_and_a_mix_run_against_the_agent() {
     assert_eq!(u64_at(&json, &["retcodes", "NOEXIST"]), completed);
 
     let mix = "get_host=8,report=1,get_route=1";
-    let (out, json) = lars_perf_json(
-        &[
-            &["--base-port", &base_port, "--mix", mix, "--keys", "5"][..],
-            &SHORT,
-        ]
-        .concat(),
-    );
+    let (out, json) = short_json_run(&base_port, &["--mix", mix, "--keys", "5"]);
     assert_eq!(out.status.code(), Some(0), "{json}");
     assert_eq!(json["options"]["workload"], "mix");
     for kind in ["get_host", "get_route", "report"] {
@@ -244,8 +230,7 @@ fn the_qps_preset_and_a_mix_run_against_the_agent() {
         u64_at(&json, &["by_kind", "get_route", "answers"])
     );
 
-    let (out, json) =
-        lars_perf_json(&[&["--base-port", &base_port, "--rate", "2000"][..], &SHORT].concat());
+    let (out, json) = short_json_run(&base_port, &["--rate", "2000"]);
     assert_eq!(out.status.code(), Some(0), "{json}");
     assert_eq!(json["options"]["open_loop"], true);
     assert!(u64_at(&json, &["answers"]) > 0, "{json}");
@@ -257,27 +242,22 @@ fn all_sockets_together_walk_a_large_key_set_without_repeating_keys() {
     let base_port = agent.field("base_port");
     // Far more keys than a short run sends: if the 2 threads x 4 sockets x 16 slots walk the
     // key set together, every answered get_route asked for a key no other request asked for.
-    let (out, json) = lars_perf_json(
+    let (out, json) = short_json_run(
+        &base_port,
         &[
-            &[
-                "--base-port",
-                &base_port,
-                "--workload",
-                "get_route",
-                "--modid",
-                "1..10000000",
-                "--cmdid",
-                "1",
-                "--threads",
-                "2",
-                "--sockets",
-                "4",
-                "--outstanding",
-                "16",
-            ][..],
-            &SHORT,
-        ]
-        .concat(),
+            "--workload",
+            "get_route",
+            "--modid",
+            "1..10000000",
+            "--cmdid",
+            "1",
+            "--threads",
+            "2",
+            "--sockets",
+            "4",
+            "--outstanding",
+            "16",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{json}");
     let answers = u64_at(&json, &["by_kind", "get_route", "answers"]);

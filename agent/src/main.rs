@@ -3,6 +3,7 @@
 use anyhow::Context;
 use argh::FromArgs;
 use lars_agent::{Agent, AgentConfig};
+use lars_service::signals::StopSignals;
 use std::path::PathBuf;
 use tracing::info;
 
@@ -25,6 +26,16 @@ fn main() -> anyhow::Result<()> {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    // The signal handlers go in before the agent starts, so a SIGTERM or SIGINT that comes as
+    // soon as it says it is serving stops it cleanly rather than killing it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    let signals = {
+        let _context = runtime.enter();
+        StopSignals::install()
+    };
     let agent = Agent::start(&config).context("starting lars-agent")?;
     let stats = agent
         .stats_addr()
@@ -38,11 +49,7 @@ fn main() -> anyhow::Result<()> {
         stats = %stats,
         "lars-agent serving"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(lars_service::signals::wait_for_stop_signal());
+    runtime.block_on(StopSignals::wait_or_forever(signals));
     agent.stop();
     Ok(())
 }

@@ -21,6 +21,7 @@ use lars_agent::config::IoRuntime;
 use lars_agent::io::udp::{DATAGRAM_BUFFER, ShardSocket};
 use lars_agent::io::uring::{DatagramService, EventLoop, Flow};
 use lars_agent::io::{block_on, spawn_local};
+use lars_service::signals::StopSignals;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
 use tracing::warn;
@@ -115,16 +116,20 @@ fn main() -> anyhow::Result<()> {
             })
             .context("starting a worker thread")?;
     }
-    eprintln!(
-        "echo-server serving base_port={base_port} shards={} workers={workers} io={:?}",
-        args.shards, args.io
-    );
-
+    // Handlers first, so a signal sent as soon as the line below is read stops it cleanly.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the signal runtime")?;
-    runtime.block_on(lars_service::signals::wait_for_stop_signal());
+    let signals = {
+        let _context = runtime.enter();
+        StopSignals::install()
+    };
+    eprintln!(
+        "echo-server serving base_port={base_port} shards={} workers={workers} io={:?}",
+        args.shards, args.io
+    );
+    runtime.block_on(StopSignals::wait_or_forever(signals));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::rings::{Wake, ring};
 use crate::stats::AgentStats;
 use crate::uplink::{self, StopSignal};
 use crate::worker::{self, WorkerFlags, WorkerSetup};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -62,7 +62,7 @@ pub enum AgentError {
         /// How many were needed.
         shards: u16,
         /// On which address.
-        ip: std::net::IpAddr,
+        ip: IpAddr,
     },
     /// The stats endpoint could not be bound.
     #[error("cannot serve stats on {addr}: {source}")]
@@ -95,7 +95,8 @@ impl Agent {
     pub fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
         let cores = worker_cores(&config.agent.cores)?;
         let workers = cores.len();
-        let (base_port, sockets) = bind_shards(config)?;
+        let (base_port, sockets) =
+            bind_shards(config.agent.ip, config.agent.base_port, config.agent.shards)?;
         let stats = Arc::new(AgentStats::new(workers));
         let epoch = Instant::now();
         let capacity = config.agent.ring_capacity;
@@ -277,12 +278,16 @@ fn worker_cores(wanted: &[usize]) -> Result<Vec<Option<core_affinity::CoreId>>, 
     Ok(chosen.into_iter().map(Some).collect())
 }
 
-/// Binds every shard's socket: `base_port + i`, or a free consecutive range when it is 0.
-fn bind_shards(config: &AgentConfig) -> Result<(u16, Vec<UdpSocket>), AgentError> {
-    let ip = config.agent.ip;
-    let shards = config.agent.shards;
-    if config.agent.base_port != 0 {
-        let base = config.agent.base_port;
+/// Binds `shards` shard sockets on `ip` with [`bind_udp`]: ports `base_port + i`, or, when
+/// `base_port` is 0, a range of consecutive ports starting at one the OS picks. Returns the first
+/// port and the sockets in shard order.
+pub fn bind_shards(
+    ip: IpAddr,
+    base_port: u16,
+    shards: u16,
+) -> Result<(u16, Vec<UdpSocket>), AgentError> {
+    if base_port != 0 {
+        let base = base_port;
         let mut sockets = Vec::new();
         for shard in 0..shards {
             let addr = SocketAddr::new(ip, base + shard);

@@ -2,7 +2,7 @@
 //! exactly the agent's runtime and socket setup — one worker thread per CPU of the affinity mask,
 //! each pinned to its CPU (`core_affinity`) and running its own io_uring runtime
 //! ([`lars_agent::io::block_on`]); `shards` sockets on consecutive ports bound with
-//! [`lars_agent::agent::bind_udp`], shard `i` on worker `i % workers`; and the agent's choice of
+//! [`lars_agent::agent::bind_shards`], shard `i` on worker `i % workers`; and the agent's choice of
 //! runtime (`--io`, like `[agent] io`): `recv_depth` receive loops per socket
 //! ([`lars_agent::io::spawn_local`] over a [`ShardSocket`]) on `tokio-uring`, or the agent's
 //! [`EventLoop`] on `io-uring` — that sends every datagram back to its sender unchanged, doing no
@@ -16,18 +16,15 @@
 
 use anyhow::Context;
 use argh::FromArgs;
-use lars_agent::agent::bind_udp;
+use lars_agent::agent::bind_shards;
 use lars_agent::config::IoRuntime;
 use lars_agent::io::udp::{DATAGRAM_BUFFER, ShardSocket};
 use lars_agent::io::uring::{DatagramService, EventLoop, Flow};
 use lars_agent::io::{block_on, spawn_local};
 use lars_service::signals::StopSignals;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::rc::Rc;
 use tracing::warn;
-
-/// Times to look for a free range of consecutive ports when `--base-port` is 0.
-const PORT_RANGE_TRIES: usize = 64;
 
 /// echo-server: an io_uring UDP echo server with the agent's runtime and socket setup.
 ///
@@ -88,7 +85,8 @@ fn main() -> anyhow::Result<()> {
         _ => vec![None],
     };
     let workers = cores.len();
-    let (base_port, sockets) = bind_shards(args.ip, args.base_port, args.shards)?;
+    let (base_port, sockets) =
+        bind_shards(args.ip, args.base_port, args.shards).context("binding the shard sockets")?;
     let mut sockets: Vec<Option<UdpSocket>> = sockets.into_iter().map(Some).collect();
     for (index, core) in cores.into_iter().enumerate() {
         let mine: Vec<UdpSocket> = (0..usize::from(args.shards))
@@ -186,37 +184,4 @@ impl DatagramService for Echo {
         Flow::Continue
     }
     fn tick(&mut self) {}
-}
-
-/// Binds `shards` consecutive ports from `base_port`, or from a free port the OS picks when it
-/// is 0.
-///
-/// The agent's own `bind_shards` does the same from its config but is private to
-/// `lars_agent::agent`; this mirrors it over the public [`bind_udp`].
-fn bind_shards(ip: IpAddr, base_port: u16, shards: u16) -> anyhow::Result<(u16, Vec<UdpSocket>)> {
-    if base_port != 0 {
-        let sockets = (0..shards)
-            .map(|shard| {
-                let addr = SocketAddr::new(ip, base_port + shard);
-                bind_udp(addr).with_context(|| format!("binding shard {shard} on {addr}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        return Ok((base_port, sockets));
-    }
-    'tries: for _ in 0..PORT_RANGE_TRIES {
-        let first = bind_udp(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}:0"))?;
-        let base = first.local_addr().context("reading the bound port")?.port();
-        if u32::from(base) + u32::from(shards) > 65536 {
-            continue;
-        }
-        let mut sockets = vec![first];
-        for shard in 1..shards {
-            match bind_udp(SocketAddr::new(ip, base + shard)) {
-                Ok(socket) => sockets.push(socket),
-                Err(_) => continue 'tries,
-            }
-        }
-        return Ok((base, sockets));
-    }
-    anyhow::bail!("found no {shards} consecutive free UDP ports on {ip}")
 }

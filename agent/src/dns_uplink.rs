@@ -25,9 +25,9 @@ use crate::uplink::{Connector, StopSignal};
 use crate::worker::WorkerFlags;
 use bytes::BytesMut;
 use foldhash::HashMap;
-use lars_wire::frame::encode_frame;
-use lars_wire::messages::{GetRouteRequest, GetRouteResponse};
-use lars_wire::{FrameDecoder, Message, MsgId};
+use lars_wire::frame::encode_get_route_request;
+use lars_wire::messages::GetRouteResponse;
+use lars_wire::{FrameDecoder, Message};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -335,18 +335,15 @@ impl InboxBacklog {
 }
 
 fn encode_request(key: RouteKey, out: &mut BytesMut) {
-    let request = GetRouteRequest {
-        modid: key.modid,
-        cmdid: key.cmdid,
-    };
-    // A GetRouteRequest is at most 30 bytes: it always fits a frame.
-    let _ = encode_frame(MsgId::GetRouteRequest, &request, out);
+    encode_get_route_request(key.modid, key.cmdid, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rings::{DnsRequest, ring};
+    use lars_wire::MsgId;
+    use lars_wire::frame::encode_frame;
     use lars_wire::messages::HostInfo;
     use tokio::net::TcpListener;
 

@@ -148,6 +148,15 @@ pub fn encode_frame_into<M: MessageWrite>(
     Ok(total)
 }
 
+/// Appends the `GetRouteRequest` frame for `(modid, cmdid)` to `dst`: what an agent sends lars-dns
+/// to ask for (and subscribe to) a route. At most 30 bytes, so unlike [`encode_frame`] it cannot
+/// fail.
+pub fn encode_get_route_request(modid: i32, cmdid: i32, dst: &mut BytesMut) {
+    let request = crate::messages::GetRouteRequest { modid, cmdid };
+    encode_frame(MsgId::GetRouteRequest, &request, dst)
+        .expect("a GetRouteRequest is at most 30 bytes, far below the frame limit");
+}
+
 /// Appends one frame (header and body) to `dst`, growing it once to the exact frame size.
 pub fn encode_frame<M: MessageWrite>(
     msgid: MsgId,
@@ -212,6 +221,23 @@ impl Message {
 mod tests {
     use super::*;
     use crate::messages::GetRouteRequest;
+
+    #[test]
+    fn a_get_route_request_is_the_frame_encode_frame_makes_and_at_most_30_bytes() {
+        for (modid, cmdid) in [(1, 2), (i32::MIN, -1), (i32::MAX, 0)] {
+            let mut direct = BytesMut::new();
+            encode_get_route_request(modid, cmdid, &mut direct);
+            let mut general = BytesMut::new();
+            encode_frame(
+                MsgId::GetRouteRequest,
+                &GetRouteRequest { modid, cmdid },
+                &mut general,
+            )
+            .unwrap();
+            assert_eq!(direct, general);
+            assert!(direct.len() <= 30, "{} bytes", direct.len());
+        }
+    }
 
     fn header(msgid: i32, msglen: i32) -> Vec<u8> {
         FrameHeader { msgid, msglen }.to_bytes().to_vec()

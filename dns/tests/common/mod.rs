@@ -8,8 +8,8 @@ use lars_dns::{DnsConfig, DnsServer, DnsStats};
 use lars_service::testing::ServiceTask;
 pub use lars_service::testing::eventually;
 use lars_store::StoreUrl;
-use lars_wire::messages::{GetRouteRequest, GetRouteResponse};
-use lars_wire::{FrameDecoder, Message, MsgId};
+use lars_wire::messages::GetRouteResponse;
+use lars_wire::{FrameDecoder, Message};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -162,12 +162,7 @@ impl Responses {
 pub fn requests(keys: impl IntoIterator<Item = (i32, i32)>) -> BytesMut {
     let mut out = BytesMut::new();
     for (modid, cmdid) in keys {
-        lars_wire::frame::encode_frame(
-            MsgId::GetRouteRequest,
-            &GetRouteRequest { modid, cmdid },
-            &mut out,
-        )
-        .expect("a GetRouteRequest fits in a frame");
+        lars_wire::frame::encode_get_route_request(modid, cmdid, &mut out);
     }
     out
 }

@@ -10,7 +10,6 @@ use bytes::BytesMut;
 use lars_bench::{latency_histogram, machine, percentiles, record};
 use lars_dns::{DnsConfig, DnsServer};
 use lars_store::{RouteHost, RouteKey, Store, StoreUrl};
-use lars_wire::messages::GetRouteRequest;
 use lars_wire::{FrameDecoder, MsgId};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -145,12 +144,7 @@ async fn seed(url: &StoreUrl, routes: i32, hosts: u8) -> anyhow::Result<Store> {
 fn request_frames(keys: impl Iterator<Item = (i32, i32)>) -> BytesMut {
     let mut out = BytesMut::new();
     for (modid, cmdid) in keys {
-        lars_wire::frame::encode_frame(
-            MsgId::GetRouteRequest,
-            &GetRouteRequest { modid, cmdid },
-            &mut out,
-        )
-        .expect("small frame");
+        lars_wire::frame::encode_get_route_request(modid, cmdid, &mut out);
     }
     out
 }

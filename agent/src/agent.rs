@@ -1,16 +1,18 @@
-//! Assembling an agent: decide the workers (one per allowed CPU), bind every shard's socket,
-//! build the rings, start the workers, the two uplinks and the stats endpoint; and stop them in
+//! Assembling an agent: decide the workers (one per allowed CPU) and their I/O driver (`[agent]
+//! io`, probed once when `auto`), bind every shard's socket, build the rings, start the workers
+//! (each returns once its driver runs), the stats endpoint and the two uplinks; and stop them in
 //! the order that loses nothing (workers first, their last statistics flushed by the report
-//! uplink, then the uplinks).
+//! uplink, then the uplinks). A start that fails half-way stops what it started.
 
 use crate::admin::Admin;
-use crate::config::{AgentConfig, IoRuntime};
+use crate::config::AgentConfig;
 use crate::dns_uplink::{self, DnsUplinkSetup, WorkerLink};
+use crate::io::{self, Driver, DriverError};
 use crate::report_uplink::{self, ReportUplinkSetup};
 use crate::rings::{Wake, ring};
 use crate::stats::AgentStats;
-use crate::uplink::{self, StopSignal};
-use crate::worker::{self, WorkerFlags, WorkerSetup};
+use crate::uplink::{self, UplinkStop};
+use crate::worker::{self, SpawnError, WorkerFlags, WorkerSetup};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,13 +49,14 @@ pub enum AgentError {
         wanted: Vec<usize>,
     },
     /// A shard's port could not be bound.
-    #[error("cannot bind shard {shard} on {addr}: {source}")]
+    #[error("cannot bind shard {shard} on {addr}")]
     Bind {
         /// The shard.
         shard: u16,
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
     /// No free range of consecutive ports was found for `base_port = 0`.
@@ -65,36 +68,86 @@ pub enum AgentError {
         ip: IpAddr,
     },
     /// The stats endpoint could not be bound.
-    #[error("cannot serve stats on {addr}: {source}")]
+    #[error("cannot serve stats on {addr}")]
     Stats {
         /// The address.
         addr: String,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
     /// A worker's wake-up eventfd could not be made.
-    #[error("cannot make a worker's wake-up eventfd: {0}")]
-    Wake(std::io::Error),
+    #[error("cannot make worker {worker}'s wake-up eventfd")]
+    Wake {
+        /// The worker.
+        worker: usize,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker's I/O driver could not be set up (`[agent] io` forced a driver this machine
+    /// cannot run).
+    #[error("worker {worker} cannot start its {driver} driver")]
+    Driver {
+        /// The worker.
+        worker: usize,
+        /// The driver.
+        driver: Driver,
+        /// Why.
+        #[source]
+        source: DriverError,
+    },
+    /// A worker did not start for another reason.
+    #[error("worker {worker} did not start")]
+    Worker {
+        /// The worker.
+        worker: usize,
+        /// Why.
+        #[source]
+        source: SpawnError,
+    },
     /// A thread could not be started.
-    #[error("cannot start thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start the {name} thread")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    fn from_spawn(worker: usize, error: SpawnError) -> AgentError {
+        match error {
+            SpawnError::Driver { driver, source } => AgentError::Driver {
+                worker,
+                driver,
+                source,
+            },
+            source => AgentError::Worker { worker, source },
+        }
+    }
 }
 
 /// A running agent.
 pub struct Agent {
     base_port: u16,
+    driver: Driver,
     stats: Arc<AgentStats>,
     workers: Vec<(JoinHandle<()>, Arc<WorkerFlags>, Wake)>,
-    dns: (JoinHandle<()>, StopSignal),
-    report: (JoinHandle<()>, StopSignal),
+    dns: Option<(JoinHandle<()>, UplinkStop)>,
+    report: Option<(JoinHandle<()>, UplinkStop)>,
     admin: Option<Admin>,
 }
 
 impl Agent {
-    /// Starts an agent as `config` says.
+    /// Starts an agent as `config` says. Returns once every worker's driver runs; when one
+    /// cannot start, stops what was started and returns why.
     pub fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
         let cores = worker_cores(&config.agent.cores)?;
         let workers = cores.len();
+        let driver = io::resolve(config.agent.io);
         let (base_port, sockets) =
             bind_shards(config.agent.ip, config.agent.base_port, config.agent.shards)?;
         let stats = Arc::new(AgentStats::new(workers));
@@ -108,18 +161,16 @@ impl Agent {
         let mut links = Vec::new();
         let mut setups = Vec::new();
         let mut sockets: Vec<Option<UdpSocket>> = sockets.into_iter().map(Some).collect();
-        for (index, core) in cores.into_iter().enumerate() {
+        for (worker, core) in cores.into_iter().enumerate() {
             let (dns_tx, dns_rx) = ring(capacity, dns_wake.clone());
             let (report_tx, report_rx) = ring(capacity, report_wake.clone());
-            let wake = match config.agent.io {
-                IoRuntime::TokioUring => Wake::new(),
-                IoRuntime::IoUring => Wake::with_eventfd().map_err(AgentError::Wake)?,
-            };
+            let wake =
+                Wake::with_eventfd().map_err(|source| AgentError::Wake { worker, source })?;
             let (inbox_tx, inbox_rx) = ring(capacity, wake.clone());
             let flags = Arc::new(WorkerFlags::default());
             let shards = (0..config.agent.shards)
-                .filter(|shard| *shard as usize % workers == index)
-                .filter_map(|shard| sockets[shard as usize].take().map(|s| (shard, s)))
+                .filter(|shard| usize::from(*shard) % workers == worker)
+                .filter_map(|shard| sockets[usize::from(shard)].take().map(|s| (shard, s)))
                 .collect();
             dns_rxs.push(dns_rx);
             report_rxs.push(report_rx);
@@ -129,7 +180,7 @@ impl Agent {
                 wake: wake.clone(),
             });
             setups.push(WorkerSetup {
-                index,
+                worker,
                 core,
                 shards,
                 dns_tx,
@@ -137,79 +188,104 @@ impl Agent {
                 inbox: inbox_rx,
                 wake,
                 flags,
-                stats: stats.workers[index].clone(),
+                stats: stats.workers[worker].clone(),
                 settings: config.loadbalance.clone(),
-                io: config.agent.io,
-                recv_depth: config.agent.recv_depth,
+                driver,
                 report_interval: config.report_interval(),
                 epoch,
             });
         }
 
-        let admin = if config.agent.stats_addr.is_empty() {
-            None
-        } else {
-            let addr: SocketAddr =
-                config
-                    .agent
-                    .stats_addr
-                    .parse()
-                    .map_err(|_| AgentError::Stats {
-                        addr: config.agent.stats_addr.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "not ip:port",
-                        ),
-                    })?;
-            Some(
-                Admin::start(addr, stats.clone()).map_err(|source| AgentError::Stats {
-                    addr: config.agent.stats_addr.clone(),
-                    source,
-                })?,
-            )
+        let mut agent = Agent {
+            base_port,
+            driver,
+            stats,
+            workers: Vec::new(),
+            dns: None,
+            report: None,
+            admin: None,
         };
+        let uplinks = Uplinks {
+            dns: DnsUplinkSetup {
+                addrs: config.dns_addrs(),
+                requests: dns_rxs,
+                stop: UplinkStop::new(dns_wake.clone()),
+                wake: dns_wake,
+                workers: links,
+                config: config.uplink.clone(),
+                stats: agent.stats.dns.clone(),
+            },
+            report: ReportUplinkSetup {
+                addrs: config.reporter_addrs(),
+                reports: report_rxs,
+                stop: UplinkStop::new(report_wake.clone()),
+                wake: report_wake,
+                config: config.uplink.clone(),
+                stats: agent.stats.report.clone(),
+            },
+        };
+        match agent.launch(config, setups, uplinks) {
+            Ok(()) => Ok(agent),
+            Err(e) => {
+                agent.shutdown();
+                Err(e)
+            }
+        }
+    }
 
-        let dns_stop = StopSignal::new(dns_wake.clone());
-        let dns_setup = DnsUplinkSetup {
-            addrs: config.dns_addrs(),
-            requests: dns_rxs,
-            wake: dns_wake,
-            workers: links,
-            config: config.uplink.clone(),
-            stats: stats.dns.clone(),
-            stop: dns_stop.clone(),
-        };
-        let dns = uplink::spawn("lars-dns-uplink", move || dns_uplink::run(dns_setup))
-            .map_err(AgentError::Thread)?;
-        let report_stop = StopSignal::new(report_wake.clone());
-        let report_setup = ReportUplinkSetup {
-            addrs: config.reporter_addrs(),
-            reports: report_rxs,
-            wake: report_wake,
-            config: config.uplink.clone(),
-            stats: stats.report.clone(),
-            stop: report_stop.clone(),
-        };
-        let report = uplink::spawn("lars-report-uplink", move || {
-            report_uplink::run(report_setup)
-        })
-        .map_err(AgentError::Thread)?;
-
-        let mut handles = Vec::new();
+    /// Starts the workers, the stats endpoint and the uplinks, keeping each in `self` as it
+    /// starts so that [`Agent::shutdown`] stops exactly what did.
+    fn launch(
+        &mut self,
+        config: &AgentConfig,
+        setups: Vec<WorkerSetup>,
+        uplinks: Uplinks,
+    ) -> Result<(), AgentError> {
         for setup in setups {
+            let worker = setup.worker;
             let flags = setup.flags.clone();
             let wake = setup.wake.clone();
-            let handle = worker::spawn(setup).map_err(AgentError::Thread)?;
-            handles.push((handle, flags, wake));
+            let handle = worker::spawn(setup).map_err(|e| AgentError::from_spawn(worker, e))?;
+            self.workers.push((handle, flags, wake));
         }
-        Ok(Agent {
-            base_port,
-            stats,
-            workers: handles,
-            dns: (dns, dns_stop),
-            report: (report, report_stop),
-            admin,
-        })
+
+        if !config.agent.stats_addr.is_empty() {
+            let stats_error = |source| AgentError::Stats {
+                addr: config.agent.stats_addr.clone(),
+                source,
+            };
+            let addr: SocketAddr = config.agent.stats_addr.parse().map_err(|_| {
+                stats_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not ip:port",
+                ))
+            })?;
+            self.admin = Some(Admin::start(addr, self.stats.clone()).map_err(stats_error)?);
+        }
+
+        let Uplinks { dns, report } = uplinks;
+        let dns_stop = dns.stop.clone();
+        let handle =
+            uplink::spawn("lars-dns-uplink", move || dns_uplink::run(dns)).map_err(|source| {
+                AgentError::Thread {
+                    name: "lars-dns-uplink",
+                    source,
+                }
+            })?;
+        self.dns = Some((handle, dns_stop));
+        let report_stop = report.stop.clone();
+        let handle = uplink::spawn("lars-report-uplink", move || report_uplink::run(report))
+            .map_err(|source| AgentError::Thread {
+                name: "lars-report-uplink",
+                source,
+            })?;
+        self.report = Some((handle, report_stop));
+        Ok(())
+    }
+
+    /// The I/O driver the workers run.
+    pub fn driver(&self) -> Driver {
+        self.driver
     }
 
     /// UDP port of shard 0.
@@ -234,23 +310,36 @@ impl Agent {
 
     /// Stops everything: the workers hand over their last statistics, the report uplink sends
     /// them if it can, then the uplinks and the stats endpoint stop.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.shutdown();
+        info!("lars-agent stopped");
+    }
+
+    /// Stops what runs, in the order that loses nothing.
+    fn shutdown(&mut self) {
         for (_, flags, wake) in &self.workers {
             flags.stop.store(true, Ordering::Release);
             wake.fire();
         }
-        for (handle, _, _) in self.workers {
+        for (handle, _, _) in self.workers.drain(..) {
             let _ = handle.join();
         }
-        self.dns.1.raise();
-        self.report.1.raise();
-        let _ = self.dns.0.join();
-        let _ = self.report.0.join();
-        if let Some(admin) = self.admin {
+        for uplink in [&self.dns, &self.report].into_iter().flatten() {
+            uplink.1.raise();
+        }
+        for (handle, _) in [self.dns.take(), self.report.take()].into_iter().flatten() {
+            let _ = handle.join();
+        }
+        if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        info!("lars-agent stopped");
     }
+}
+
+/// The uplinks' setups, made before the workers start and started after them.
+struct Uplinks {
+    dns: DnsUplinkSetup,
+    report: ReportUplinkSetup,
 }
 
 /// The CPUs to run workers on: the affinity mask, narrowed by `agent.cores`.

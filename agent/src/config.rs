@@ -26,11 +26,8 @@ pub struct DataPlaneConfig {
     pub shards: u16,
     /// CPUs to run workers on; empty means every CPU the process may run on (its affinity mask).
     pub cores: Vec<usize>,
-    /// The workers' I/O runtime.
-    pub io: IoRuntime,
-    /// Receives kept in flight per shard socket (the `tokio-uring` runtime; the `io-uring` one
-    /// keeps one multishot receive per socket).
-    pub recv_depth: usize,
+    /// The workers' I/O driver.
+    pub io: DriverChoice,
     /// How often each route's statistics may be sent to the reporter, in milliseconds.
     pub report_interval_ms: u64,
     /// Capacity of each ring between a worker and an uplink.
@@ -47,8 +44,7 @@ impl Default for DataPlaneConfig {
             base_port: 8888,
             shards: 3,
             cores: Vec::new(),
-            io: IoRuntime::default(),
-            recv_depth: 16,
+            io: DriverChoice::default(),
             report_interval_ms: 1000,
             ring_capacity: 16384,
             stats_addr: "127.0.0.1:8890".to_string(),
@@ -56,19 +52,46 @@ impl Default for DataPlaneConfig {
     }
 }
 
-/// Which io_uring runtime the workers run (`[agent] io`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IoRuntime {
-    /// `"tokio-uring"`: tokio-uring's runtime, with `recv_depth` receive tasks per socket. The
-    /// default until the `io-uring` loop passed every agent test and measured better (fewer
-    /// agent µs per request, more throughput: perf/RESULTS.md); kept to compare against.
-    TokioUring,
-    /// `"io-uring"` (the default): the hand-written loop of `io::uring` on the `io-uring` crate:
-    /// one multishot receive per socket from a provided-buffer ring, one `io_uring_enter` per
-    /// round, no epoll.
+/// Which I/O driver the workers run (`[agent] io`): see [`crate::io`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// `"auto"` (the default): `io-uring` when io_uring can be set up here (probed once at
+    /// start), else `portable`, with one warning naming why.
     #[default]
+    Auto,
+    /// `"io-uring"`: the hand-written io_uring loop (Linux 6.1); the agent does not start when
+    /// it cannot be set up.
     IoUring,
+    /// `"portable"`: non-blocking sockets on epoll with `recvmmsg`/`sendmmsg`.
+    Portable,
+}
+
+impl DriverChoice {
+    /// The values `[agent] io` accepts, as written in the config.
+    pub const NAMES: [&'static str; 3] = ["auto", "io-uring", "portable"];
+}
+
+impl std::str::FromStr for DriverChoice {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<DriverChoice, String> {
+        match value {
+            "auto" => Ok(DriverChoice::Auto),
+            "io-uring" => Ok(DriverChoice::IoUring),
+            "portable" => Ok(DriverChoice::Portable),
+            other => Err(format!(
+                "`{other}` is not an I/O driver; `io` must be one of {}",
+                DriverChoice::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DriverChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        value.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A TCP peer of the agent (`[dnsserver]`, `[reporter]`, Lars' names).
@@ -171,7 +194,6 @@ impl AgentConfig {
                 ),
             ));
         }
-        at_least_one(origin, "agent.recv_depth", a.recv_depth as u64)?;
         at_least_one(origin, "agent.report_interval_ms", a.report_interval_ms)?;
         if a.ring_capacity < 16 {
             return Err(ConfigError::invalid(
@@ -269,13 +291,25 @@ mod tests {
     }
 
     #[test]
-    fn the_io_runtime_is_named_like_its_crate() {
-        assert_eq!(parse("").unwrap().agent.io, IoRuntime::IoUring);
-        let config = parse("[agent]\nio = \"io-uring\"\n").unwrap();
-        assert_eq!(config.agent.io, IoRuntime::IoUring);
-        let config = parse("[agent]\nio = \"tokio-uring\"\n").unwrap();
-        assert_eq!(config.agent.io, IoRuntime::TokioUring);
-        assert!(parse("[agent]\nio = \"epoll\"\n").is_err());
+    fn the_io_driver_is_auto_io_uring_or_portable() {
+        assert_eq!(parse("").unwrap().agent.io, DriverChoice::Auto);
+        for (name, choice) in [
+            ("auto", DriverChoice::Auto),
+            ("io-uring", DriverChoice::IoUring),
+            ("portable", DriverChoice::Portable),
+        ] {
+            let config = parse(&format!("[agent]\nio = \"{name}\"\n")).unwrap();
+            assert_eq!(config.agent.io, choice);
+        }
+        for old in ["epoll", "tokio-uring"] {
+            let err = parse(&format!("[agent]\nio = \"{old}\"\n")).unwrap_err();
+            assert!(
+                err.contains("io")
+                    && err.contains(old)
+                    && DriverChoice::NAMES.iter().all(|n| err.contains(n)),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -306,6 +340,7 @@ mod tests {
                 "dnsserver",
             ),
             ("[agent]\nshard = 3\n", "shard"),
+            ("[agent]\nrecv_depth = 16\n", "recv_depth"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{text}: {err}");

@@ -21,7 +21,7 @@ use crate::rings::{DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
 use crate::route::HostAddr;
 use crate::route_table::RouteKey;
 use crate::stats::UplinkStats;
-use crate::uplink::{Connector, StopSignal};
+use crate::uplink::{Connector, UplinkStop};
 use crate::worker::WorkerFlags;
 use bytes::BytesMut;
 use foldhash::HashMap;
@@ -69,7 +69,7 @@ pub struct DnsUplinkSetup {
     /// Counters.
     pub stats: Arc<UplinkStats>,
     /// Raised to stop.
-    pub stop: StopSignal,
+    pub stop: UplinkStop,
 }
 
 /// Why a connection ended.
@@ -83,7 +83,7 @@ struct DnsUplink {
     wake: Wake,
     workers: Vec<WorkerLink>,
     stats: Arc<UplinkStats>,
-    stop: StopSignal,
+    stop: UplinkStop,
     /// Route → bit mask of the shards that asked for it.
     subscribed: HashMap<RouteKey, u64>,
     /// What each worker's full inbox could not take yet, by worker index.
@@ -462,7 +462,7 @@ mod tests {
         let worker_wake = Wake::new();
         let (inbox, mut inbox_rx) = ring(8, worker_wake.clone());
         let stats = Arc::new(UplinkStats::default());
-        let stop = StopSignal::new(uplink_wake.clone());
+        let stop = UplinkStop::new(uplink_wake.clone());
         let uplink = tokio::spawn(run(DnsUplinkSetup {
             addrs: vec![addr],
             requests: vec![requests_rx],

@@ -1,15 +1,16 @@
 //! The Lars agent: runs on every host next to the callers, answers their `get_host`, `report`
 //! and `get_route` over UDP, pulls routes from lars-dns and uploads call statistics to
-//! lars-reporter (SPEC §2).
+//! lars-reporter.
 //!
 //! The files are the parts of the agent:
 //! - [`loadbalance`], [`route`], [`route_table`]: the decision-making core, plain sans-I/O code
 //!   that takes the time as an argument (Lars' thresholds, the per-host idle/overload state
 //!   machine, when to ask dns, the statistics to upload);
 //! - [`shard`]: one shard's request handling (datagram in, reply bytes out), also without I/O;
-//! - [`worker`]: one pinned thread per CPU with its own io_uring runtime, owning its shards;
-//! - [`io`]: everything that touches io_uring: the `tokio-uring` runtime and the hand-written
-//!   `io-uring` event loop (the crate's only `unsafe`);
+//! - [`worker`]: one pinned thread per CPU with its own I/O loop, owning its shards;
+//! - [`io`]: everything that touches the sockets: the seam a worker serves through and its two
+//!   drivers, the hand-written `io-uring` loop and the `portable` epoll loop (the crate's only
+//!   `unsafe`);
 //! - [`rings`]: the SPSC rings between the workers and the uplinks;
 //! - [`uplink`], [`dns_uplink`], [`report_uplink`]: the TCP clients to lars-dns and lars-reporter;
 //! - [`stats`], [`admin`]: the counters and the endpoint that serves them;

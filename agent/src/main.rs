@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         base_port = agent.base_port(),
         shards = config.agent.shards,
         workers = agent.workers(),
-        io = ?config.agent.io,
+        io = %agent.driver(),
         stats = %stats,
         "lars-agent serving"
     );

@@ -10,7 +10,7 @@ use crate::config::UplinkConfig;
 use crate::rings::{ReportUplinkRx, Wake};
 use crate::route_table::RouteKey;
 use crate::stats::UplinkStats;
-use crate::uplink::{Connector, StopSignal};
+use crate::uplink::{Connector, UplinkStop};
 use bytes::BytesMut;
 use foldhash::{HashMap, HashSet};
 use lars_wire::MsgId;
@@ -37,7 +37,7 @@ pub struct ReportUplinkSetup {
     /// Counters.
     pub stats: Arc<UplinkStats>,
     /// Raised to stop.
-    pub stop: StopSignal,
+    pub stop: UplinkStop,
 }
 
 enum Ended {
@@ -49,7 +49,7 @@ struct ReportUplink {
     reports: Vec<ReportUplinkRx>,
     wake: Wake,
     stats: Arc<UplinkStats>,
-    stop: StopSignal,
+    stop: UplinkStop,
     /// The latest statistics of every route.
     latest: HashMap<RouteKey, ReportStatusRequest>,
     /// Routes whose latest statistics were not sent yet.

@@ -26,10 +26,9 @@ use tokio::sync::Notify;
 /// when its push made a ring non-empty. Permits are stored, so no wake-up is lost between the
 /// consumer's last check and its wait.
 ///
-/// Two kinds, for two kinds of consumer: a tokio [`Notify`] for the uplinks and the
-/// `tokio-uring` workers ([`Wake::wait`]), and an eventfd for the `io-uring` workers, whose loop
-/// keeps a read of [`Wake::eventfd`] in flight on its ring (the eventfd's counter is the
-/// permit).
+/// Two kinds, for two kinds of consumer: a tokio [`Notify`] for the uplinks ([`Wake::wait`]),
+/// and an eventfd for the workers, whose loop watches [`Wake::eventfd`] whichever driver runs it
+/// (the eventfd's counter is the permit).
 #[derive(Debug, Clone, Default)]
 pub struct Wake(Arc<WakeInner>);
 
@@ -45,7 +44,7 @@ impl Wake {
         Wake::default()
     }
 
-    /// A new wake-up that writes an eventfd, for a consumer that waits in `io_uring_enter`.
+    /// A new wake-up that writes an eventfd, for a worker's loop.
     pub fn with_eventfd() -> std::io::Result<Wake> {
         Ok(Wake(Arc::new(WakeInner {
             notify: Notify::new(),

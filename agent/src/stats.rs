@@ -116,6 +116,8 @@ pub struct WorkerStats {
     pub routes: Counter,
     /// Hosts held now.
     pub hosts: Counter,
+    /// The I/O driver the worker runs ("io-uring", "portable"), set once it runs.
+    pub driver: std::sync::OnceLock<&'static str>,
 }
 
 impl WorkerStats {
@@ -266,6 +268,16 @@ impl AgentStats {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (i, w) in self.workers.iter().enumerate() {
                 let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", field(w).get());
+            }
+        }
+        let name = "lars_agent_worker_driver";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The I/O driver the worker runs (1).\n# TYPE {name} gauge"
+        );
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some(driver) = w.driver.get() {
+                let _ = writeln!(out, "{name}{{worker=\"{i}\",driver=\"{driver}\"}} 1");
             }
         }
         let name = "lars_agent_replies_total";

@@ -36,15 +36,15 @@ where
 
 /// Tells an uplink to stop: the flag, and the wake-up its loop waits on.
 #[derive(Debug, Clone)]
-pub struct StopSignal {
+pub struct UplinkStop {
     flag: Arc<AtomicBool>,
     wake: Wake,
 }
 
-impl StopSignal {
+impl UplinkStop {
     /// A signal that fires `wake` when raised.
-    pub fn new(wake: Wake) -> StopSignal {
-        StopSignal {
+    pub fn new(wake: Wake) -> UplinkStop {
+        UplinkStop {
             flag: Arc::default(),
             wake,
         }

@@ -1,22 +1,17 @@
-//! A worker: one thread pinned to one CPU, running its own io_uring runtime, owning the shards
-//! assigned to it (shard `i` on worker `i % workers`) — their sockets and route tables — and its
-//! ends of the rings. Nothing it owns is shared: tasks on the worker's thread take turns on its
-//! state (`Rc<RefCell<_>>`, never borrowed across an await), so there is no lock anywhere on the
-//! request path.
+//! A worker: one thread pinned to one CPU, running its own I/O loop, owning the shards assigned
+//! to it (shard `i` on worker `i % workers`) — their sockets and route tables — and its ends of
+//! the rings. Nothing it owns is shared, so there is no lock anywhere on the request path.
 //!
-//! Two runtimes serve the same state (`WorkerState`'s `handle`, `on_wake` and
-//! `send_reports`), chosen by `[agent] io`:
-//! - `tokio-uring`: tasks — `recv_depth` receive loops per shard socket (several receives in
-//!   flight, so the ring batches submissions and completions), one report loop (statistics
-//!   every `report_interval`), and the inbox loop (route updates from the dns uplink, the
-//!   dns-reconnected flag, stop), woken by a tokio `Notify`;
-//! - `io-uring`: the hand-written [`EventLoop`], which calls the same state through
-//!   [`DatagramService`]: datagrams, the eventfd wake-up and a tick every `report_interval`.
+//! The worker's state serves its traffic through [`DatagramService`] (datagrams, the eventfd
+//! wake-up with route updates from the dns uplink and stop, a tick every `report_interval` for
+//! the statistics) and does not know which driver runs it: [`DatagramLoop`] is the `io-uring`
+//! or the `portable` driver, as the agent resolved `[agent] io`.
+//!
+//! Words: `worker` is the worker's number; `shard` is a shard's number in the agent (its port is
+//! `base_port + shard`); `local` is a shard's index in this worker's list, which is also its
+//! socket's index in the loop.
 
-use crate::config::IoRuntime;
-use crate::io::udp::{DATAGRAM_BUFFER, ShardSocket};
-use crate::io::uring::{DatagramService, EventLoop, Flow};
-use crate::io::{block_on, spawn_local};
+use crate::io::{DatagramLoop, DatagramService, Driver, DriverError, LoopControl};
 use crate::loadbalance::LbSettings;
 use crate::log_limit::LogLimit;
 use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx};
@@ -24,9 +19,7 @@ use crate::route::{HostTransition, Millis};
 use crate::route_table::{DnsUpdateOutcome, RouteKey, RouteTable};
 use crate::shard::Shard;
 use crate::stats::{DropReason, WorkerStats};
-use std::cell::RefCell;
 use std::net::Ipv4Addr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,10 +42,10 @@ pub struct WorkerFlags {
 /// Everything a worker is started with.
 pub struct WorkerSetup {
     /// Worker number.
-    pub index: usize,
+    pub worker: usize,
     /// CPU to pin the thread to, if any.
     pub core: Option<core_affinity::CoreId>,
-    /// The shards it serves, with their bound sockets.
+    /// The shards it serves (by shard number), with their bound sockets.
     pub shards: Vec<(u16, std::net::UdpSocket)>,
     /// Ring to the dns uplink.
     pub dns_tx: DnsUplinkTx,
@@ -60,7 +53,7 @@ pub struct WorkerSetup {
     pub report_tx: ReportUplinkTx,
     /// Ring from the dns uplink.
     pub inbox: WorkerInboxRx,
-    /// Fired when the inbox gets items or a flag is raised.
+    /// Fired when the inbox gets items or a flag is raised; made with [`Wake::with_eventfd`].
     pub wake: Wake,
     /// Stop and reconnect flags.
     pub flags: Arc<WorkerFlags>,
@@ -68,54 +61,82 @@ pub struct WorkerSetup {
     pub stats: Arc<WorkerStats>,
     /// Load-balancing settings.
     pub settings: LbSettings,
-    /// The runtime to serve with.
-    pub io: IoRuntime,
-    /// Receives in flight per socket (`tokio-uring`).
-    pub recv_depth: usize,
+    /// The driver to serve with.
+    pub driver: Driver,
     /// How often statistics go to the report uplink.
     pub report_interval: Duration,
     /// The agent's epoch for [`Millis`].
     pub epoch: Instant,
 }
 
-/// Starts the worker's thread and returns once it has pinned itself to its CPU, so that what
-/// the agent shows once started (its counters, its "serving" line) already holds.
-pub fn spawn(setup: WorkerSetup) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel::<()>(1);
+/// Why a worker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Its thread could not be started.
+    #[error("cannot start the worker's thread")]
+    Thread(#[source] std::io::Error),
+    /// Its driver could not be set up.
+    #[error("cannot set up the worker's {driver} driver")]
+    Driver {
+        /// The driver.
+        driver: Driver,
+        /// Why.
+        #[source]
+        source: DriverError,
+    },
+    /// Its wake-up has no eventfd for the loop to watch (made with `Wake::new`).
+    #[error("the worker's wake-up has no eventfd")]
+    NoEventFd,
+    /// Its thread ended before saying whether its driver runs (it panicked).
+    #[error("the worker's thread ended while starting")]
+    Ended,
+}
+
+/// Starts the worker's thread and returns once it has pinned itself to its CPU and set up its
+/// driver, so that what the agent shows once started (its counters, its "serving" line) already
+/// holds; a driver that cannot be set up is returned as [`SpawnError::Driver`] and the thread
+/// ends.
+pub fn spawn(setup: WorkerSetup) -> Result<std::thread::JoinHandle<()>, SpawnError> {
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel::<Result<(), SpawnError>>(1);
     let handle = std::thread::Builder::new()
-        .name(format!("lars-worker-{}", setup.index))
+        .name(format!("lars-worker-{}", setup.worker))
         .spawn(move || {
             if let Some(core) = setup.core {
                 if core_affinity::set_for_current(core) {
                     setup.stats.core.set(core.id as u64);
                 } else {
                     warn!(
-                        worker = setup.index,
+                        worker = setup.worker,
                         core = core.id,
                         "could not pin worker to its CPU"
                     );
                 }
             }
-            let _ = pinned_tx.send(());
-            match setup.io {
-                IoRuntime::TokioUring => block_on(run_tokio_uring(setup)),
-                IoRuntime::IoUring => run_io_uring(setup),
-            }
-        })?;
-    // An error means the thread ended before saying so; joining it tells the rest.
-    let _ = pinned_rx.recv();
-    Ok(handle)
+            run(setup, started_tx);
+        })
+        .map_err(SpawnError::Thread)?;
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(SpawnError::Ended)
+        }
+    }
 }
 
-/// The worker's state: its shards and its ends of the rings. Shared by its tasks on its thread
-/// (`tokio-uring`) or owned by its event loop (`io-uring`).
+/// The worker's state: its shards and its ends of the rings, owned by its loop.
 struct WorkerState {
-    index: usize,
+    worker: usize,
     inbox: WorkerInboxRx,
     flags: Arc<WorkerFlags>,
-    /// Shards by their position in this worker; `slot[shard index]` finds them.
+    /// The shards, by `local`.
     shards: Vec<Shard>,
-    slot: Vec<Option<usize>>,
+    /// `local_of[shard]`: where shard number `shard` is in `shards`, if this worker has it.
+    local_of: Vec<Option<usize>>,
     dns_tx: DnsUplinkTx,
     report_tx: ReportUplinkTx,
     stats: Arc<WorkerStats>,
@@ -128,10 +149,10 @@ impl WorkerState {
         Millis::from(self.epoch.elapsed())
     }
 
-    /// Handles one datagram for the shard at `position`; returns the reply's length.
-    fn handle(&mut self, position: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+    /// Handles one datagram for the shard at `local`; returns the reply's length.
+    fn handle(&mut self, local: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
         let now = self.now();
-        let shard = &mut self.shards[position];
+        let shard = &mut self.shards[local];
         let handled = shard.handle(datagram, reply, now, &self.stats);
         if let Some(ask) = handled.ask {
             let request = DnsRequest {
@@ -147,7 +168,7 @@ impl WorkerState {
         if let Some((key, transition)) = handled.transition
             && let Some(suppressed) = self.logs.allow(now)
         {
-            log_transition(self.index, key, transition, suppressed);
+            log_transition(self.worker, key, transition, suppressed);
         }
         handled.reply_len
     }
@@ -169,9 +190,9 @@ impl WorkerState {
 
     /// After a wake-up: stop, or forget the dns requests of a lost connection and apply what
     /// the dns uplink sent.
-    fn on_wake(&mut self) -> Flow {
+    fn on_wake(&mut self) -> LoopControl {
         if self.flags.stop.load(Ordering::Acquire) {
-            return Flow::Stop;
+            return LoopControl::Stop;
         }
         if self.flags.dns_reconnected.swap(false, Ordering::AcqRel) {
             let reset: usize = self
@@ -180,12 +201,12 @@ impl WorkerState {
                 .map(|s| s.table.reset_pulling())
                 .sum();
             debug!(
-                worker = self.index,
+                worker = self.worker,
                 reset, "dns reconnected; routes waiting for answers will ask again"
             );
         }
         self.drain_inbox();
-        Flow::Continue
+        LoopControl::Continue
     }
 
     /// Applies what the dns uplink sent.
@@ -193,22 +214,22 @@ impl WorkerState {
         let now = self.now();
         let mut applied = 0;
         while let Some(update) = self.inbox.pop() {
-            let Some(Some(position)) = self.slot.get(update.shard as usize) else {
+            let Some(&Some(local)) = self.local_of.get(update.shard as usize) else {
                 continue;
             };
-            let shard = &mut self.shards[*position];
+            let shard = &mut self.shards[local];
             match shard.table.apply_dns_update(update.key, &update.hosts, now) {
                 DnsUpdateOutcome::Applied(change) => {
                     applied += 1;
                     self.stats.route_updates.inc();
                     if change.added > 0 || change.removed > 0 {
                         if let Some(suppressed) = self.logs.allow(now) {
-                            info!(worker = self.index, key = %update.key, added = change.added,
+                            info!(worker = self.worker, key = %update.key, added = change.added,
                                 removed = change.removed, hosts = change.hosts, suppressed,
                                 "route updated");
                         }
                     } else {
-                        debug!(worker = self.index, key = %update.key, "route unchanged");
+                        debug!(worker = self.worker, key = %update.key, "route unchanged");
                     }
                 }
                 DnsUpdateOutcome::NotHeld => {}
@@ -256,11 +277,19 @@ fn log_transition(worker: usize, key: RouteKey, transition: HostTransition, supp
     }
 }
 
-/// Builds the worker's state from its setup; returns it with the shard sockets (in shard
-/// position order), the wake-up, and the runtime settings.
-fn prepare(setup: WorkerSetup) -> (WorkerState, Vec<std::net::UdpSocket>, Wake, usize, Duration) {
+/// Builds the worker's state from its setup; returns it with the shard sockets (by `local`),
+/// the wake-up, the driver and the tick.
+fn prepare(
+    setup: WorkerSetup,
+) -> (
+    WorkerState,
+    Vec<std::net::UdpSocket>,
+    Wake,
+    Driver,
+    Duration,
+) {
     let WorkerSetup {
-        index,
+        worker,
         shards,
         dns_tx,
         report_tx,
@@ -269,17 +298,21 @@ fn prepare(setup: WorkerSetup) -> (WorkerState, Vec<std::net::UdpSocket>, Wake, 
         flags,
         stats,
         settings,
-        recv_depth,
+        driver,
         report_interval,
         epoch,
         ..
     } = setup;
-    let max_shard = shards.iter().map(|(i, _)| *i as usize).max().unwrap_or(0);
-    let mut slot = vec![None; max_shard + 1];
+    let max_shard = shards
+        .iter()
+        .map(|(s, _)| usize::from(*s))
+        .max()
+        .unwrap_or(0);
+    let mut local_of = vec![None; max_shard + 1];
     let mut sockets = Vec::new();
     let mut owned = Vec::new();
-    for (position, (shard, socket)) in shards.into_iter().enumerate() {
-        slot[shard as usize] = Some(position);
+    for (local, (shard, socket)) in shards.into_iter().enumerate() {
+        local_of[usize::from(shard)] = Some(local);
         sockets.push(socket);
         owned.push(Shard {
             index: shard,
@@ -288,129 +321,70 @@ fn prepare(setup: WorkerSetup) -> (WorkerState, Vec<std::net::UdpSocket>, Wake, 
     }
     stats.shards.set(owned.len() as u64);
     let state = WorkerState {
-        index,
+        worker,
         inbox,
         flags,
         shards: owned,
-        slot,
+        local_of,
         dns_tx,
         report_tx,
         stats,
         logs: LogLimit::new(STATE_LOGS_PER_SECOND),
         epoch,
     };
-    (state, sockets, wake, recv_depth, report_interval)
+    (state, sockets, wake, driver, report_interval)
 }
 
-/// The `io-uring` runtime: the worker's thread runs its [`EventLoop`] until stopped.
-fn run_io_uring(setup: WorkerSetup) {
-    let (mut state, sockets, wake, _, report_interval) = prepare(setup);
-    let index = state.index;
+/// The worker's life on its thread: sets up its driver, says whether that worked on `started`,
+/// then serves until stopped and hands over its last statistics.
+fn run(setup: WorkerSetup, started: std::sync::mpsc::SyncSender<Result<(), SpawnError>>) {
+    let (mut state, sockets, wake, driver, report_interval) = prepare(setup);
+    let worker = state.worker;
     let Some(eventfd) = wake.eventfd() else {
-        error!(
-            worker = index,
-            "io-uring worker started without an eventfd wake-up"
-        );
+        let _ = started.send(Err(SpawnError::NoEventFd));
         return;
     };
-    match EventLoop::new(sockets, Some(eventfd), report_interval) {
-        Ok(mut event_loop) => {
-            if let Err(e) = event_loop.run(&mut state) {
-                error!(worker = index, error = %e, "io_uring event loop failed");
-            }
+    let mut event_loop = match DatagramLoop::new(driver, sockets, Some(eventfd), report_interval) {
+        Ok(event_loop) => event_loop,
+        Err(source) => {
+            let _ = started.send(Err(SpawnError::Driver { driver, source }));
+            return;
         }
-        Err(e) => error!(worker = index, error = %e, "cannot set up the io_uring event loop"),
+    };
+    let _ = state.stats.driver.set(driver.name());
+    let _ = started.send(Ok(()));
+    if let Err(e) = event_loop.run(&mut state) {
+        error!(worker, %driver, error = %e, "the worker's I/O loop failed; its shards no longer answer");
     }
+    drop(event_loop);
     state.send_reports();
-    debug!(worker = index, "worker stopped");
+    debug!(worker, "worker stopped");
 }
 
 impl DatagramService for WorkerState {
-    fn datagram(&mut self, socket: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
-        self.handle(socket, datagram, reply)
+    fn datagram(&mut self, local: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
+        self.handle(local, datagram, reply)
     }
 
-    fn oversized(&mut self, _socket: usize, _len: usize) {
+    fn oversized(&mut self, _local: usize, _len: usize) {
         self.stats.dropped(DropReason::BadLength);
     }
 
-    fn recv_failed(&mut self, _socket: usize, error: std::io::Error) {
+    fn recv_failed(&mut self, _local: usize, error: std::io::Error) {
         self.stats.recv_errors.inc();
-        debug!(worker = self.index, %error, "receive failed");
+        debug!(worker = self.worker, %error, "receive failed");
     }
 
     fn send_failed(&mut self, error: std::io::Error) {
         self.stats.send_errors.inc();
-        debug!(worker = self.index, %error, "send failed");
+        debug!(worker = self.worker, %error, "send failed");
     }
 
-    fn woken(&mut self) -> Flow {
+    fn woken(&mut self) -> LoopControl {
         self.on_wake()
     }
 
     fn tick(&mut self) {
         self.send_reports();
-    }
-}
-
-/// The `tokio-uring` runtime: receive tasks, a report task and the inbox loop.
-async fn run_tokio_uring(setup: WorkerSetup) {
-    let (state, sockets, wake, recv_depth, report_interval) = prepare(setup);
-    let index = state.index;
-    let state = Rc::new(RefCell::new(state));
-    for (position, socket) in sockets.into_iter().enumerate() {
-        let socket = Rc::new(ShardSocket::from_std(socket));
-        for _ in 0..recv_depth {
-            spawn_local(serve(socket.clone(), state.clone(), position));
-        }
-    }
-    spawn_local(report_loop(state.clone(), report_interval));
-
-    loop {
-        if state.borrow_mut().on_wake() == Flow::Stop {
-            break;
-        }
-        if state.borrow().inbox.is_empty() {
-            wake.wait().await;
-        }
-    }
-    let mut state = state.borrow_mut();
-    state.send_reports();
-    debug!(worker = index, "worker stopped");
-}
-
-/// One receive loop of one shard socket: receive, handle, reply, with buffers reused.
-async fn serve(socket: Rc<ShardSocket>, state: Rc<RefCell<WorkerState>>, position: usize) {
-    let mut buf = Vec::with_capacity(DATAGRAM_BUFFER);
-    let mut reply = vec![0u8; DATAGRAM_BUFFER];
-    loop {
-        let (received, back) = socket.recv_from(buf).await;
-        buf = back;
-        let peer = match received {
-            Ok((_, peer)) => peer,
-            Err(e) => {
-                let state = state.borrow();
-                state.stats.recv_errors.inc();
-                debug!(worker = state.index, error = %e, "receive failed");
-                continue;
-            }
-        };
-        let reply_len = state.borrow_mut().handle(position, &buf, &mut reply);
-        if let Some(len) = reply_len {
-            let (sent, back) = socket.send_to(reply, len, peer).await;
-            reply = back;
-            if sent.is_err() {
-                state.borrow().stats.send_errors.inc();
-            }
-        }
-    }
-}
-
-async fn report_loop(state: Rc<RefCell<WorkerState>>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        state.borrow_mut().send_reports();
     }
 }

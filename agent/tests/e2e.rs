@@ -3,7 +3,7 @@
 
 mod common;
 
-on_both_runtimes!(
+on_both_drivers!(
     first_get_host_is_noexist_then_the_route_is_served_and_edits_arrive,
     reports_reach_the_reporters_store,
     dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_back,
@@ -137,7 +137,17 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
         || (system.stat("lars_agent_uplink_up", "uplink=\"dns\"") == 0).then_some(()),
     );
     add(&system, 3, 3, host(2));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Let the reconnect backoff reach its longest wait (100, 200, 400, 800, then 1000 ms): the
+    // change must still arrive within one longest wait of dns coming back.
+    let failures = system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"");
+    eventually(
+        "the dns uplink's backoff reaches its longest wait",
+        Duration::from_secs(10),
+        || {
+            (system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"") >= failures + 4)
+                .then_some(())
+        },
+    );
 
     system.start_dns();
     let back = Instant::now();
@@ -170,7 +180,15 @@ fn a_reporter_restart_loses_no_routes_final_statistics(io: &'static str) {
         client.report(4, 4, picked, 0).unwrap();
     }
     client.report(4, 4, picked, 3).unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    eventually(
+        "the agent holds statistics for the reporter it lost",
+        Duration::from_secs(5),
+        || {
+            (system.stat("lars_agent_uplink_up", "uplink=\"report\"") == 0
+                && system.stat("lars_agent_uplink_pending", "uplink=\"report\"") >= 1)
+                .then_some(())
+        },
+    );
     system.start_reporter();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,7 +3,7 @@
 
 mod common;
 
-on_both_runtimes!(malformed_datagrams_are_dropped_and_counted_while_callers_are_served,);
+on_both_drivers!(malformed_datagrams_are_dropped_and_counted_while_callers_are_served,);
 
 use common::{System, eventually};
 use lars_wire::client::Host;

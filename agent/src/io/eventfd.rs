@@ -1,11 +1,13 @@
-//! A Linux eventfd: the wake-up of a worker running the hand-written io_uring loop
-//! ([`super::uring`]). Producers on other threads [`EventFd::notify`] it (one `write(2)` of 1, and
-//! only when a ring went from empty to non-empty, see [`crate::rings::Wake`]); the loop keeps a
-//! read of it in flight on its ring. Owns the descriptor and closes it when dropped; never blocks
-//! (the descriptor is non-blocking).
+//! A Linux eventfd: the wake-up of a worker's loop, whichever driver runs it. Producers on other
+//! threads [`EventFd::notify`] it (one `write(2)` of 1, and only when a ring went from empty to
+//! non-empty, see [`crate::rings::Wake`]); the `io-uring` loop keeps a read of it in flight on
+//! its ring, the `portable` loop has it in its epoll set and [`EventFd::take`]s it when ready.
+//! Owns the descriptor and closes it when dropped; never blocks (the descriptor is
+//! non-blocking).
 
+use rustix::event::{EventfdFlags, eventfd};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// An eventfd counter, non-blocking and close-on-exec.
 #[derive(Debug)]
@@ -16,52 +18,36 @@ pub struct EventFd {
 impl EventFd {
     /// A new eventfd whose counter is 0.
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd(2) takes no pointer; it returns a new descriptor or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by eventfd(2), is valid and owned by nobody else.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(EventFd { fd })
     }
 
     /// Adds 1 to the counter, waking a reader. A counter at its maximum (never reached: the
     /// reader resets it) would refuse the write; that is not an error worth reporting, since a
     /// reader is due anyway.
     pub fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: the buffer is a live u64 on the stack and the length is its size; the
-        // descriptor is owned by `self` and open.
-        let _ = unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                (&raw const one).cast::<libc::c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
     }
 
     /// Reads and resets the counter without waiting: `None` when it was 0.
     pub fn take(&self) -> Option<u64> {
-        let mut value: u64 = 0;
-        // SAFETY: the buffer is a live, writable u64 and the length is its size; the
-        // descriptor is owned by `self` and open.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&raw mut value).cast::<libc::c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        (n == std::mem::size_of::<u64>() as isize).then_some(value)
+        let mut value = [0u8; 8];
+        match rustix::io::read(&self.fd, &mut value) {
+            Ok(8) => Some(u64::from_ne_bytes(value)),
+            _ => None,
+        }
     }
 }
 
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

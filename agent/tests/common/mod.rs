@@ -39,17 +39,17 @@ pub struct System {
     pub reporter: Option<Service>,
     pub reporter_port: u16,
     pub agent: Option<Service>,
-    /// The agent's `[agent] io` runtime.
+    /// The agent's `[agent] io` driver.
     pub io: &'static str,
 }
 
-/// The runtime tests run the agent on unless they name one: the `io-uring` event loop.
+/// The driver tests run the agent on unless they name one: the `io-uring` event loop.
 pub const DEFAULT_IO: &str = "io-uring";
 
-/// Generates, for each `fn name(io: &'static str)` listed, one `#[test]` per data-plane runtime:
-/// `io_uring::name` and `tokio_uring::name`.
+/// Generates, for each `fn name(io: &'static str)` listed, one `#[test]` per I/O driver, forced
+/// by config: `io_uring::name` and `portable::name`.
 #[macro_export]
-macro_rules! on_both_runtimes {
+macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
         mod io_uring {
             $(#[test]
@@ -57,13 +57,38 @@ macro_rules! on_both_runtimes {
                 super::$name("io-uring")
             })*
         }
-        mod tokio_uring {
+        mod portable {
             $(#[test]
             fn $name() {
-                super::$name("tokio-uring")
+                super::$name("portable")
             })*
         }
     };
+}
+
+/// The driver worker `worker` runs, as the stats text `text` says
+/// (`lars_agent_worker_driver{worker="W",driver="D"} 1`).
+pub fn driver_of(text: &str, worker: u64) -> Option<String> {
+    let prefix = format!("lars_agent_worker_driver{{worker=\"{worker}\",driver=\"");
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(&prefix)?;
+        let (driver, value) = rest.split_once("\"} ")?;
+        (value.trim() == "1").then(|| driver.to_string())
+    })
+}
+
+/// Every worker's driver, once the stats endpoint at `addr` names one for each (the agent's
+/// readiness: a worker's driver gauge appears once its loop runs).
+pub fn drivers_when_ready(addr: SocketAddr) -> Vec<String> {
+    eventually(
+        "the stats endpoint names every worker's driver",
+        Duration::from_secs(10),
+        || {
+            let text = lars_agent::admin::fetch(addr, Duration::from_secs(2)).ok()?;
+            let workers = sample(&text, "lars_agent_workers", "")?;
+            (0..workers).map(|w| driver_of(&text, w)).collect()
+        },
+    )
 }
 
 impl System {
@@ -140,7 +165,12 @@ impl System {
                 self.io, self.dns_port, self.reporter_port
             ),
         );
-        self.agent = Some(start("lars-agent", prefix, &["--config", &config]));
+        let agent = start("lars-agent", prefix, &["--config", &config]);
+        let drivers = drivers_when_ready(agent.field("stats").parse().unwrap());
+        if self.io != "auto" {
+            assert!(drivers.iter().all(|d| d == self.io), "{drivers:?}");
+        }
+        self.agent = Some(agent);
     }
 
     pub fn agent(&self) -> &Service {

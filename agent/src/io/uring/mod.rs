@@ -1,5 +1,6 @@
-//! The hand-written data-plane runtime (`[agent] io = "io-uring"`): one `io_uring` per worker
-//! thread, driven directly through the `io-uring` crate, with no epoll and no task scheduler.
+//! The `io-uring` driver (`[agent] io = "io-uring"`, and what `auto` picks when [`probe`]
+//! succeeds): one `io_uring` per worker thread, driven directly through the `io-uring` crate,
+//! with no epoll and no task scheduler.
 //!
 //! The loop is: one `io_uring_enter` that submits everything queued and waits; drain every
 //! completion, handing each datagram to the [`DatagramService`] and queueing its reply; repeat.
@@ -19,7 +20,8 @@
 //! than two; a send that does have to wait is still waited for, and the timeout guarantees a
 //! completion to wake on.
 //!
-//! Needs Linux 6.1 (multishot `RecvMsg`, `IORING_SETUP_DEFER_TASKRUN`). Runs on its worker's
+//! Needs Linux 6.1 (multishot `RecvMsg`, `IORING_SETUP_DEFER_TASKRUN`); [`probe`] builds this
+//! exact setup once to find out. Runs on its worker's
 //! thread only; never blocks except in that enter; never busy-polls.
 //! Before the loop's memory is freed, every operation is cancelled and its completion reaped, so
 //! the kernel never writes into freed buffers.
@@ -28,6 +30,7 @@ pub mod buf_ring;
 pub mod send_pool;
 
 use super::eventfd::EventFd;
+use super::{DATAGRAM_BUFFER, DatagramService, DriverError, LoopControl};
 use buf_ring::BufRing;
 use io_uring::types::{CancelBuilder, Fd, Fixed, RecvMsgOut, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -46,39 +49,10 @@ pub const RECV_BUFFERS: u16 = 128;
 const NAME_LEN: usize = 32;
 /// Header the kernel writes before the name in a multishot `RecvMsg` buffer.
 const RECVMSG_OUT_LEN: usize = 16;
-/// Payload room of a receive buffer: every UDP datagram fits whole (at most 65,507 bytes over
-/// IPv4), so an oversized one is received, seen and counted, never silently cut.
-pub const RECV_PAYLOAD: usize = 65536;
 /// Completions copied out of the queue at a time.
 const BATCH: usize = 256;
 /// Group id of the loop's buffer ring (one ring per io_uring).
 const BGID: u16 = 0;
-
-/// What the loop does after a wake-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Keep serving.
-    Continue,
-    /// Cancel everything and return.
-    Stop,
-}
-
-/// What a worker does with its traffic; the loop owns the I/O, the service the decisions.
-pub trait DatagramService {
-    /// A datagram arrived on socket `socket` (its position in the loop's list). Writes the
-    /// reply, if any, at the front of `reply` (64 KiB) and returns its length.
-    fn datagram(&mut self, socket: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize>;
-    /// A datagram of `len` bytes did not fit a receive buffer and was cut.
-    fn oversized(&mut self, socket: usize, len: usize);
-    /// A receive failed.
-    fn recv_failed(&mut self, socket: usize, error: io::Error);
-    /// A reply could not be sent.
-    fn send_failed(&mut self, error: io::Error);
-    /// The wake-up eventfd fired.
-    fn woken(&mut self) -> Flow;
-    /// The tick interval passed.
-    fn tick(&mut self);
-}
 
 /// What a completion is for, packed into its `user_data`: the kind in the top byte, the socket
 /// or send slot below.
@@ -165,7 +139,7 @@ impl<'a> EventLoop<'a> {
         sockets: Vec<UdpSocket>,
         wake: Option<&'a EventFd>,
         tick: Duration,
-    ) -> io::Result<EventLoop<'a>> {
+    ) -> Result<EventLoop<'a>, DriverError> {
         Self::with_buffers(sockets, wake, tick, RECV_BUFFERS)
     }
 
@@ -175,19 +149,23 @@ impl<'a> EventLoop<'a> {
         wake: Option<&'a EventFd>,
         tick: Duration,
         buffers: u16,
-    ) -> io::Result<EventLoop<'a>> {
+    ) -> Result<EventLoop<'a>, DriverError> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_cqsize(RING_ENTRIES * 2)
-            .build(RING_ENTRIES)?;
-        let bufs = BufRing::new(buffers, RECVMSG_OUT_LEN + NAME_LEN + RECV_PAYLOAD, BGID)?;
-        bufs.register(&ring)?;
+            .build(RING_ENTRIES)
+            .map_err(DriverError::Ring)?;
+        let bufs = BufRing::new(buffers, RECVMSG_OUT_LEN + NAME_LEN + DATAGRAM_BUFFER, BGID)
+            .map_err(DriverError::BufRing)?;
+        bufs.register(&ring).map_err(DriverError::BufRing)?;
         // The sockets are registered files: each receive and send then skips looking the
         // descriptor up in the process's file table (and its reference counting).
         let fds: Vec<i32> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
         if !fds.is_empty() {
-            ring.submitter().register_files(&fds)?;
+            ring.submitter()
+                .register_files(&fds)
+                .map_err(DriverError::Files)?;
         }
         // SAFETY: msghdr is a plain C struct; all-zero bytes are a valid value.
         let mut recv_msghdr: Box<libc::msghdr> =
@@ -231,7 +209,7 @@ impl<'a> EventLoop<'a> {
 
     /// Serves until `service` says stop.
     pub fn run(&mut self, service: &mut impl DatagramService) -> io::Result<()> {
-        while self.run_rounds(service, u64::MAX)? == Flow::Continue {}
+        while self.run_rounds(service, u64::MAX)? == LoopControl::Continue {}
         Ok(())
     }
 
@@ -240,17 +218,17 @@ impl<'a> EventLoop<'a> {
         &mut self,
         service: &mut impl DatagramService,
         rounds: u64,
-    ) -> io::Result<Flow> {
+    ) -> io::Result<LoopControl> {
         if !self.tick_armed {
             self.arm_tick()?;
         }
         for _ in 0..rounds {
             self.arm()?;
-            if self.turn(service)? == Flow::Stop {
-                return Ok(Flow::Stop);
+            if self.turn(service)? == LoopControl::Stop {
+                return Ok(LoopControl::Stop);
             }
         }
-        Ok(Flow::Continue)
+        Ok(LoopControl::Continue)
     }
 
     /// Queues the tick's timeout (one-shot, re-armed when it fires: multishot timeouts need
@@ -300,7 +278,7 @@ impl<'a> EventLoop<'a> {
     }
 
     /// One round: submit and wait, then handle every completion.
-    fn turn(&mut self, service: &mut impl DatagramService) -> io::Result<Flow> {
+    fn turn(&mut self, service: &mut impl DatagramService) -> io::Result<LoopControl> {
         let want = 1 + self.fresh_sends;
         match self.ring.submit_and_wait(want) {
             Ok(_) => {}
@@ -312,7 +290,7 @@ impl<'a> EventLoop<'a> {
         self.counters.waits += 1;
         self.round += 1;
         self.fresh_sends = 0;
-        let mut flow = Flow::Continue;
+        let mut control = LoopControl::Continue;
         let mut batch = std::mem::take(&mut self.batch);
         loop {
             batch.clear();
@@ -321,13 +299,13 @@ impl<'a> EventLoop<'a> {
                 break;
             }
             for cqe in batch.drain(..) {
-                if self.complete(cqe, service)? == Flow::Stop {
-                    flow = Flow::Stop;
+                if self.complete(cqe, service)? == LoopControl::Stop {
+                    control = LoopControl::Stop;
                 }
             }
         }
         self.batch = batch;
-        Ok(flow)
+        Ok(control)
     }
 
     /// Handles one completion.
@@ -335,7 +313,7 @@ impl<'a> EventLoop<'a> {
         &mut self,
         cqe: cqueue::Entry,
         service: &mut impl DatagramService,
-    ) -> io::Result<Flow> {
+    ) -> io::Result<LoopControl> {
         let more = cqueue::more(cqe.flags());
         if !more {
             self.in_flight -= 1;
@@ -385,7 +363,7 @@ impl<'a> EventLoop<'a> {
             }
             Some(Op::Cancel) | None => {}
         }
-        Ok(Flow::Continue)
+        Ok(LoopControl::Continue)
     }
 
     /// Handles the datagram in buffer `bid` (the kernel wrote `len` bytes) and queues its reply.
@@ -475,6 +453,74 @@ impl<'a> EventLoop<'a> {
     }
 }
 
+/// The environment variable that makes [`probe`] fail as if io_uring were blocked, when set to
+/// `1`: a test and diagnostic hook (it shows what `auto` does on a machine without io_uring).
+/// Nothing else reads it: a forced `io = "io-uring"` is not affected.
+pub const FORCE_FAILURE_ENV: &str = "LARS_AGENT_FORCE_URING_FAILURE";
+
+/// Rounds [`probe`] waits for its own datagram; each lasts one 1 ms tick at most, so a kernel
+/// that accepts the setup but never delivers is given up on within a fifth of a second.
+const PROBE_ROUNDS: u64 = 200;
+
+/// Whether this loop can run here, found out by running it: builds an [`EventLoop`] exactly as
+/// a worker does (ring flags, provided-buffer ring, registered files) over a loopback socket
+/// that has sent itself a datagram, and serves until the multishot `RecvMsg` delivers it. Fails
+/// on Linux before 6.1, with `kernel.io_uring_disabled` set, under a seccomp profile that
+/// blocks io_uring, and when [`FORCE_FAILURE_ENV`] is `1`. Called once per agent, at start.
+pub fn probe() -> Result<(), DriverError> {
+    if std::env::var_os(FORCE_FAILURE_ENV).is_some_and(|v| v == "1") {
+        return Err(DriverError::Forced);
+    }
+    let socket =
+        UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(DriverError::ProbeSocket)?;
+    socket
+        .local_addr()
+        .and_then(|addr| socket.send_to(b"probe", addr))
+        .map_err(DriverError::ProbeSocket)?;
+    let mut event_loop = EventLoop::with_buffers(vec![socket], None, Duration::from_millis(1), 1)?;
+    let mut service = ProbeService::default();
+    for _ in 0..PROBE_ROUNDS {
+        event_loop
+            .run_rounds(&mut service, 1)
+            .map_err(DriverError::Multishot)?;
+        if let Some(error) = service.error.take() {
+            return Err(DriverError::Multishot(error));
+        }
+        if service.received {
+            return Ok(());
+        }
+    }
+    Err(DriverError::Multishot(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no datagram within {PROBE_ROUNDS} rounds"),
+    )))
+}
+
+/// What [`probe`] serves: notes the datagram or the error, answers nothing.
+#[derive(Default)]
+struct ProbeService {
+    received: bool,
+    error: Option<io::Error>,
+}
+
+impl DatagramService for ProbeService {
+    fn datagram(&mut self, _local: usize, _datagram: &[u8], _reply: &mut [u8]) -> Option<usize> {
+        self.received = true;
+        None
+    }
+    fn oversized(&mut self, _local: usize, _len: usize) {
+        self.received = true;
+    }
+    fn recv_failed(&mut self, _local: usize, error: io::Error) {
+        self.error = Some(error);
+    }
+    fn send_failed(&mut self, _error: io::Error) {}
+    fn woken(&mut self) -> LoopControl {
+        LoopControl::Continue
+    }
+    fn tick(&mut self) {}
+}
+
 impl Drop for EventLoop<'_> {
     fn drop(&mut self) {
         self.shutdown();
@@ -484,102 +530,47 @@ impl Drop for EventLoop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
-    use std::sync::Arc;
+    use crate::io::testing::{Echo, bound, client, serve_while};
 
-    /// Sends every datagram back, remembers the lengths seen, stops when woken.
-    #[derive(Default)]
-    struct Echo {
-        lengths: Vec<usize>,
-        oversized: usize,
-        ticks: usize,
-    }
-
-    impl DatagramService for Echo {
-        fn datagram(&mut self, _socket: usize, datagram: &[u8], reply: &mut [u8]) -> Option<usize> {
-            self.lengths.push(datagram.len());
-            let len = datagram.len().min(64);
-            reply[..len].copy_from_slice(&datagram[..len]);
-            Some(len)
-        }
-        fn oversized(&mut self, _socket: usize, _len: usize) {
-            self.oversized += 1;
-        }
-        fn recv_failed(&mut self, _socket: usize, error: io::Error) {
-            panic!("receive failed: {error}");
-        }
-        fn send_failed(&mut self, error: io::Error) {
-            panic!("send failed: {error}");
-        }
-        fn woken(&mut self) -> Flow {
-            Flow::Stop
-        }
-        fn tick(&mut self) {
-            self.ticks += 1;
-        }
-    }
-
-    fn bound() -> (UdpSocket, SocketAddr) {
-        let socket = crate::agent::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = socket.local_addr().unwrap();
-        (socket, addr)
-    }
-
-    fn client() -> UdpSocket {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        socket
-    }
-
-    /// Runs `service` on a loop over `sockets` in a thread until `client` returns, then wakes it
-    /// to stop; returns the service and the loop's counters.
-    fn serve_while<S: DatagramService + Send + 'static>(
+    /// Runs an [`Echo`] on a loop over `sockets` with `buffers` receive buffers until `client`
+    /// returns; returns it with the loop's counters and reply slots.
+    fn serve_echo(
         sockets: Vec<UdpSocket>,
         buffers: u16,
-        mut service: S,
         client: impl FnOnce(),
-    ) -> (S, LoopCounters, usize) {
-        let wake = Arc::new(EventFd::new().unwrap());
-        let loop_wake = wake.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let server = std::thread::spawn(move || {
-            let mut event_loop = EventLoop::with_buffers(
-                sockets,
-                Some(&loop_wake),
-                Duration::from_millis(20),
-                buffers,
-            )
-            .unwrap();
-            ready_tx.send(()).unwrap();
-            event_loop.run(&mut service).unwrap();
-            let counters = event_loop.counters();
-            let slots = event_loop.send_slots();
-            drop(event_loop);
-            (service, counters, slots)
-        });
-        ready_rx.recv().unwrap();
-        client();
-        wake.notify();
-        server.join().unwrap()
+    ) -> (Echo, LoopCounters, usize) {
+        serve_while(
+            move |wake, ready| {
+                let mut event_loop = EventLoop::with_buffers(
+                    sockets,
+                    Some(wake),
+                    Duration::from_millis(20),
+                    buffers,
+                )
+                .unwrap();
+                ready();
+                let mut echo = Echo::default();
+                event_loop.run(&mut echo).unwrap();
+                (echo, event_loop.counters(), event_loop.send_slots())
+            },
+            client,
+        )
     }
 
     #[test]
     fn many_datagrams_on_several_sockets_are_all_answered_with_few_reply_slots() {
         let (a, a_addr) = bound();
         let (b, b_addr) = bound();
-        let (echo, counters, slots) =
-            serve_while(vec![a, b], RECV_BUFFERS, Echo::default(), || {
-                let caller = client();
-                let mut buf = [0u8; 128];
-                for i in 0..5000u32 {
-                    let to = if i % 2 == 0 { a_addr } else { b_addr };
-                    caller.send_to(&i.to_le_bytes(), to).unwrap();
-                    let (len, from) = caller.recv_from(&mut buf).unwrap();
-                    assert_eq!((&buf[..len], from), (&i.to_le_bytes()[..], to));
-                }
-            });
+        let (echo, counters, slots) = serve_echo(vec![a, b], RECV_BUFFERS, || {
+            let caller = client();
+            let mut buf = [0u8; 128];
+            for i in 0..5000u32 {
+                let to = if i % 2 == 0 { a_addr } else { b_addr };
+                caller.send_to(&i.to_le_bytes(), to).unwrap();
+                let (len, from) = caller.recv_from(&mut buf).unwrap();
+                assert_eq!((&buf[..len], from), (&i.to_le_bytes()[..], to));
+            }
+        });
         assert_eq!(echo.lengths.len(), 5000);
         assert_eq!(counters.received, 5000);
         // One caller waiting for each answer: replies reuse the same few slots, and the
@@ -591,7 +582,7 @@ mod tests {
     #[test]
     fn running_out_of_buffers_ends_the_receive_and_it_is_armed_again() {
         let (socket, addr) = bound();
-        let (echo, counters, _) = serve_while(vec![socket], 2, Echo::default(), || {
+        let (echo, counters, _) = serve_echo(vec![socket], 2, || {
             let caller = client();
             let mut buf = [0u8; 128];
             // Bursts of 64 datagrams at a time: more than the 2 buffers.
@@ -614,7 +605,7 @@ mod tests {
     #[test]
     fn the_largest_datagram_is_received_whole() {
         let (socket, addr) = bound();
-        let (echo, _, _) = serve_while(vec![socket], 4, Echo::default(), || {
+        let (echo, _, _) = serve_echo(vec![socket], 4, || {
             let caller = client();
             let mut buf = [0u8; 128];
             for len in [65507usize, 1, 65507, 0, 4096] {
@@ -624,7 +615,12 @@ mod tests {
             }
         });
         assert_eq!(echo.lengths, vec![65507, 1, 65507, 0, 4096]);
-        assert_eq!(echo.oversized, 0);
+        assert!(echo.oversized.is_empty());
+    }
+
+    #[test]
+    fn the_probe_runs_the_loop_here() {
+        probe().unwrap();
     }
 
     #[test]
@@ -635,10 +631,16 @@ mod tests {
             EventLoop::with_buffers(vec![socket], Some(&wake), Duration::from_millis(5), 4)
                 .unwrap();
         let mut echo = Echo::default();
-        assert_eq!(event_loop.run_rounds(&mut echo, 3).unwrap(), Flow::Continue);
+        assert_eq!(
+            event_loop.run_rounds(&mut echo, 3).unwrap(),
+            LoopControl::Continue
+        );
         assert_eq!(echo.ticks, 3);
         wake.notify();
-        assert_eq!(event_loop.run_rounds(&mut echo, 10).unwrap(), Flow::Stop);
+        assert_eq!(
+            event_loop.run_rounds(&mut echo, 10).unwrap(),
+            LoopControl::Stop
+        );
         event_loop.shutdown();
         assert_eq!(event_loop.in_flight, 0);
     }

@@ -4,10 +4,8 @@
 //! busy and reused forever after, so the request path allocates nothing in steady state. Used
 //! only by its worker's thread.
 
+use crate::io::DATAGRAM_BUFFER;
 use std::mem::{MaybeUninit, size_of};
-
-/// Size of a reply buffer: a whole frame always fits (see `Shard::handle`).
-pub const REPLY_BUFFER: usize = 65536;
 
 /// One reply in preparation or in flight.
 pub struct SendSlot {
@@ -29,7 +27,7 @@ impl SendSlot {
             iov: unsafe { MaybeUninit::zeroed().assume_init() },
             // SAFETY: as above.
             addr: unsafe { MaybeUninit::zeroed().assume_init() },
-            buf: vec![0u8; REPLY_BUFFER].into_boxed_slice(),
+            buf: vec![0u8; DATAGRAM_BUFFER].into_boxed_slice(),
             round: 0,
         })
     }

@@ -4,15 +4,17 @@
 #
 #   bash perf/bench.sh                 # DURATION=5 seconds per measurement
 #   DURATION=10 bash perf/bench.sh
-#   AGENT_IO=io-uring bash perf/bench.sh   # pick the agent's runtime ([agent] io), if built with it
+#   DRIVERS=portable bash perf/bench.sh   # measure (a)-(c) on these I/O drivers only
 #
 # It starts lars-dns and lars-reporter on a fresh embedded store (ports from the OS), seeds
-# routes, and measures:
+# routes, and measures, on each I/O driver of DRIVERS (`[agent] io`, and echo-server's `--io`;
+# default "io-uring portable", so the portable driver is measured beside the default one):
 #   (a) the Lars qps preset (get_host then report, one in flight, one key per thread) with 1, 2
 #       and 10 client threads, and the agent's CPU time per iteration;
 #   (b) saturated get_host throughput and latency with the agent pinned to CPU 1 and lars-perf to
 #       CPU 0, the agent's CPU time per request, and p99 at half that rate (open loop);
-#   (c) the same load against echo-server (the agent's runtime and sockets, no work): the ratio;
+#   (c) the same load against echo-server (the agent's driver and sockets, no work): the ratio;
+# and once, on the first driver of DRIVERS:
 #   (d) the agent's memory with 100,000 routes x 10 hosts;
 #   (e) the kernel's floor with udp-floor: what the cheapest possible UDP server pays on
 #       loopback here, one in flight and batched, and per datagram received and sent with no
@@ -26,7 +28,12 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$top/target/release"
 DURATION=${DURATION:-5}
 WARMUP=1
-AGENT_IO=${AGENT_IO:-}
+DRIVERS=${DRIVERS:-io-uring portable}
+read -r -a drivers <<< "$DRIVERS"
+[ "${#drivers[@]}" -ge 1 ] || { echo "bench.sh: DRIVERS names no driver" >&2; exit 1; }
+for d in "${drivers[@]}"; do
+    case $d in io-uring|portable) ;; *) echo "bench.sh: DRIVERS: $d is not io-uring or portable" >&2; exit 1 ;; esac
+done
 work=$(mktemp -d /tmp/lars-bench.XXXXXX)
 # shellcheck source=perf/lib.sh
 . "$top/perf/lib.sh"
@@ -63,51 +70,58 @@ PY
 echo "==> services and 10 routes x 2 hosts" >&2
 services "sqlite://$work/lars.db"
 ten_routes "sqlite://$work/lars.db"
-agent "$work/agent.log" taskset -c 1
-APID_MEASURED=$APID
-ask_ten_routes
-
-declare -A QPS QPS_P50 QPS_P99 QPS_CPU
-for threads in 1 2 10; do
-    echo "==> (a) qps preset, $threads thread(s)" >&2
-    perf_run "$work/qps$threads.json" --base-port "$BP" --workload qps --threads "$threads" --keys "$threads"
-    QPS[$threads]=$(json "$work/qps$threads.json" "'%.0f' % d['throughput_per_sec']")
-    QPS_P50[$threads]=$(json "$work/qps$threads.json" "d['latency_us']['p50']")
-    QPS_P99[$threads]=$(json "$work/qps$threads.json" "d['latency_us']['p99']")
-    QPS_CPU[$threads]=$CPU_US
-done
-
-echo "==> (b) saturated get_host, agent on CPU 1, lars-perf on CPU 0" >&2
 load=(--cpus 0 --threads 1 --sockets 4 --outstanding 16 --keys 10)
-perf_run "$work/sat.json" --base-port "$BP" "${load[@]}"
-SAT=$(json "$work/sat.json" "'%.0f' % d['throughput_per_sec']")
-SAT_LAT=$(json "$work/sat.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
-SAT_CPU=$CPU_US
-half=$((${SAT%.*} / 2))
-perf_run "$work/half.json" --base-port "$BP" "${load[@]}" --rate "$half"
-HALF_LAT=$(json "$work/half.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
-HALF_DONE=$(json "$work/half.json" "'%.0f' % d['throughput_per_sec']")
-HALF_LAG=$(json "$work/half.json" "d['send_lag_us']['p99']")
+lat="'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']"
+declare -A QPS QPS_P50 QPS_P99 QPS_CPU SAT SAT_LAT SAT_CPU HALF HALF_LAT HALF_DONE HALF_LAG
+declare -A ECHO ECHO_LAT ECHO_CPU ECHO_HALF_LAT ECHO_HALF_LAG RATIO
+for d in "${drivers[@]}"; do
+    AGENT_IO=$d
+    agent "$work/agent-$d.log" taskset -c 1
+    APID_MEASURED=$APID
+    ask_ten_routes
 
-echo "==> (c) the same load against echo-server" >&2
-start "$work/echo.log" taskset -c 1 "$BIN/echo-server" --base-port 0
-EPID=${pids[-1]}
-EBP=$(field "$work/echo.log" base_port)
-APID_MEASURED=$EPID
-perf_run "$work/echo.json" --target echo --base-port "$EBP" "${load[@]}"
-ECHO=$(json "$work/echo.json" "'%.0f' % d['throughput_per_sec']")
-ECHO_LAT=$(json "$work/echo.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
-ECHO_CPU=$CPU_US
-# The same open-loop rate against the echo server: the tail the generator and the kernel give
-# with no agent work at all.
-perf_run "$work/echo-half.json" --target echo --base-port "$EBP" "${load[@]}" --rate "$half"
-ECHO_HALF_LAT=$(json "$work/echo-half.json" "'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']")
-ECHO_HALF_LAG=$(json "$work/echo-half.json" "d['send_lag_us']['p99']")
-kill "$EPID"
-RATIO=$(python3 -c "print('%.0f%%' % (100.0 * $SAT / $ECHO))")
+    for threads in 1 2 10; do
+        echo "==> (a) $d: qps preset, $threads thread(s)" >&2
+        out="$work/qps-$d-$threads.json"
+        perf_run "$out" --base-port "$BP" --workload qps --threads "$threads" --keys "$threads"
+        QPS[$d,$threads]=$(json "$out" "'%.0f' % d['throughput_per_sec']")
+        QPS_P50[$d,$threads]=$(json "$out" "d['latency_us']['p50']")
+        QPS_P99[$d,$threads]=$(json "$out" "d['latency_us']['p99']")
+        QPS_CPU[$d,$threads]=$CPU_US
+    done
 
-echo "==> (d) memory with 100,000 routes x 10 hosts" >&2
-kill "$APID"
+    echo "==> (b) $d: saturated get_host, agent on CPU 1, lars-perf on CPU 0" >&2
+    perf_run "$work/sat-$d.json" --base-port "$BP" "${load[@]}"
+    SAT[$d]=$(json "$work/sat-$d.json" "'%.0f' % d['throughput_per_sec']")
+    SAT_LAT[$d]=$(json "$work/sat-$d.json" "$lat")
+    SAT_CPU[$d]=$CPU_US
+    HALF[$d]=$((${SAT[$d]%.*} / 2))
+    perf_run "$work/half-$d.json" --base-port "$BP" "${load[@]}" --rate "${HALF[$d]}"
+    HALF_LAT[$d]=$(json "$work/half-$d.json" "$lat")
+    HALF_DONE[$d]=$(json "$work/half-$d.json" "'%.0f' % d['throughput_per_sec']")
+    HALF_LAG[$d]=$(json "$work/half-$d.json" "d['send_lag_us']['p99']")
+    kill "$APID"
+
+    echo "==> (c) $d: the same load against echo-server" >&2
+    start "$work/echo-$d.log" taskset -c 1 "$BIN/echo-server" --base-port 0 --io "$d"
+    EPID=${pids[-1]}
+    EBP=$(field "$work/echo-$d.log" base_port)
+    APID_MEASURED=$EPID
+    perf_run "$work/echo-$d.json" --target echo --base-port "$EBP" "${load[@]}"
+    ECHO[$d]=$(json "$work/echo-$d.json" "'%.0f' % d['throughput_per_sec']")
+    ECHO_LAT[$d]=$(json "$work/echo-$d.json" "$lat")
+    ECHO_CPU[$d]=$CPU_US
+    # The same open-loop rate against the echo server: the tail the generator and the kernel
+    # give with no agent work at all.
+    perf_run "$work/echo-half-$d.json" --target echo --base-port "$EBP" "${load[@]}" --rate "${HALF[$d]}"
+    ECHO_HALF_LAT[$d]=$(json "$work/echo-half-$d.json" "$lat")
+    ECHO_HALF_LAG[$d]=$(json "$work/echo-half-$d.json" "d['send_lag_us']['p99']")
+    kill "$EPID"
+    RATIO[$d]=$(python3 -c "print('%.0f%%' % (100.0 * ${SAT[$d]} / ${ECHO[$d]}))")
+done
+AGENT_IO=${drivers[0]}
+
+echo "==> (d) ${drivers[0]}: memory with 100,000 routes x 10 hosts" >&2
 services "sqlite://$work/big.db"
 "$BIN/seed-routes" --store "sqlite://$work/big.db" --routes 100000 --hosts 10 > /dev/null
 sleep 1.2
@@ -138,25 +152,40 @@ FLOOR_SEND=$(floor --mode send)
 FLOOR_IT=$(python3 -c "print('%.1f' % (2 * $FLOOR_RECV + $FLOOR_SEND))")
 
 now=$(date -u +%Y-%m-%d)
+# One row per measurement and driver, the drivers side by side.
+rows=""
+row() { rows+="$1"$'\n'; }
+for threads in 1 2 10; do
+    case $threads in
+        1) lars="31.9k it/s, 13-16 µs/it / ≥ 63.8k, < 2 µs" ;;
+        2) lars="37.2k it/s" ;;
+        10) lars="52.0k it/s / ≥ 156k" ;;
+    esac
+    for d in "${drivers[@]}"; do
+        row "| qps preset, $threads thread(s), \`$d\` | \`--workload qps --threads $threads --keys $threads\` | ${QPS[$d,$threads]} it/s, p50 ${QPS_P50[$d,$threads]} µs, p99 ${QPS_P99[$d,$threads]} µs, agent CPU ${QPS_CPU[$d,$threads]} µs/it | $lars |"
+    done
+done
+for d in "${drivers[@]}"; do
+    row "| get_host saturated, agent on CPU 1, \`$d\` | \`${load[*]}\` | ${SAT[$d]} req/s, p50/p90/p99/p99.9/max ${SAT_LAT[$d]} µs, agent CPU ${SAT_CPU[$d]} µs/req | — |"
+    row "| echo-server, same load, \`--io $d\` | \`--target echo ${load[*]}\` | ${ECHO[$d]} req/s, ${ECHO_LAT[$d]} µs, server CPU ${ECHO_CPU[$d]} µs/req | agent ≥ 80% of echo: **${RATIO[$d]}** |"
+done
+for d in "${drivers[@]}"; do
+    row "| get_host at half the saturated rate (open loop), \`$d\` | \`${load[*]} --rate ${HALF[$d]}\` | ${HALF_DONE[$d]} req/s, p50/p90/p99/p99.9/max ${HALF_LAT[$d]} µs (generator behind schedule: p99 ${HALF_LAG[$d]} µs) | p99 < 50 µs |"
+    row "| echo-server at the same rate, \`--io $d\` | \`--target echo ${load[*]} --rate ${HALF[$d]}\` | p50/p90/p99/p99.9/max ${ECHO_HALF_LAT[$d]} µs (generator behind schedule: p99 ${ECHO_HALF_LAG[$d]} µs) | the tail with no agent work |"
+done
 table=$(cat <<MD
 <!-- perf/bench.sh: generated, do not edit by hand -->
-### Agent: \`bash perf/bench.sh\` (DURATION=$DURATION${AGENT_IO:+, AGENT_IO=$AGENT_IO})
+### Agent: \`bash perf/bench.sh\` (DURATION=$DURATION, DRIVERS=$DRIVERS)
 
 Measured $now on $machine, commit $commit, release build. Each lars-perf run: ${WARMUP} s
 warm-up, $DURATION s measured. Agent CPU is utime+stime of the agent process over warm-up and
 run, per completed iteration or request (it includes the kernel's loopback delivery of the
-replies, which runs on the sender's CPU).
+replies, which runs on the sender's CPU). Each driver is \`[agent] io\` (and echo-server's
+\`--io\`) forced in the config; memory is measured on \`${drivers[0]}\`.
 
 | measurement | command (lars-perf …) | result | C++ Lars / target |
 |---|---|---|---|
-| qps preset, 1 thread | \`--workload qps --threads 1 --keys 1\` | ${QPS[1]} it/s, p50 ${QPS_P50[1]} µs, p99 ${QPS_P99[1]} µs, agent CPU ${QPS_CPU[1]} µs/it | 31.9k it/s, 13-16 µs/it / ≥ 63.8k, < 2 µs |
-| qps preset, 2 threads | \`--workload qps --threads 2 --keys 2\` | ${QPS[2]} it/s, p50 ${QPS_P50[2]} µs, p99 ${QPS_P99[2]} µs, agent CPU ${QPS_CPU[2]} µs/it | 37.2k it/s |
-| qps preset, 10 threads | \`--workload qps --threads 10 --keys 10\` | ${QPS[10]} it/s, p50 ${QPS_P50[10]} µs, p99 ${QPS_P99[10]} µs, agent CPU ${QPS_CPU[10]} µs/it | 52.0k it/s / ≥ 156k |
-| get_host saturated, agent on CPU 1 | \`${load[*]}\` | ${SAT} req/s, p50/p90/p99/p99.9/max ${SAT_LAT} µs, agent CPU ${SAT_CPU} µs/req | — |
-| echo-server, same load | \`--target echo ${load[*]}\` | ${ECHO} req/s, ${ECHO_LAT} µs, server CPU ${ECHO_CPU} µs/req | agent ≥ 80% of echo: **${RATIO}** |
-| get_host at half the saturated rate (open loop) | \`${load[*]} --rate $half\` | ${HALF_DONE} req/s, p50/p90/p99/p99.9/max ${HALF_LAT} µs (generator behind schedule: p99 ${HALF_LAG} µs) | p99 < 50 µs |
-| echo-server at the same rate | \`--target echo ${load[*]} --rate $half\` | p50/p90/p99/p99.9/max ${ECHO_HALF_LAT} µs (generator behind schedule: p99 ${ECHO_HALF_LAG} µs) | the tail with no agent work |
-| kernel floor, one in flight: blocking \`recvfrom\`/\`sendto\` server, get_host + report | \`udp-floor --mode pingpong --report\` | server CPU ${FLOOR_PING} µs/it | compare qps, 1 thread |
+${rows}| kernel floor, one in flight: blocking \`recvfrom\`/\`sendto\` server, get_host + report | \`udp-floor --mode pingpong --report\` | server CPU ${FLOOR_PING} µs/it | compare qps, 1 thread |
 | kernel floor, batched: \`recvmmsg\`/\`sendmmsg\` echo, 4 sockets x 16 in flight | \`udp-floor --mode batch --clients 4 --outstanding 16\` | server CPU ${FLOOR_BATCH} µs/req | compare get_host saturated |
 | kernel floor per datagram with no wake-up: one received (queued burst drained) / one sent (to a receiver that never sleeps) | \`udp-floor --mode recv\` / \`--mode send\` | ${FLOOR_RECV} / ${FLOOR_SEND} µs: a get_host + report iteration (2 in, 1 out) costs any UDP server at least **${FLOOR_IT} µs** | target < 2 µs per iteration is below this |
 | agent memory, 100,000 routes x 10 hosts | \`--workload get_route --modid 1..100000 --cmdid 1 --duration 3\` until all are held | ${held} hosts held, RSS ${RSS0} → ${RSS1} KiB: **${PER_HOST} bytes/host** | < 200 bytes/host |

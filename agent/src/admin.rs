@@ -1,116 +1,79 @@
-//! The operator's window into a running agent: a plain-threaded TCP endpoint answering any HTTP
-//! request with every counter in the Prometheus text format ([`AgentStats::render`]), so both
-//! `curl`, a Prometheus scraper and `lars agent-stats` can read it. Off the data plane: it only
-//! reads relaxed atomics.
+//! The operator's window into a running agent: the agent's [`AgentStats`] served as `/metrics`
+//! by the endpoint every Lars service shares ([`lars_service::metrics`]), on a small thread of
+//! its own beside the workers and uplinks, so `curl`, a Prometheus scraper and `lars
+//! agent-stats` can read it. Off the data plane: a scrape only reads relaxed atomics.
 
 use crate::stats::AgentStats;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use lars_service::metrics::{MetricsError, MetricsThread};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
-use tracing::debug;
 
 /// A running stats endpoint.
+#[derive(Debug)]
 pub struct Admin {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    endpoint: MetricsThread,
 }
 
 impl Admin {
-    /// Binds `addr` (port 0 picks one) and serves `stats` on a thread of its own.
+    /// Binds `addr` (port 0 picks one) and serves `stats` on a thread of its own; the endpoint
+    /// reports the agent as serving from then on (its sockets are bound by now).
     pub fn start(addr: SocketAddr, stats: Arc<AgentStats>) -> std::io::Result<Admin> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("lars-agent-stats".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Ok(conn) = conn
-                        && let Err(e) = answer(conn, &stats)
-                    {
-                        debug!(error = %e, "stats request failed");
-                    }
-                }
+        let metrics = stats.metrics();
+        metrics.set_serving();
+        let endpoint =
+            MetricsThread::start("lars-agent-stats", addr, metrics).map_err(|e| match e {
+                MetricsError::Bind { source, .. } | MetricsError::Thread(source) => source,
             })?;
-        Ok(Admin { addr, stop, thread })
+        Ok(Admin { endpoint })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.endpoint.addr()
     }
 
     /// Stops the endpoint.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = self.thread.join();
+        self.endpoint.stop();
     }
 }
 
-fn answer(mut conn: TcpStream, stats: &AgentStats) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    // Read the request head (its content does not matter: every path gets the counters).
-    let mut head = [0u8; 2048];
-    let mut len = 0;
-    while len < head.len() {
-        let n = conn.read(&mut head[len..])?;
-        len += n;
-        if n == 0
-            || head[..len].windows(4).any(|w| w == b"\r\n\r\n")
-            || head[..len].ends_with(b"\n\n")
-        {
-            break;
-        }
-    }
-    let body = stats.render();
-    write!(
-        conn,
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Fetches the counters from a running agent's endpoint (for `lars agent-stats` and tests).
+/// Fetches the counters' text from a running agent's endpoint, through
+/// [`lars_service::metrics::fetch_blocking`]; never call it from async code.
 pub fn fetch(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
-    let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
-    conn.set_read_timeout(Some(timeout))?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: lars-agent\r\n\r\n")?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response)?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.to_string()),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a stats response from lars-agent",
-        )),
-    }
+    lars_service::metrics::fetch_blocking(&addr.to_string(), timeout)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lars_service::metrics::Samples;
+    use lars_service::testing::{assert_idle_clients_do_not_block, assert_serves_metrics};
+
+    fn start(stats: Arc<AgentStats>) -> Admin {
+        Admin::start("127.0.0.1:0".parse().unwrap(), stats).unwrap()
+    }
 
     #[test]
     fn serves_the_counters_over_http() {
         let stats = Arc::new(AgentStats::new(1));
         stats.workers[0].get_host.add(3);
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap(), stats).unwrap();
-        let text = fetch(admin.addr(), Duration::from_secs(2)).unwrap();
+        let admin = start(stats);
+        assert_serves_metrics(admin.addr(), &["# TYPE lars_agent_get_host_total counter"]);
+        let text = fetch(admin.addr(), Duration::from_secs(5)).unwrap();
         assert_eq!(
-            crate::stats::sample(&text, "lars_agent_get_host_total", "worker=\"0\""),
-            Some(3)
+            Samples::parse(&text).get("lars_agent_get_host_total", &[("worker", "0")]),
+            Some(3.0)
         );
+        admin.stop();
+    }
+
+    #[test]
+    fn an_idle_connection_does_not_block_a_scrape() {
+        let admin = start(Arc::new(AgentStats::new(1)));
+        assert_idle_clients_do_not_block(admin.addr());
         admin.stop();
     }
 }

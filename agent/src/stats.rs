@@ -1,14 +1,18 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts) and per uplink (up or
-//! down, reconnects, messages, drops, backlog). Each counter has exactly one writer thread and is
-//! a relaxed atomic, so counting costs an uncontended add and reading never stops the writer.
-//! [`AgentStats::render`] gives the Prometheus text format served by [`crate::admin`].
+//! down, reconnects, messages, drops, backlog). Each value has exactly one writer thread and is a
+//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
+//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
+//! time ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
+//! [`PER_WORKER`] and [`PER_UPLINK`].
 
-use std::fmt::Write;
-use std::sync::Arc;
+use lars_service::metrics::prometheus_client::collector::Collector;
+use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;
+use lars_service::metrics::{Kind, ServiceMetrics, encode_family, encode_one};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// A counter or gauge with one writer.
+/// A count that only grows, with one writer.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -28,7 +32,18 @@ impl Counter {
         );
     }
 
-    /// Sets a gauge.
+    /// Reads it.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that is set (held routes, up or down), with one writer.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets it: a plain store.
     #[inline]
     pub fn set(&self, value: u64) {
         self.0.store(value, Ordering::Relaxed);
@@ -37,6 +52,23 @@ impl Counter {
     /// Reads it.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A name set once by its writer (e.g. which I/O driver a worker runs), exposed as a label of a
+/// gauge at 1; nothing is exposed until it is set.
+#[derive(Debug, Default)]
+pub struct NameLabel(OnceLock<&'static str>);
+
+impl NameLabel {
+    /// Sets the name; a second call keeps the first.
+    pub fn set(&self, name: &'static str) {
+        let _ = self.0.set(name);
+    }
+
+    /// The name, once set.
+    pub fn get(&self) -> Option<&'static str> {
+        self.0.get().copied()
     }
 }
 
@@ -84,10 +116,12 @@ impl DropReason {
 /// One worker's counters.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
+    /// The I/O driver the worker runs ("io-uring", "portable"), set once it runs.
+    pub driver: NameLabel,
     /// The CPU the worker is pinned to.
-    pub core: Counter,
+    pub core: Gauge,
     /// Shards the worker serves.
-    pub shards: Counter,
+    pub shards: Gauge,
     /// `GetHostRequest`s answered.
     pub get_host: Counter,
     /// `ReportRequest`s taken.
@@ -113,11 +147,9 @@ pub struct WorkerStats {
     /// Hosts moved back to the idle list.
     pub recovered: Counter,
     /// Routes held now.
-    pub routes: Counter,
+    pub routes: Gauge,
     /// Hosts held now.
-    pub hosts: Counter,
-    /// The I/O driver the worker runs ("io-uring", "portable"), set once it runs.
-    pub driver: std::sync::OnceLock<&'static str>,
+    pub hosts: Gauge,
 }
 
 impl WorkerStats {
@@ -137,7 +169,7 @@ impl WorkerStats {
 #[derive(Debug, Default)]
 pub struct UplinkStats {
     /// 1 while connected.
-    pub up: Counter,
+    pub up: Gauge,
     /// Successful connections after the first.
     pub reconnects: Counter,
     /// Failed connection attempts and broken connections.
@@ -152,9 +184,9 @@ pub struct UplinkStats {
     pub rejected: Counter,
     /// Items held while disconnected (routes waiting to be re-requested or statistics waiting
     /// to be sent).
-    pub pending: Counter,
+    pub pending: Gauge,
     /// Messages for workers waiting for room in a worker's full ring.
-    pub backlog: Counter,
+    pub backlog: Gauge,
 }
 
 /// Every counter of one agent.
@@ -178,226 +210,268 @@ impl AgentStats {
         }
     }
 
-    /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP lars_agent_workers Worker threads, one per core."
-        );
-        let _ = writeln!(out, "# TYPE lars_agent_workers gauge");
-        let _ = writeln!(out, "lars_agent_workers {}", self.workers.len());
-        type Field = fn(&WorkerStats) -> &Counter;
-        let per_worker: [(&str, &str, &str, Field); 14] = [
-            (
-                "lars_agent_worker_core",
-                "gauge",
-                "CPU the worker is pinned to.",
-                |w| &w.core,
-            ),
-            (
-                "lars_agent_worker_shards",
-                "gauge",
-                "Shards served by the worker.",
-                |w| &w.shards,
-            ),
-            ("lars_agent_routes", "gauge", "Routes held.", |w| &w.routes),
-            ("lars_agent_hosts", "gauge", "Hosts held.", |w| &w.hosts),
-            (
-                "lars_agent_recv_errors_total",
-                "counter",
-                "Socket receive errors.",
-                |w| &w.recv_errors,
-            ),
-            (
-                "lars_agent_send_errors_total",
-                "counter",
-                "Replies not sent.",
-                |w| &w.send_errors,
-            ),
-            (
-                "lars_agent_dns_ring_drops_total",
-                "counter",
-                "Dns requests dropped on a full ring.",
-                |w| &w.dns_ring_drops,
-            ),
-            (
-                "lars_agent_report_ring_drops_total",
-                "counter",
-                "Statistics dropped on a full ring.",
-                |w| &w.report_ring_drops,
-            ),
-            (
-                "lars_agent_route_updates_total",
-                "counter",
-                "Route updates applied from dns.",
-                |w| &w.route_updates,
-            ),
-            (
-                "lars_agent_hosts_overloaded_total",
-                "counter",
-                "Hosts moved to the overload list.",
-                |w| &w.overloaded,
-            ),
-            (
-                "lars_agent_hosts_recovered_total",
-                "counter",
-                "Hosts moved back to the idle list.",
-                |w| &w.recovered,
-            ),
-            (
-                "lars_agent_get_host_total",
-                "counter",
-                "GetHostRequests answered.",
-                |w| &w.get_host,
-            ),
-            (
-                "lars_agent_report_total",
-                "counter",
-                "ReportRequests taken.",
-                |w| &w.report,
-            ),
-            (
-                "lars_agent_get_route_total",
-                "counter",
-                "API GetRouteRequests answered.",
-                |w| &w.get_route,
-            ),
-        ];
-        for (name, kind, help, field) in per_worker {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (i, w) in self.workers.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", field(w).get());
-            }
-        }
-        let name = "lars_agent_worker_driver";
-        let _ = writeln!(
-            out,
-            "# HELP {name} The I/O driver the worker runs (1).\n# TYPE {name} gauge"
-        );
-        for (i, w) in self.workers.iter().enumerate() {
-            if let Some(driver) = w.driver.get() {
-                let _ = writeln!(out, "{name}{{worker=\"{i}\",driver=\"{driver}\"}} 1");
-            }
-        }
-        let name = "lars_agent_replies_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} GetHostResponses by retcode.\n# TYPE {name} counter"
-        );
-        for (i, w) in self.workers.iter().enumerate() {
-            for (code, label) in ["succ", "overload", "system_error", "noexist"]
-                .iter()
-                .enumerate()
-            {
-                let _ = writeln!(
-                    out,
-                    "{name}{{worker=\"{i}\",retcode=\"{label}\"}} {}",
-                    w.replies[code].get()
-                );
-            }
-        }
-        let name = "lars_agent_drops_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Datagrams dropped, by reason.\n# TYPE {name} counter"
-        );
-        for (i, w) in self.workers.iter().enumerate() {
-            for reason in DropReason::ALL {
-                let _ = writeln!(
-                    out,
-                    "{name}{{worker=\"{i}\",reason=\"{}\"}} {}",
-                    reason.label(),
-                    w.drops_for(reason)
-                );
-            }
-        }
-        type UplinkField = fn(&UplinkStats) -> &Counter;
-        let per_uplink: [(&str, &str, &str, UplinkField); 9] = [
-            (
-                "lars_agent_uplink_up",
-                "gauge",
-                "1 while the uplink is connected.",
-                |u| &u.up,
-            ),
-            (
-                "lars_agent_uplink_reconnects_total",
-                "counter",
-                "Reconnections after the first connection.",
-                |u| &u.reconnects,
-            ),
-            (
-                "lars_agent_uplink_failures_total",
-                "counter",
-                "Failed connection attempts and broken connections.",
-                |u| &u.failures,
-            ),
-            (
-                "lars_agent_uplink_sent_total",
-                "counter",
-                "Messages sent.",
-                |u| &u.sent,
-            ),
-            (
-                "lars_agent_uplink_received_total",
-                "counter",
-                "Messages received.",
-                |u| &u.received,
-            ),
-            (
-                "lars_agent_uplink_worker_ring_drops_total",
-                "counter",
-                "Messages for workers dropped on a full ring.",
-                |u| &u.worker_ring_drops,
-            ),
-            (
-                "lars_agent_uplink_rejected_total",
-                "counter",
-                "Received items that could not be used.",
-                |u| &u.rejected,
-            ),
-            (
-                "lars_agent_uplink_pending",
-                "gauge",
-                "Items held for the next connection.",
-                |u| &u.pending,
-            ),
-            (
-                "lars_agent_uplink_backlog",
-                "gauge",
-                "Messages for workers waiting for room in a full ring.",
-                |u| &u.backlog,
-            ),
-        ];
-        for (name, kind, help, field) in per_uplink {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (label, uplink) in [("dns", &self.dns), ("report", &self.report)] {
-                let _ = writeln!(out, "{name}{{uplink=\"{label}\"}} {}", field(uplink).get());
-            }
-        }
-        out
+    /// A registry exposing every counter, read at scrape time.
+    pub fn metrics(self: &Arc<Self>) -> ServiceMetrics {
+        let stats = self.clone();
+        ServiceMetrics::new(|registry| registry.register_collector(Box::new(stats)))
+    }
+
+    /// The Prometheus text of every counter (what the endpoint serves).
+    pub fn render(self: &Arc<Self>) -> String {
+        self.metrics().render()
     }
 }
 
-/// Reads one sample, `name{labels} value`, from a Prometheus text exposition; `labels` is the
-/// exact text between the braces (empty for none). For tests and the CLI.
-pub fn sample(text: &str, name: &str, labels: &str) -> Option<u64> {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse().ok())
+/// How one per-worker metric reads a worker.
+#[derive(Debug, Clone, Copy)]
+pub enum WorkerValue {
+    /// One sample per worker, `{worker="N"}`.
+    Each(fn(&WorkerStats) -> u64),
+    /// One sample at 1 per worker whose name is set, `{worker="N",LABEL="name"}`.
+    Named(&'static str, fn(&WorkerStats) -> Option<&'static str>),
 }
 
-/// The sum of a counter over every label set.
+/// One per-worker metric: exposed name, help, kind and how it reads a worker. Adding a metric is
+/// adding a line here (and, for a new value, its field in [`WorkerStats`]).
+pub type PerWorker = (&'static str, &'static str, Kind, WorkerValue);
+
+/// Every per-worker metric but the ones labelled by retcode and drop reason.
+pub const PER_WORKER: &[PerWorker] = &[
+    (
+        "lars_agent_worker_driver",
+        "The I/O driver the worker runs (1).",
+        Kind::Gauge,
+        WorkerValue::Named("driver", |w| w.driver.get()),
+    ),
+    (
+        "lars_agent_worker_core",
+        "CPU the worker is pinned to.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.core.get()),
+    ),
+    (
+        "lars_agent_worker_shards",
+        "Shards served by the worker.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.shards.get()),
+    ),
+    (
+        "lars_agent_routes",
+        "Routes held.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.routes.get()),
+    ),
+    (
+        "lars_agent_hosts",
+        "Hosts held.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.hosts.get()),
+    ),
+    (
+        "lars_agent_recv_errors_total",
+        "Socket receive errors.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.recv_errors.get()),
+    ),
+    (
+        "lars_agent_send_errors_total",
+        "Replies not sent.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.send_errors.get()),
+    ),
+    (
+        "lars_agent_dns_ring_drops_total",
+        "Dns requests dropped on a full ring.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.dns_ring_drops.get()),
+    ),
+    (
+        "lars_agent_report_ring_drops_total",
+        "Statistics dropped on a full ring.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.report_ring_drops.get()),
+    ),
+    (
+        "lars_agent_route_updates_total",
+        "Route updates applied from dns.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.route_updates.get()),
+    ),
+    (
+        "lars_agent_hosts_overloaded_total",
+        "Hosts moved to the overload list.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.overloaded.get()),
+    ),
+    (
+        "lars_agent_hosts_recovered_total",
+        "Hosts moved back to the idle list.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.recovered.get()),
+    ),
+    (
+        "lars_agent_get_host_total",
+        "GetHostRequests answered.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.get_host.get()),
+    ),
+    (
+        "lars_agent_report_total",
+        "ReportRequests taken.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.report.get()),
+    ),
+    (
+        "lars_agent_get_route_total",
+        "API GetRouteRequests answered.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.get_route.get()),
+    ),
+];
+
+/// The retcode labels of [`WorkerStats::replies`], in its order.
+const RETCODES: [&str; 4] = ["succ", "overload", "system_error", "noexist"];
+
+/// One per-uplink metric: exposed name, help, kind and how it reads an uplink.
+pub type PerUplink = (&'static str, &'static str, Kind, fn(&UplinkStats) -> u64);
+
+/// Every per-uplink metric, `{uplink="dns"|"report"}`.
+pub const PER_UPLINK: &[PerUplink] = &[
+    (
+        "lars_agent_uplink_up",
+        "1 while the uplink is connected.",
+        Kind::Gauge,
+        |u| u.up.get(),
+    ),
+    (
+        "lars_agent_uplink_reconnects_total",
+        "Reconnections after the first connection.",
+        Kind::Counter,
+        |u| u.reconnects.get(),
+    ),
+    (
+        "lars_agent_uplink_failures_total",
+        "Failed connection attempts and broken connections.",
+        Kind::Counter,
+        |u| u.failures.get(),
+    ),
+    (
+        "lars_agent_uplink_sent_total",
+        "Messages sent.",
+        Kind::Counter,
+        |u| u.sent.get(),
+    ),
+    (
+        "lars_agent_uplink_received_total",
+        "Messages received.",
+        Kind::Counter,
+        |u| u.received.get(),
+    ),
+    (
+        "lars_agent_uplink_worker_ring_drops_total",
+        "Messages for workers dropped on a full ring.",
+        Kind::Counter,
+        |u| u.worker_ring_drops.get(),
+    ),
+    (
+        "lars_agent_uplink_rejected_total",
+        "Received items that could not be used.",
+        Kind::Counter,
+        |u| u.rejected.get(),
+    ),
+    (
+        "lars_agent_uplink_pending",
+        "Items held for the next connection.",
+        Kind::Gauge,
+        |u| u.pending.get(),
+    ),
+    (
+        "lars_agent_uplink_backlog",
+        "Messages for workers waiting for room in a full ring.",
+        Kind::Gauge,
+        |u| u.backlog.get(),
+    ),
+];
+
+impl Collector for AgentStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let workers: Vec<String> = (0..self.workers.len()).map(|i| i.to_string()).collect();
+        let each = || self.workers.iter().zip(&workers);
+        let count = self.workers.len() as u64;
+        encode_one(
+            &mut encoder,
+            "lars_agent_workers",
+            "Worker threads, one per core.",
+            Kind::Gauge,
+            count,
+        )?;
+        for &(name, help, kind, value) in PER_WORKER {
+            match value {
+                WorkerValue::Each(read) => {
+                    let samples = each().map(|(w, i)| ([("worker", i.as_str())], read(w)));
+                    encode_family(&mut encoder, name, help, kind, samples)?;
+                }
+                WorkerValue::Named(label, read) => {
+                    let samples = each().filter_map(|(w, i)| {
+                        read(w).map(|named| ([("worker", i.as_str()), (label, named)], 1))
+                    });
+                    encode_family(&mut encoder, name, help, kind, samples)?;
+                }
+            }
+        }
+        let replies = each().flat_map(|(w, i)| {
+            RETCODES
+                .iter()
+                .zip(&w.replies)
+                .map(move |(code, n)| ([("worker", i.as_str()), ("retcode", *code)], n.get()))
+        });
+        encode_family(
+            &mut encoder,
+            "lars_agent_replies_total",
+            "GetHostResponses by retcode.",
+            Kind::Counter,
+            replies,
+        )?;
+        let drops = each().flat_map(|(w, i)| {
+            DropReason::ALL.iter().map(move |reason| {
+                (
+                    [("worker", i.as_str()), ("reason", reason.label())],
+                    w.drops_for(*reason),
+                )
+            })
+        });
+        encode_family(
+            &mut encoder,
+            "lars_agent_drops_total",
+            "Datagrams dropped, by reason.",
+            Kind::Counter,
+            drops,
+        )?;
+        for &(name, help, kind, read) in PER_UPLINK {
+            let samples = [("dns", &self.dns), ("report", &self.report)]
+                .map(|(label, uplink)| ([("uplink", label)], read(uplink)));
+            encode_family(&mut encoder, name, help, kind, samples)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one sample, `name{labels}` with `labels` as the text writes them (empty for none),
+/// from a scrape's text, through [`lars_service::metrics::Samples`].
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<u64> {
+    let selector = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    lars_service::metrics::Samples::parse(text)
+        .select(&selector)
+        .map(|v| v as u64)
+}
+
+/// The sum of a metric over every label set.
 pub fn sum(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    lars_service::metrics::Samples::parse(text).sum(name, &[]) as u64
 }
 
 #[cfg(test)]
@@ -406,7 +480,7 @@ mod tests {
 
     #[test]
     fn rendered_counters_read_back() {
-        let stats = AgentStats::new(2);
+        let stats = Arc::new(AgentStats::new(2));
         stats.workers[1].get_host.add(7);
         stats.workers[0].dropped(DropReason::BadBody);
         stats.workers[0].replies[3].inc();

@@ -351,7 +351,7 @@ fn run(setup: WorkerSetup, started: std::sync::mpsc::SyncSender<Result<(), Spawn
             return;
         }
     };
-    let _ = state.stats.driver.set(driver.name());
+    state.stats.driver.set(driver.name());
     let _ = started.send(Ok(()));
     if let Err(e) = event_loop.run(&mut state) {
         error!(worker, %driver, error = %e, "the worker's I/O loop failed; its shards no longer answer");

@@ -1,11 +1,13 @@
-//! The dns service's settings: the `[reactor]`, `[store]` and `[dns]` sections of
-//! `lars_dns.toml`, with the same defaults as the shipped `conf/lars_dns.toml`. `[reactor]` and
-//! `[store]` are the sections every service shares (`lars_service::config`); `[dns]` is this
+//! The dns service's settings: the `[reactor]`, `[store]`, `[metrics]` and `[dns]` sections of
+//! `lars_dns.toml`, with the same defaults as the shipped `conf/lars_dns.toml`. `[reactor]`,
+//! `[store]` and `[metrics]` are the sections the central services share (`lars_service::config`); `[dns]` is this
 //! service's own. Loading ([`ServiceConfig::load`]) checks every key and value before anything
 //! starts and names the file, key and reason on error.
 
 pub use lars_service::ConfigError;
-use lars_service::config::{ReactorConfig, ServiceConfig, StoreConfig, at_least_one};
+use lars_service::config::{
+    MetricsConfig, ReactorConfig, ServiceConfig, StoreConfig, at_least_one,
+};
 use lars_store::StoreUrl;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -13,6 +15,9 @@ use std::time::Duration;
 
 /// The port `lars-dns` listens on by default, as in Lars.
 pub const DEFAULT_PORT: u16 = 7778;
+
+/// The port of `lars-dns`' metrics endpoint by default.
+pub const DEFAULT_METRICS_PORT: u16 = 7788;
 
 /// Route synchronisation and push behaviour (`[dns]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +55,8 @@ pub struct DnsConfig {
     pub reactor: ReactorConfig<DEFAULT_PORT>,
     /// `[store]`: where the routes are stored.
     pub store: StoreConfig<StoreUrl>,
+    /// `[metrics]`: where `/metrics` is served.
+    pub metrics: MetricsConfig<DEFAULT_METRICS_PORT>,
     /// `[dns]`.
     pub dns: SyncConfig,
 }
@@ -59,6 +66,7 @@ impl ServiceConfig for DnsConfig {
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.reactor.validate(origin)?;
+        self.metrics.validate(origin)?;
         at_least_one(origin, "dns.version_poll_ms", self.dns.version_poll_ms)?;
         at_least_one(origin, "dns.full_reload_secs", self.dns.full_reload_secs)?;
         at_least_one(
@@ -134,6 +142,14 @@ mod tests {
             err.contains("reactor.maxConn") && err.contains("test.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_metrics_addr_is_refused_with_its_key() {
+        let err = parse("[metrics]\naddr = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("metrics.addr"), "{err}");
+        let off = parse("[metrics]\naddr = \"\"\n").unwrap();
+        assert_eq!(off.metrics.listen_addr(), None);
     }
 
     #[test]

@@ -115,24 +115,33 @@ pub async fn serve(
     };
 
     let subscriptions = conn.subs.len();
+    let stats = &conn.shared.stats;
     match &close {
-        Close::PeerClosed | Close::Shutdown => {
+        Close::PeerClosed => {
+            DnsStats::inc(&stats.peer_closed);
             debug!(%peer, subscriptions, "connection closed");
         }
-        Close::ReadError(e) => info!(%peer, subscriptions, error = %e, "connection read failed"),
+        Close::Shutdown => debug!(%peer, subscriptions, "connection closed at shutdown"),
+        Close::ReadError(e) => {
+            DnsStats::inc(&stats.read_errors);
+            info!(%peer, subscriptions, error = %e, "connection read failed");
+        }
         Close::Protocol(e) => {
-            DnsStats::inc(&conn.shared.stats.protocol_errors);
+            DnsStats::inc(&stats.protocol_errors);
             warn!(%peer, error = %e, "protocol error; closing connection");
         }
         Close::UnexpectedMessage(msgid) => {
-            DnsStats::inc(&conn.shared.stats.protocol_errors);
+            DnsStats::inc(&stats.protocol_errors);
             warn!(%peer, msgid, "unexpected message id (dns only takes GetRouteRequest, id 1); closing connection");
         }
         Close::QueueFull => {
-            DnsStats::inc(&conn.shared.stats.slow_closed);
+            DnsStats::inc(&stats.slow_closed);
             warn!(%peer, queue = conn.shared.write_queue, "agent is not reading its pushes (write queue full); closing connection");
         }
-        Close::WriterGone => debug!(%peer, "connection write failed"),
+        Close::WriterGone => {
+            DnsStats::inc(&stats.write_errors);
+            debug!(%peer, "connection write failed");
+        }
     }
     let abort = matches!(
         close,
@@ -196,6 +205,7 @@ impl Connection {
         };
         match frame.decode().map_err(Close::Protocol)? {
             Message::GetRouteRequest(request) => {
+                DnsStats::inc(&self.shared.stats.requests_received);
                 Ok(Some(RouteKey::new(request.modid, request.cmdid)))
             }
             other => Err(Close::UnexpectedMessage(other.msg_id().as_i32())),

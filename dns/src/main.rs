@@ -2,6 +2,7 @@
 
 use argh::FromArgs;
 use lars_dns::{DnsConfig, DnsServer};
+use lars_service::metrics::MetricsEndpoint;
 use std::path::PathBuf;
 
 /// lars-dns: serves Lars routes to agents over TCP and pushes route changes to them.
@@ -25,7 +26,10 @@ fn main() -> anyhow::Result<()> {
         args.config.as_deref(),
         args.store,
         |config: DnsConfig, store, shutdown| async move {
-            DnsServer::bind(&config, store).await?.run(shutdown).await;
+            let server = DnsServer::bind(&config, store).await?;
+            let metrics = config.metrics.listen_addr();
+            let _endpoint = MetricsEndpoint::start_if(metrics, server.metrics()).await?;
+            server.run(shutdown).await;
             Ok(())
         },
     )

@@ -106,7 +106,7 @@ impl RouteSync {
         let store = open(&mut self.store, &self.url).await?;
         store.clear_changes().await?;
         let version = store.route_version().await?;
-        let snapshot = load(store, version).await?;
+        let snapshot = load(store, &self.shared.stats, version).await?;
         self.last_full = Instant::now();
         info!(
             version,
@@ -128,7 +128,7 @@ impl RouteSync {
         if !version_changed && self.last_full.elapsed() < self.timing.full_reload {
             return Ok(());
         }
-        let snapshot = load(store, version).await?;
+        let snapshot = load(store, &self.shared.stats, version).await?;
         self.last_full = Instant::now();
         let mut keys = old.changed_keys(&snapshot);
         if version_changed {
@@ -173,7 +173,8 @@ async fn open<'a>(slot: &'a mut Option<Store>, url: &StoreUrl) -> Result<&'a Sto
 }
 
 /// Loads every route into a snapshot at `version`, logging rows that had to be skipped.
-async fn load(store: &Store, version: i64) -> Result<RouteSnapshot, StoreError> {
+async fn load(store: &Store, stats: &DnsStats, version: i64) -> Result<RouteSnapshot, StoreError> {
+    let started = Instant::now();
     let load = store.load_routes().await?;
     for rejected in load.rejected.iter().take(REJECTED_ROWS_LOGGED) {
         warn!(error = %rejected, "skipping a bad RouteData row");
@@ -185,6 +186,7 @@ async fn load(store: &Store, version: i64) -> Result<RouteSnapshot, StoreError> 
         );
     }
     let (snapshot, truncated) = RouteSnapshot::build(version, load.routes);
+    stats.reloaded_in(started.elapsed());
     for key in truncated {
         warn!(
             modid = key.modid,

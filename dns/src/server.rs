@@ -7,6 +7,7 @@ use crate::connection;
 use crate::route_sync::{RouteSync, SyncTiming};
 use crate::shared::DnsShared;
 use crate::stats::DnsStats;
+use lars_service::metrics::ServiceMetrics;
 use lars_store::StoreUrl;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +24,12 @@ const REFUSALS_LOGGED_EVERY: u64 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -37,6 +39,7 @@ pub struct DnsServer {
     listener: TcpListener,
     addr: SocketAddr,
     shared: Arc<DnsShared>,
+    metrics: ServiceMetrics,
     sync: RouteSync,
     max_conn: usize,
 }
@@ -58,10 +61,12 @@ impl DnsServer {
             retry_max: config.db_retry_max(),
         };
         let sync = RouteSync::new(store, shared.clone(), timing);
+        let metrics = shared.stats.metrics();
         Ok(DnsServer {
             listener,
             addr,
             shared,
+            metrics,
             sync,
             max_conn: config.reactor.max_conn,
         })
@@ -77,12 +82,18 @@ impl DnsServer {
         self.shared.stats.clone()
     }
 
+    /// The service's metrics, for its endpoint ([`lars_service::metrics::MetricsEndpoint`]).
+    pub fn metrics(&self) -> ServiceMetrics {
+        self.metrics.clone()
+    }
+
     /// Serves until `shutdown` turns true, then closes every connection and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let DnsServer {
             listener,
             addr,
             shared,
+            metrics,
             mut sync,
             max_conn,
         } = self;
@@ -91,6 +102,7 @@ impl DnsServer {
         }
         let sync_task = tokio::spawn(sync.run(shutdown.clone()));
         info!(%addr, max_conn, "lars-dns serving");
+        metrics.set_serving();
 
         let limit = Arc::new(Semaphore::new(max_conn));
         let mut connections = JoinSet::new();

@@ -1,11 +1,19 @@
 //! The dns service's counters, shared by every task as relaxed atomics (they are for people, not
-//! for decisions), and their one-line text form for logs and tests.
+//! for decisions), their one-line text form for logs and tests, and their metrics
+//! ([`DnsStats::metrics`]: the atomics read at scrape time through [`FIELDS`], and the histogram
+//! of reload times).
 
+use lars_service::metrics::prometheus_client::metrics::histogram::{
+    Histogram, exponential_buckets,
+};
+use lars_service::metrics::{AtomicsCollector, Field, ServiceMetrics};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Service-wide counters and gauges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DnsStats {
     /// Connections open now.
     pub connections: AtomicU64,
@@ -13,6 +21,12 @@ pub struct DnsStats {
     pub connections_total: AtomicU64,
     /// Connections refused because `maxConn` were open.
     pub connections_refused: AtomicU64,
+    /// Connections closed by the agent.
+    pub peer_closed: AtomicU64,
+    /// Connections closed because reading failed (reset and the like).
+    pub read_errors: AtomicU64,
+    /// Connections closed because writing failed.
+    pub write_errors: AtomicU64,
     /// Connections closed for a protocol error (bad length, unknown msgid, undecodable body).
     pub protocol_errors: AtomicU64,
     /// Connections closed because a push found their write queue full (the agent stopped
@@ -22,6 +36,8 @@ pub struct DnsStats {
     /// room in their write queue: an agent asking faster than it reads (for a moment), or one
     /// that does not read at all (until a push finds its queue full).
     pub paused: AtomicU64,
+    /// `GetRouteRequest`s read.
+    pub requests_received: AtomicU64,
     /// `GetRouteRequest`s answered.
     pub requests: AtomicU64,
     /// Subscriptions held now, over all connections.
@@ -38,9 +54,162 @@ pub struct DnsStats {
     pub version: AtomicU64,
     /// Routes in the snapshot being served.
     pub routes: AtomicU64,
+    /// How long each load of every route took (reading the store and building the snapshot).
+    pub reload_seconds: Histogram,
 }
 
+impl Default for DnsStats {
+    fn default() -> Self {
+        DnsStats {
+            connections: AtomicU64::default(),
+            connections_total: AtomicU64::default(),
+            connections_refused: AtomicU64::default(),
+            peer_closed: AtomicU64::default(),
+            read_errors: AtomicU64::default(),
+            write_errors: AtomicU64::default(),
+            protocol_errors: AtomicU64::default(),
+            slow_closed: AtomicU64::default(),
+            paused: AtomicU64::default(),
+            requests_received: AtomicU64::default(),
+            requests: AtomicU64::default(),
+            subscriptions: AtomicU64::default(),
+            pushes: AtomicU64::default(),
+            polls: AtomicU64::default(),
+            reloads: AtomicU64::default(),
+            db_errors: AtomicU64::default(),
+            version: AtomicU64::default(),
+            routes: AtomicU64::default(),
+            // 1 ms to about 33 s: a few routes from SQLite to a million from a remote MySQL.
+            reload_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
+}
+
+/// Reads one atomic of [`DnsStats`] for [`FIELDS`].
+macro_rules! read {
+    ($field:ident) => {
+        |s: &DnsStats| s.$field.load(Ordering::Relaxed)
+    };
+}
+
+/// Every atomic of [`DnsStats`] as it is exposed.
+pub static FIELDS: [Field<DnsStats>; 18] = [
+    Field::gauge(
+        "lars_dns_connections",
+        "Agent connections open.",
+        read!(connections),
+    ),
+    Field::counter(
+        "lars_dns_connections_accepted_total",
+        "Agent connections accepted.",
+        read!(connections_total),
+    ),
+    Field::counter(
+        "lars_dns_connections_refused_total",
+        "Connections closed at once because maxConn were open.",
+        read!(connections_refused),
+    ),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        read!(peer_closed),
+    )
+    .labelled(&[("reason", "peer")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        read!(read_errors),
+    )
+    .labelled(&[("reason", "read_error")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        read!(write_errors),
+    )
+    .labelled(&[("reason", "write_error")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        read!(protocol_errors),
+    )
+    .labelled(&[("reason", "protocol_error")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        read!(slow_closed),
+    )
+    .labelled(&[("reason", "slow_reader")]),
+    Field::gauge(
+        "lars_dns_connections_paused",
+        "Connections not read from until their answers have room.",
+        read!(paused),
+    ),
+    Field::counter(
+        "lars_dns_requests_total",
+        "GetRouteRequests read.",
+        read!(requests_received),
+    ),
+    Field::counter(
+        "lars_dns_answers_total",
+        "GetRouteRequests answered.",
+        read!(requests),
+    ),
+    Field::gauge(
+        "lars_dns_subscriptions",
+        "Subscriptions held, over all connections.",
+        read!(subscriptions),
+    ),
+    Field::counter(
+        "lars_dns_pushes_total",
+        "Route changes pushed to subscribers.",
+        read!(pushes),
+    ),
+    Field::counter(
+        "lars_dns_polls_total",
+        "RouteVersion polls that reached the store.",
+        read!(polls),
+    ),
+    Field::counter(
+        "lars_dns_reloads_total",
+        "Route snapshots loaded.",
+        read!(reloads),
+    ),
+    Field::counter(
+        "lars_dns_db_errors_total",
+        "Store operations that failed.",
+        read!(db_errors),
+    ),
+    Field::gauge(
+        "lars_dns_snapshot_version",
+        "RouteVersion of the snapshot served.",
+        read!(version),
+    ),
+    Field::gauge(
+        "lars_dns_snapshot_routes",
+        "Routes in the snapshot served.",
+        read!(routes),
+    ),
+];
+
 impl DnsStats {
+    /// A registry exposing every counter.
+    pub fn metrics(self: &Arc<Self>) -> ServiceMetrics {
+        let stats = self.clone();
+        ServiceMetrics::new(|registry| {
+            registry.register(
+                "lars_dns_reload_seconds",
+                "Time to load every route into a snapshot.",
+                stats.reload_seconds.clone(),
+            );
+            registry.register_collector(Box::new(AtomicsCollector::new(stats, &FIELDS)));
+        })
+    }
+
+    /// Records how long a load of every route took.
+    pub fn reloaded_in(&self, took: Duration) {
+        self.reload_seconds.observe(took.as_secs_f64());
+    }
+
     /// Adds one.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,7 @@ fn serves_routes_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lars_dns.toml");
     let text = format!(
-        "[reactor]\nport = 0\n[store]\nurl = \"{}\"\n",
+        "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
         db.url_string()
     );
     std::fs::write(&config, text).unwrap();

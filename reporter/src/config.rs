@@ -1,11 +1,13 @@
-//! The reporter's settings: the `[reactor]`, `[store]` and `[reporter]` sections of
+//! The reporter's settings: the `[reactor]`, `[store]`, `[metrics]` and `[reporter]` sections of
 //! `lars_reporter.toml`, with the same defaults as the shipped `conf/lars_reporter.toml`.
-//! `[reactor]` and `[store]` are the sections every service shares (`lars_service::config`);
+//! `[reactor]`, `[store]` and `[metrics]` are the sections the central services share (`lars_service::config`);
 //! `[reporter]` is this service's own. Loading ([`ServiceConfig::load`]) checks every key and
 //! value before anything starts and names the file, key and reason on error.
 
 pub use lars_service::ConfigError;
-use lars_service::config::{ReactorConfig, ServiceConfig, StoreConfig, at_least_one};
+use lars_service::config::{
+    MetricsConfig, ReactorConfig, ServiceConfig, StoreConfig, at_least_one,
+};
 use lars_store::StoreUrl;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -13,6 +15,9 @@ use std::time::Duration;
 
 /// The port `lars-reporter` listens on by default, as in Lars.
 pub const DEFAULT_PORT: u16 = 7779;
+
+/// The port of `lars-reporter`'s metrics endpoint by default.
+pub const DEFAULT_METRICS_PORT: u16 = 7789;
 
 /// Largest `batch_rows`: a chunk is copied under its worker's lock, so it stays small enough to
 /// copy in well under a millisecond (the store splits it into statements of 1000 rows anyway).
@@ -58,6 +63,8 @@ pub struct ReporterConfig {
     pub reactor: ReactorConfig<DEFAULT_PORT>,
     /// `[store]`: where the statistics are stored.
     pub store: StoreConfig<StoreUrl>,
+    /// `[metrics]`: where `/metrics` is served.
+    pub metrics: MetricsConfig<DEFAULT_METRICS_PORT>,
     /// `[reporter]`.
     pub reporter: WorkerConfig,
 }
@@ -68,6 +75,7 @@ impl ServiceConfig for ReporterConfig {
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let r = &self.reporter;
         self.reactor.validate(origin)?;
+        self.metrics.validate(origin)?;
         at_least_one(origin, "reporter.db_thread_cnt", r.db_thread_cnt as u64)?;
         if r.db_thread_cnt > MAX_DB_THREADS {
             return Err(ConfigError::invalid(
@@ -178,6 +186,7 @@ mod tests {
                 "reporter.db_retry_max_ms",
             ),
             ("[store]\nurl = \"postgres://x\"\n", "store.url"),
+            ("[metrics]\naddr = \"7789\"\n", "metrics.addr"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err();

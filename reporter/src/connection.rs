@@ -38,10 +38,10 @@ pub enum Close {
     #[error("service stopping")]
     Shutdown,
     /// Reading failed.
-    #[error("read failed: {0}")]
+    #[error("read failed")]
     ReadError(#[source] std::io::Error),
     /// A frame that is not valid Lars protocol.
-    #[error("protocol error: {0}")]
+    #[error("protocol error")]
     Protocol(#[source] WireError),
     /// A valid frame of a message the reporter does not take.
     #[error(
@@ -161,7 +161,11 @@ impl Connection {
                 debug!(%peer, frames, reason = %close, "connection closed");
             }
             Close::ReadError(e) => info!(%peer, frames, error = %e, "connection read failed"),
-            Close::Protocol(_) | Close::UnexpectedMessage(_) => {
+            Close::Protocol(e) => {
+                ReporterStats::inc(&self.stats.protocol_errors);
+                warn!(%peer, frames, error = %e, "protocol error; closing connection");
+            }
+            Close::UnexpectedMessage(_) => {
                 ReporterStats::inc(&self.stats.protocol_errors);
                 warn!(%peer, frames, error = %close, "protocol error; closing connection");
             }

@@ -3,6 +3,7 @@
 
 use argh::FromArgs;
 use lars_reporter::{ReporterConfig, ReporterServer};
+use lars_service::metrics::MetricsEndpoint;
 use std::path::PathBuf;
 
 /// lars-reporter: stores the call statistics Lars agents send over TCP.
@@ -27,10 +28,10 @@ fn main() -> anyhow::Result<()> {
         args.config.as_deref(),
         args.store,
         |config: ReporterConfig, store, shutdown| async move {
-            ReporterServer::bind(&config, store)
-                .await?
-                .run(shutdown)
-                .await;
+            let server = ReporterServer::bind(&config, store).await?;
+            let metrics = config.metrics.listen_addr();
+            let _endpoint = MetricsEndpoint::start_if(metrics, server.metrics()).await?;
+            server.run(shutdown).await;
             Ok(())
         },
     )

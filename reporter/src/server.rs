@@ -13,6 +13,7 @@ use crate::inbox::Inboxes;
 use crate::shutdown;
 use crate::stats::ReporterStats;
 use crate::store_worker::{SharedStore, StoreWorker, WorkerTiming};
+use lars_service::metrics::ServiceMetrics;
 use lars_store::StoreUrl;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,11 +36,12 @@ pub const STATS_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ReporterError {
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -49,6 +51,7 @@ pub struct ReporterServer {
     listener: TcpListener,
     addr: SocketAddr,
     stats: Arc<ReporterStats>,
+    metrics: ServiceMetrics,
     inboxes: Inboxes,
     store: Arc<SharedStore>,
     timing: WorkerTiming,
@@ -75,6 +78,7 @@ impl ReporterServer {
         Ok(ReporterServer {
             listener,
             addr,
+            metrics: stats.metrics(),
             stats,
             inboxes,
             store: Arc::new(SharedStore::new(store)),
@@ -98,6 +102,11 @@ impl ReporterServer {
         self.stats.clone()
     }
 
+    /// The service's metrics, for its endpoint ([`lars_service::metrics::MetricsEndpoint`]).
+    pub fn metrics(&self) -> ServiceMetrics {
+        self.metrics.clone()
+    }
+
     /// The workers' inboxes, e.g. to look at the [backlog](Inboxes::backlog).
     pub fn inboxes(&self) -> Inboxes {
         self.inboxes.clone()
@@ -109,6 +118,7 @@ impl ReporterServer {
             listener,
             addr,
             stats,
+            metrics,
             inboxes,
             store,
             timing,
@@ -132,6 +142,7 @@ impl ReporterServer {
         let stats_log = tokio::spawn(log_stats(stats.clone()));
         info!(%addr, max_conn, workers = inboxes.len(), batch_rows, flush = ?timing.flush,
             "lars-reporter serving");
+        metrics.set_serving();
 
         let limit = Arc::new(Semaphore::new(max_conn));
         let mut connections = JoinSet::new();

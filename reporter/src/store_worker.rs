@@ -169,12 +169,14 @@ impl StoreWorker {
         if self.chunk.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let result = tokio::select! {
             written = store.upsert_call_status(self.chunk.rows()) => written.map_err(WriteFailure::Store),
             _ = within(deadline) => Err(WriteFailure::OutOfTime),
         };
         match result {
             Ok(_) => {
+                self.stats.wrote_in(started.elapsed());
                 let outcome = self.inbox.written(&self.chunk);
                 ReporterStats::inc(&self.stats.batches);
                 debug!(

@@ -26,7 +26,7 @@ fn serves_and_on_sigterm_writes_what_is_pending_and_exits_0() {
     let config = dir.path().join("lars_reporter.toml");
     std::fs::write(
         &config,
-        "[reactor]\nport = 0\n[reporter]\nflush_ms = 3600000\n",
+        "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n[reporter]\nflush_ms = 3600000\n",
     )
     .unwrap();
     let reporter = ServiceProcess::start_logging(

@@ -10,9 +10,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub mod metrics;
 pub mod reactor;
 pub mod store;
 
+pub use metrics::MetricsConfig;
 pub use reactor::ReactorConfig;
 pub use store::StoreConfig;
 

@@ -3,17 +3,21 @@
 //! with the `[reactor]` and `[store]` sections they share ([`config`]), logs on stderr
 //! ([`logging`]), SIGINT/SIGTERM as a shutdown signal ([`signals`]), the start-up of a service
 //! binary from its command line to its runtime ([`process`]), and capped exponential backoff for
-//! reconnects and retries ([`backoff`]).
+//! reconnects and retries ([`backoff`]), and the metrics every service exposes over HTTP and the
+//! `lars` CLI reads back ([`metrics`]).
 
 #![deny(missing_docs)]
 
 pub mod backoff;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 pub mod signals;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backoff::Backoff;
-pub use config::{ConfigError, ReactorConfig, ServiceConfig, StoreConfig, load_config};
+pub use config::{
+    ConfigError, MetricsConfig, ReactorConfig, ServiceConfig, StoreConfig, load_config,
+};

@@ -1,15 +1,19 @@
 //! Test support (feature `testing`): running the workspace's binaries as real processes, the
 //! way the process-level tests of every crate do — find (and build, once per test process, so
-//! it is never stale) a binary of any workspace package, start it, wait for the line it logs
-//! when it is serving (or any other line), read `key=value` fields of that line, and stop it with
-//! a signal or kill. Beside it: binaries run to completion and the command-line checks every
-//! service shares ([`command_line`]), the checks every service's config type shares
-//! ([`config_file`]), services run as tasks inside the test process ([`service_task`]), and
+//! it is never stale) a binary of any workspace package, start it, wait until it serves (its
+//! metrics endpoint shows [`SERVING`] at 1; a process without an endpoint, until it logs that it
+//! is serving), read `key=value` fields of its serving line, scrape its metrics, and stop it with
+//! a signal or kill. Beside it: the one way to wait for something ([`eventually`]), binaries run
+//! to completion and the command-line checks every service shares ([`command_line`]), the checks
+//! every service's config type shares ([`config_file`]), services run as tasks inside the test
+//! process ([`service_task`]), a plain HTTP GET ([`http`]), and
 //! [`both_backends!`](crate::both_backends) for test bodies that run against each store backend.
 //! Never used outside tests.
 
+use crate::metrics::{SERVING, Samples};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,13 +21,17 @@ use std::time::{Duration, Instant};
 
 pub mod command_line;
 pub mod config_file;
+pub mod eventually;
+pub mod http;
 pub mod service_task;
 
 pub use command_line::{Finished, assert_config_errors_named, assert_help_names, run};
 pub use config_file::{
     assert_missing_config_is_named, assert_shipped_config_is_the_defaults, parse_config,
 };
-pub use service_task::{ServiceTask, eventually};
+pub use eventually::{Outcome, eventually, eventually_async};
+pub use http::{HttpAnswer, assert_idle_clients_do_not_block, assert_serves_metrics, http_get};
+pub use service_task::ServiceTask;
 
 /// Runs an `async fn(TestDb)` test body once per store backend, as the tests `NAME::mysql` and
 /// `NAME::sqlite` on a two-thread tokio runtime; `both_backends!(blocking NAME)` does the same
@@ -57,8 +65,17 @@ macro_rules! both_backends {
     };
 }
 
-/// How long a service may take to log that it is serving.
+/// How long a service may take to serve.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one scrape of a service under test may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a service logs when its metrics endpoint is bound ([`crate::metrics::endpoint`]).
+const METRICS_LINE: &str = "metrics endpoint listening";
+
+/// What a service logs once it serves.
+const SERVING_LINE: &str = "serving";
 
 /// How long a service may take to exit after SIGTERM or SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -121,12 +138,25 @@ impl Log {
         self.state().lines.clone()
     }
 
+    fn ended(&self) -> bool {
+        self.state().ended
+    }
+
     /// The first line containing `needle`, waiting for it until `deadline`; `None` when the
     /// deadline passes or stderr ends first.
     fn find(&self, needle: &str, deadline: Instant) -> Option<String> {
+        self.find_any(&[needle], deadline)
+    }
+
+    /// The first line containing any of `needles`, waiting as [`Log::find`] does.
+    fn find_any(&self, needles: &[&str], deadline: Instant) -> Option<String> {
         let mut state = self.state();
         loop {
-            if let Some(line) = state.lines.iter().find(|l| l.contains(needle)) {
+            if let Some(line) = state
+                .lines
+                .iter()
+                .find(|l| needles.iter().any(|n| l.contains(n)))
+            {
                 return Some(line.clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -142,17 +172,26 @@ impl Log {
     }
 }
 
+/// The value of field `key` in a `key=value` log line.
+fn line_field(line: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .map(str::to_string)
+}
+
 /// A running service process with its stderr collected; killed when dropped.
 pub struct ServiceProcess {
     name: String,
     child: Child,
     log: Arc<Log>,
-    serving: String,
+    metrics: Option<SocketAddr>,
 }
 
 impl ServiceProcess {
     /// Starts `program` with `args` (under `prefix`, e.g. `["taskset", "-c", "0"]`) and waits
-    /// for a stderr line containing "serving".
+    /// until it serves: until its metrics endpoint shows [`SERVING`] at 1, or, for a process
+    /// without an endpoint, until it logs a line containing "serving".
     pub fn start(program: &Path, prefix: &[&str], args: &[&str]) -> ServiceProcess {
         ServiceProcess::start_logging(program, prefix, args, "info")
     }
@@ -192,29 +231,90 @@ impl ServiceProcess {
             }
             collected.end();
         });
-        match log.find("serving", Instant::now() + START_TIMEOUT) {
-            Some(serving) => ServiceProcess {
-                name,
-                child,
-                log,
-                serving,
-            },
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not start: {:#?}", log.lines());
+        let mut process = ServiceProcess {
+            name,
+            child,
+            log,
+            metrics: None,
+        };
+        let first = process.log.find_any(
+            &[METRICS_LINE, SERVING_LINE],
+            Instant::now() + START_TIMEOUT,
+        );
+        match first {
+            None => process.fail_start("logged neither its metrics endpoint nor serving"),
+            Some(line) if line.contains(METRICS_LINE) => {
+                let addr = line_field(&line, "metrics").and_then(|a| a.parse().ok());
+                let Some(addr) = addr else {
+                    process.fail_start("logged its metrics endpoint without metrics=")
+                };
+                process.metrics = Some(addr);
+                process.wait_until_serving(addr);
+                // A process may bring its endpoint up before the rest of it (the agent starts
+                // its endpoint before its workers); its serving line says all of it is up.
+                process.wait_for_line(SERVING_LINE, START_TIMEOUT);
             }
+            Some(_) => {}
         }
+        process
+    }
+
+    /// Waits until the endpoint at `addr` shows [`SERVING`] at 1.
+    fn wait_until_serving(&mut self, addr: SocketAddr) {
+        let url = format!("http://{addr}/metrics");
+        let what = format!("{} to serve ({SERVING} 1 at {url})", self.name);
+        eventually(&what, START_TIMEOUT, || {
+            if self.log.ended() {
+                self.fail_start("exited");
+            }
+            crate::metrics::scrape(&url, SCRAPE_TIMEOUT)
+                .is_ok_and(|samples| samples.get(SERVING, &[]) == Some(1.0))
+        });
+    }
+
+    fn fail_start(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{} did not start ({why}): {:#?}",
+            self.name,
+            self.log.lines()
+        );
     }
 
     /// A `key=value` field of the serving line.
     pub fn field(&self, key: &str) -> String {
-        let prefix = format!("{key}=");
-        self.serving
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("{} serving line has no {key}: {}", self.name, self.serving))
-            .to_string()
+        let serving = self.wait_for_line(SERVING_LINE, START_TIMEOUT);
+        line_field(&serving, key)
+            .unwrap_or_else(|| panic!("{} serving line has no {key}: {serving}", self.name))
+    }
+
+    /// Where its metrics endpoint listens; fails the test when it has none.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .unwrap_or_else(|| panic!("{} has no metrics endpoint", self.name))
+    }
+
+    /// Its metrics now.
+    pub fn scrape(&self) -> Samples {
+        let addr = self.metrics_addr();
+        crate::metrics::scrape(&addr.to_string(), SCRAPE_TIMEOUT)
+            .unwrap_or_else(|e| panic!("scrape {}: {e}", self.name))
+    }
+
+    /// Waits until metric `name` with exactly `labels` satisfies `holds`, failing the test after
+    /// `within`; returns its value.
+    pub fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        within: Duration,
+        holds: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let what = format!("{} metric {name}{labels:?} to reach its value", self.name);
+        eventually(&what, within, || {
+            self.scrape().get(name, labels).filter(|v| holds(*v))
+        })
     }
 
     /// Every stderr line so far.

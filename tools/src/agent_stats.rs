@@ -2,26 +2,31 @@
 //! a table (or the raw Prometheus text with `--raw`).
 
 use anyhow::Context;
-use lars_agent::stats::{sample, sum};
+use lars_service::metrics::Samples;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long to wait for the agent's answer: it is on this host and answers in microseconds.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Fetches and prints the counters of the agent whose stats endpoint is `addr`.
 pub fn run(addr: SocketAddr, raw: bool) -> anyhow::Result<()> {
-    let text = lars_agent::admin::fetch(addr, Duration::from_secs(2))
+    let text = lars_service::metrics::fetch_blocking(&addr.to_string(), FETCH_TIMEOUT)
         .with_context(|| format!("cannot read agent stats from {addr} (is lars-agent running, with stats_addr = \"{addr}\"?)"))?;
     if raw {
         print!("{text}");
     } else {
-        print!("{}", format_stats(&text));
+        print!("{}", format_stats(&Samples::parse(&text)));
     }
     Ok(())
 }
 
 /// The table: one line per worker, one per uplink, and the drops by reason.
-pub fn format_stats(text: &str) -> String {
-    let workers = sample(text, "lars_agent_workers", "").unwrap_or(0);
+pub fn format_stats(samples: &Samples) -> String {
+    // Counts, so whole numbers: the casts drop nothing.
+    let sum = |name: &str, labels: &[(&str, &str)]| samples.sum(name, labels) as u64;
+    let workers = sum("lars_agent_workers", &[]);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -29,13 +34,9 @@ pub fn format_stats(text: &str) -> String {
         "WORKER", "CPU", "SHARDS", "ROUTES", "HOSTS", "GET_HOST", "REPORT", "GET_ROUTE", "DROPS"
     );
     for w in 0..workers {
-        let label = format!("worker=\"{w}\"");
-        let get = |name| sample(text, name, &label).unwrap_or(0);
-        let drops: u64 = text
-            .lines()
-            .filter(|l| l.starts_with(&format!("lars_agent_drops_total{{{label},")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let w = w.to_string();
+        let worker = [("worker", w.as_str())];
+        let get = |name| sum(name, &worker);
         let _ = writeln!(
             out,
             "{:<7} {:>4} {:>6} {:>8} {:>8} {:>12} {:>12} {:>10} {:>8}",
@@ -47,7 +48,7 @@ pub fn format_stats(text: &str) -> String {
             get("lars_agent_get_host_total"),
             get("lars_agent_report_total"),
             get("lars_agent_get_route_total"),
-            drops
+            get("lars_agent_drops_total"),
         );
     }
     let _ = writeln!(
@@ -56,8 +57,8 @@ pub fn format_stats(text: &str) -> String {
         "UPLINK", "UP", "RECONNECTS", "FAILURES", "SENT", "RECEIVED", "PENDING"
     );
     for uplink in ["dns", "report"] {
-        let label = format!("uplink=\"{uplink}\"");
-        let get = |name| sample(text, name, &label).unwrap_or(0);
+        let labels = [("uplink", uplink)];
+        let get = |name| sum(name, &labels);
         let up = if get("lars_agent_uplink_up") == 1 {
             "yes"
         } else {
@@ -84,48 +85,35 @@ pub fn format_stats(text: &str) -> String {
         "bad_body",
         "bad_host",
     ] {
-        let n: u64 = (0..workers)
-            .filter_map(|w| {
-                sample(
-                    text,
-                    "lars_agent_drops_total",
-                    &format!("worker=\"{w}\",reason=\"{reason}\""),
-                )
-            })
-            .sum();
+        let n = sum("lars_agent_drops_total", &[("reason", reason)]);
         let _ = writeln!(out, "  {reason:<17} {n}");
     }
+    let replies = |retcode| sum("lars_agent_replies_total", &[("retcode", retcode)]);
     let _ = writeln!(
         out,
         "ring drops: dns {}, report {}; replies: {} succ, {} overload, {} noexist",
-        sum(text, "lars_agent_dns_ring_drops_total"),
-        sum(text, "lars_agent_report_ring_drops_total"),
-        labelled_sum(text, "lars_agent_replies_total", "retcode=\"succ\""),
-        labelled_sum(text, "lars_agent_replies_total", "retcode=\"overload\""),
-        labelled_sum(text, "lars_agent_replies_total", "retcode=\"noexist\""),
+        sum("lars_agent_dns_ring_drops_total", &[]),
+        sum("lars_agent_report_ring_drops_total", &[]),
+        replies("succ"),
+        replies("overload"),
+        replies("noexist"),
     );
     out
-}
-
-fn labelled_sum(text: &str, name: &str, label: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use lars_agent::stats::{AgentStats, DropReason};
+    use std::sync::Arc;
 
     #[test]
     fn the_table_shows_every_worker_and_uplink() {
-        let stats = AgentStats::new(2);
+        let stats = Arc::new(AgentStats::new(2));
         stats.workers[1].get_host.add(42);
         stats.workers[0].dropped(DropReason::Short);
         stats.dns.up.set(1);
-        let table = format_stats(&stats.render());
+        let table = format_stats(&Samples::parse(&stats.render()));
         assert!(table.lines().nth(2).unwrap().contains("42"), "{table}");
         assert!(table.contains("short             1"), "{table}");
         assert!(

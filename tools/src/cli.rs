@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// lars: the Lars command line. Caller commands (gethost, getroute, report, simulator, example)
 /// talk to the local lars-agent over UDP; route and status work on the store; agent-stats reads
-/// a running agent's counters.
+/// a running agent's counters, stats any service's metrics.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     /// the agent's IPv4 address (default 127.0.0.1)
@@ -43,6 +43,7 @@ enum Command {
     Simulator(SimulatorCmd),
     Example(ExampleCmd),
     AgentStats(AgentStatsCmd),
+    Stats(StatsCmd),
     Route(RouteCmd),
     Status(StatusCmd),
 }
@@ -146,6 +147,19 @@ struct AgentStatsCmd {
     /// the agent's stats endpoint (default 127.0.0.1:8890, its `[agent] stats_addr`)
     #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 8890))")]
     addr: SocketAddr,
+    /// print the raw Prometheus text instead of the table
+    #[argh(switch)]
+    raw: bool,
+}
+
+/// show any Lars service's metrics as a table (lars-dns, lars-reporter or lars-agent)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+struct StatsCmd {
+    /// the metrics endpoint: http://HOST:PORT/metrics or HOST:PORT (e.g. 127.0.0.1:7788 for
+    /// lars-dns, 127.0.0.1:7789 for lars-reporter, 127.0.0.1:8890 for lars-agent)
+    #[argh(positional)]
+    url: String,
     /// print the raw Prometheus text instead of the table
     #[argh(switch)]
     raw: bool,
@@ -329,6 +343,13 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Example(c) => caller::example(&agent, c.modid, c.cmdid),
         Command::AgentStats(c) => match crate::agent_stats::run(c.addr, c.raw) {
+            Ok(()) => ExitCode::Ok,
+            Err(e) => {
+                eprintln!("lars: {e:#}");
+                ExitCode::Failed
+            }
+        },
+        Command::Stats(c) => match crate::stats::run(&c.url, c.raw) {
             Ok(()) => ExitCode::Ok,
             Err(e) => {
                 eprintln!("lars: {e:#}");

@@ -5,9 +5,8 @@
 
 use lars_service::testing::ServiceProcess as Server;
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 /// A short run: no warm-up to speak of, one second measured, a timeout long enough for a
 /// loaded test machine.
@@ -185,17 +184,9 @@ fn the_agent_answers_get_host_and_the_retcodes_are_counted() {
     assert!(json["throughput_per_sec"].as_f64().unwrap() > 0.0);
 
     // The agent counted at least every answer lars-perf measured (warm-up ones come on top).
-    let stats: SocketAddr = agent.field("stats").parse().unwrap();
-    let text = lars_agent::admin::fetch(stats, Duration::from_secs(5)).expect("agent stats");
-    let noexist: u64 = (0..16)
-        .filter_map(|w| {
-            lars_agent::stats::sample(
-                &text,
-                "lars_agent_replies_total",
-                &format!("worker=\"{w}\",retcode=\"noexist\""),
-            )
-        })
-        .sum();
+    let noexist = agent
+        .scrape()
+        .sum("lars_agent_replies_total", &[("retcode", "noexist")]) as u64;
     assert!(noexist >= answers, "agent {noexist} < lars-perf {answers}");
 }
 
@@ -264,9 +255,7 @@ fn all_sockets_together_walk_a_large_key_set_without_repeating_keys() {
     assert!(answers > 0, "{json}");
 
     // Each new key is a new route in the agent (warm-up requests add theirs on top).
-    let stats: SocketAddr = agent.field("stats").parse().unwrap();
-    let text = lars_agent::admin::fetch(stats, Duration::from_secs(5)).expect("agent stats");
-    let routes = lars_agent::stats::sum(&text, "lars_agent_routes");
+    let routes = agent.scrape().sum("lars_agent_routes", &[]) as u64;
     assert!(
         routes >= answers,
         "{answers} answered get_routes touched only {routes} keys"

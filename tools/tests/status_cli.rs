@@ -1,8 +1,9 @@
 //! `lars status` as a process, against both store backends: the stored call statistics as a
-//! table, narrowed by MODID and CMDID, and clear errors for bad arguments.
+//! table, narrowed by MODID and CMDID, and clear errors for bad arguments. And `lars stats`, the
+//! live metrics of a running service as a table.
 
 use lars_service::both_backends;
-use lars_service::testing::{Finished, run};
+use lars_service::testing::{Finished, ServiceProcess, run, workspace_binary};
 use lars_store::CallStatusRow;
 use lars_store::testing::TestDb;
 use std::net::Ipv4Addr;
@@ -115,4 +116,60 @@ fn help_lists_status() {
     let out = lars(&["status", "--help"]);
     assert!(out.status.success());
     assert!(out.stdout.contains("--store"), "{}", out.stdout);
+}
+
+#[test]
+fn stats_shows_a_running_services_metrics_as_a_table() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lars_reporter.toml");
+    std::fs::write(
+        &config,
+        "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let binary = workspace_binary(env!("CARGO_MANIFEST_DIR"), "lars-reporter", "lars-reporter");
+    let url = db.url_string();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--store",
+        url.as_str(),
+    ];
+    let reporter = ServiceProcess::start(&binary, &[], &args);
+    let addr = reporter.metrics_addr().to_string();
+    for target in [addr.clone(), format!("http://{addr}/metrics")] {
+        let out = lars(&["stats", &target]);
+        assert!(out.status.success(), "{}", out.stderr);
+        let serving = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("lars_service_serving"));
+        assert!(serving.is_some_and(|l| l.ends_with(" 1")), "{}", out.stdout);
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("lars_reporter_rows_written_total ")),
+            "{}",
+            out.stdout
+        );
+    }
+    let raw = lars(&["stats", "--raw", &addr]);
+    assert!(
+        raw.stdout
+            .contains("# TYPE lars_reporter_frames_total counter"),
+        "{}",
+        raw.stdout
+    );
+}
+
+#[test]
+fn stats_names_a_target_it_cannot_read() {
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    lars(&["stats", &nowhere]).assert_failed(1, &nowhere);
+    lars(&["stats", "https://x:1/"]).assert_failed(1, "https://x:1/");
+    lars(&["agent-stats", "--addr", &nowhere]).assert_failed(1, &nowhere);
 }

@@ -129,7 +129,7 @@ impl System {
         let config = self.write(
             "dns.toml",
             &format!(
-                "[reactor]\nport = {}\n[store]\nurl = \"{}\"\n[dns]\nversion_poll_ms = 200\n",
+                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n[dns]\nversion_poll_ms = 200\n",
                 self.dns_port, self.store
             ),
         );
@@ -144,7 +144,7 @@ impl System {
         let config = self.write(
             "reporter.toml",
             &format!(
-                "[reactor]\nport = {}\n[store]\nurl = \"{}\"\n",
+                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
                 self.reporter_port, self.store
             ),
         );

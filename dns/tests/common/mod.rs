@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 use lars_dns::{DnsConfig, DnsServer, DnsStats};
 use lars_service::testing::ServiceTask;
-pub use lars_service::testing::eventually;
+pub use lars_service::testing::eventually_async as eventually;
 use lars_store::StoreUrl;
 use lars_wire::messages::GetRouteResponse;
 use lars_wire::{FrameDecoder, Message};

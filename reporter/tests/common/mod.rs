@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use lars_reporter::{Inboxes, ReporterConfig, ReporterServer, ReporterStats};
-use lars_service::testing::{ServiceTask, eventually};
+use lars_service::testing::{ServiceTask, eventually_async as eventually};
 use lars_store::{CallStatusRow, Store, StoreUrl};
 use lars_wire::MsgId;
 use lars_wire::messages::{HostCallResult, ReportStatusRequest};
@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// The caller every test agent reports as.
 pub const CALLER: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
@@ -187,31 +186,22 @@ impl TestAgent {
     }
 }
 
-/// Waits until the stored rows (in key order) equal `want`, failing after `within` with both.
+/// Waits until the stored rows (in key order) equal `want`, failing after `within`.
 pub async fn wait_for_rows(store: &Store, want: &[CallStatusRow], within: Duration) {
-    let deadline = Instant::now() + within;
     let mut want = want.to_vec();
     want.sort_unstable_by_key(CallStatusRow::key);
-    loop {
+    let want = &want;
+    let what = format!(
+        "the {} expected rows to be stored (first {:?})",
+        want.len(),
+        want.first()
+    );
+    eventually(&what, within, || async move {
         let stored = store
             .load_call_status(None, None)
             .await
             .expect("load_call_status");
-        if stored == want {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let differ = stored.iter().zip(&want).filter(|(a, b)| a != b).count();
-            panic!(
-                "stored rows differ from the expected ones after {within:?}: {} stored, {} \
-                 expected, {differ} of the common prefix differ; first stored {:?}, first \
-                 expected {:?}",
-                stored.len(),
-                want.len(),
-                stored.first(),
-                want.first()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        stored == *want
+    })
+    .await;
 }

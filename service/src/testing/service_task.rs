@@ -1,12 +1,10 @@
 //! A service running inside the test process: its `run(shutdown)` future as a task of the test's
-//! tokio runtime, stopped through its shutdown flag the way SIGTERM stops the binary, and waits
-//! on a condition with a deadline instead of sleeps.
+//! tokio runtime, stopped through its shutdown flag the way SIGTERM stops the binary.
 
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 /// A service's `run(shutdown)` running as a task; see [`ServiceTask::stop`].
 pub struct ServiceTask {
@@ -41,19 +39,6 @@ impl ServiceTask {
     }
 }
 
-/// Waits until `check` is true, failing the test after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,11 +62,5 @@ mod tests {
     async fn a_service_that_ignores_the_flag_fails_the_test() {
         let service = ServiceTask::spawn("toy", |_shutdown| std::future::pending());
         service.stop(Duration::from_millis(50)).await;
-    }
-
-    #[tokio::test]
-    #[should_panic(expected = "timed out waiting for: never")]
-    async fn eventually_fails_after_its_deadline() {
-        eventually("never", Duration::from_millis(50), || async { false }).await;
     }
 }

@@ -12,7 +12,7 @@ on_both_runtimes!(
 
 use common::{System, eventually};
 use lars_store::{CallStatusRow, Store};
-use lars_wire::client::Host;
+use lars_wire::HostAddr as Host;
 use lars_wire::{ClientError, RetCode};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

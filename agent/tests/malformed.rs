@@ -6,7 +6,7 @@ mod common;
 on_both_runtimes!(malformed_datagrams_are_dropped_and_counted_while_callers_are_served,);
 
 use common::{System, eventually};
-use lars_wire::client::Host;
+use lars_wire::HostAddr as Host;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,7 +22,7 @@ pub struct CallStatusRow {
     pub modid: i32,
     /// The route's cmdid.
     pub cmdid: i32,
-    /// The host's IPv4 address, host order (see [`RouteHost::ip`](crate::RouteHost::ip)).
+    /// The host's IPv4 address, host order (see [`HostAddr::ip_bits`](lars_wire::HostAddr::ip_bits)).
     pub ip: u32,
     /// The host's port.
     pub port: u16,

@@ -8,7 +8,7 @@ use crate::route_admin;
 use crate::status;
 use argh::FromArgs;
 use lars_store::DEFAULT_STORE_URL;
-use lars_wire::client::Host;
+use lars_wire::HostAddr as Host;
 use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::time::Duration;

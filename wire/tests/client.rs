@@ -2,7 +2,8 @@
 //! the OS picks, answering each request with whatever datagrams the test's script returns and
 //! handing every request it saw to the test through a channel.
 
-use lars_wire::client::{Client, ClientConfig, ClientError, Host};
+use lars_wire::HostAddr as Host;
+use lars_wire::client::{Client, ClientConfig, ClientError};
 use lars_wire::messages::{GetHostResponse, GetRouteRequest, GetRouteResponse, HostInfo};
 use lars_wire::{Message, RetCode, datagram};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

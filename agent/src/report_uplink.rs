@@ -8,15 +8,14 @@
 
 use crate::config::UplinkConfig;
 use crate::rings::{ReportUplinkRx, Wake};
-use crate::route_table::RouteKey;
 use crate::stats::UplinkStats;
 use crate::uplink::{Connector, StopSignal};
 use bytes::BytesMut;
 use foldhash::{HashMap, HashSet};
-use lars_wire::MsgId;
 use lars_wire::frame::encode_frame;
 use lars_wire::ip::ip_to_wire;
 use lars_wire::messages::ReportStatusRequest;
+use lars_wire::{MsgId, RouteKey};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

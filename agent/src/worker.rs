@@ -13,17 +13,17 @@
 //! - `io-uring`: the hand-written [`EventLoop`], which calls the same state through
 //!   [`DatagramService`]: datagrams, the eventfd wake-up and a tick every `report_interval`.
 
+use crate::clock::Millis;
 use crate::config::IoRuntime;
 use crate::io::udp::{DATAGRAM_BUFFER, ShardSocket};
 use crate::io::uring::{DatagramService, EventLoop, Flow};
 use crate::io::{block_on, spawn_local};
-use crate::loadbalance::LbSettings;
+use crate::lb::{DnsUpdateOutcome, HostTransition, LbSettings, RouteTable};
 use crate::log_limit::LogLimit;
 use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx};
-use crate::route::{HostTransition, Millis};
-use crate::route_table::{DnsUpdateOutcome, RouteKey, RouteTable};
 use crate::shard::Shard;
 use crate::stats::{DropReason, WorkerStats};
+use lars_wire::RouteKey;
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
@@ -41,9 +41,6 @@ const STATE_LOGS_PER_SECOND: u32 = 20;
 pub struct WorkerFlags {
     /// Stop now.
     pub stop: AtomicBool,
-    /// The dns uplink (re)connected and re-requested every route: routes waiting for an answer
-    /// on the old connection should be asked again when next used.
-    pub dns_reconnected: AtomicBool,
 }
 
 /// Everything a worker is started with.
@@ -167,22 +164,10 @@ impl WorkerState {
         self.stats.hosts.set(hosts as u64);
     }
 
-    /// After a wake-up: stop, or forget the dns requests of a lost connection and apply what
-    /// the dns uplink sent.
+    /// After a wake-up: stop, or apply what the dns uplink sent.
     fn on_wake(&mut self) -> Flow {
         if self.flags.stop.load(Ordering::Acquire) {
             return Flow::Stop;
-        }
-        if self.flags.dns_reconnected.swap(false, Ordering::AcqRel) {
-            let reset: usize = self
-                .shards
-                .iter_mut()
-                .map(|s| s.table.reset_pulling())
-                .sum();
-            debug!(
-                worker = self.index,
-                reset, "dns reconnected; routes waiting for answers will ask again"
-            );
         }
         self.drain_inbox();
         Flow::Continue

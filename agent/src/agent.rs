@@ -176,7 +176,6 @@ impl Agent {
             report_rxs.push(report_rx);
             links.push(WorkerLink {
                 inbox: inbox_tx,
-                flags: flags.clone(),
                 wake: wake.clone(),
             });
             setups.push(WorkerSetup {

@@ -3,7 +3,7 @@
 //! `[loadbalance]` ([`LbSettings`]). Defaults equal the shipped `conf/lars_agent.toml`; a file is
 //! checked whole before anything starts, and errors name the file, key and reason.
 
-use crate::loadbalance::LbSettings;
+use crate::lb::LbSettings;
 use lars_service::ConfigError;
 use lars_service::config::{at_least_one, load_config};
 use serde::Deserialize;

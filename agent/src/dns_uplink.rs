@@ -1,55 +1,56 @@
 //! The dns uplink: one thread holding the agent's TCP connection to lars-dns. It takes the
 //! workers' route requests from their rings, sends them, and hands every answer or pushed
-//! change to the worker of each shard that asked for that route. It remembers which shards asked
-//! for which routes (the agent's subscriptions), so after every (re)connect — to the same dns or
-//! the next one in the list — it asks for all of them again, and tells the workers to re-ask
-//! whatever was waiting on the old connection. Never blocks a worker. It keeps reading while it
-//! writes, so a long run of requests (every subscription, after a reconnect) never leaves dns's
-//! answers unread: lars-dns closes a connection whose answers pile up.
+//! change to the worker of each shard that asked for that route. Never blocks a worker. It keeps
+//! reading while it writes, so a long run of requests (every subscription, after a reconnect)
+//! never leaves dns's answers unread: lars-dns closes a connection whose answers pile up.
 //!
+//! # The agent's subscriptions have one owner: this uplink
+//! Which routes the agent holds, as far as dns is concerned, is kept here and only here: the
+//! [`Subscriptions`] map each key to the shards that asked for it, which is what routing an
+//! answer needs anyway. After every (re)connect — to the same dns or the next one in the list —
+//! the uplink asks the new connection for exactly the keys it routes, each once; the workers do
+//! nothing on a reconnect (their routes that were waiting keep waiting, and the answer to the
+//! uplink's ask ends the wait). A worker asks again only by its own route rules: a route due
+//! for its periodic re-pull, or one whose answer has not come within `update_timeout`.
+//!
+//! # A full worker inbox
 //! A worker's inbox ring can fill when dns answers a burst of new routes faster than the worker
-//! applies them. What the full ring refuses waits in that worker's [`InboxBacklog`] (oldest
-//! first, bounded at [`BACKLOG_RINGS`] ring-fulls) and is pushed again, in order and before
-//! anything newer, every time the uplink runs, and every [`BACKLOG_RETRY`] while any backlog is
-//! non-empty, so it drains even when dns sends nothing more. Only an update that finds the
-//! backlog full too is dropped and counted (the route then asks again after `update_timeout`).
+//! applies them. What the full ring refuses waits in that worker's [`InboxOverflow`] (oldest
+//! first, bounded at [`OVERFLOW_RINGS`] ring-fulls) and is pushed again, in order and before
+//! anything newer, every time the uplink runs, and every [`OVERFLOW_RETRY`] while any overflow
+//! is non-empty, so it drains even when dns sends nothing more. Only an update that finds the
+//! overflow full too is dropped and counted (the route then asks again after `update_timeout`).
 //! Pushes keep the rings' rule: a worker is woken only when its ring goes from empty to
 //! non-empty.
 
 use crate::config::UplinkConfig;
 use crate::rings::{DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
-use crate::route::HostAddr;
-use crate::route_table::RouteKey;
 use crate::stats::UplinkStats;
 use crate::uplink::{Connector, UplinkStop};
-use crate::worker::WorkerFlags;
 use bytes::BytesMut;
 use foldhash::HashMap;
 use lars_wire::frame::encode_get_route_request;
 use lars_wire::messages::GetRouteResponse;
-use lars_wire::{FrameDecoder, Message};
+use lars_wire::{FrameDecoder, HostAddr, Message, RouteKey};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-/// How many ring-fulls of updates a worker's [`InboxBacklog`] holds at most.
-pub const BACKLOG_RINGS: usize = 4;
+/// How many ring-fulls of updates a worker's [`InboxOverflow`] holds at most.
+pub const OVERFLOW_RINGS: usize = 4;
 
-/// How soon a non-empty backlog is pushed again when nothing else wakes the uplink (the workers
-/// do not tell the uplink when they make room).
-pub const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+/// How soon a non-empty overflow is pushed again when nothing else wakes the uplink (the
+/// workers do not tell the uplink when they make room).
+pub const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 
 /// One worker as the dns uplink sees it.
 pub struct WorkerLink {
     /// Route updates for it.
     pub inbox: WorkerInboxTx,
-    /// Its flags.
-    pub flags: Arc<WorkerFlags>,
     /// Its wake-up.
     pub wake: Wake,
 }
@@ -84,19 +85,54 @@ struct DnsUplink {
     workers: Vec<WorkerLink>,
     stats: Arc<UplinkStats>,
     stop: UplinkStop,
-    /// Route → bit mask of the shards that asked for it.
-    subscribed: HashMap<RouteKey, u64>,
+    /// The agent's subscriptions: which shards asked for which route.
+    subscribed: Subscriptions,
     /// What each worker's full inbox could not take yet, by worker index.
-    backlogs: Vec<InboxBacklog>,
+    overflows: Vec<InboxOverflow>,
+}
+
+/// The agent's subscriptions: every route some shard asked dns for, with the shards that asked
+/// (a bit per shard index). The one record of which routes the agent holds (see the module
+/// docs); it routes each answer and is what a new connection is asked for.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    shards: HashMap<RouteKey, u64>,
+}
+
+impl Subscriptions {
+    /// Records that `shard` asked for `key`.
+    pub fn subscribe(&mut self, key: RouteKey, shard: u16) {
+        *self.shards.entry(key).or_default() |= 1u64 << shard;
+    }
+
+    /// The shards that asked for `key` (a bit per shard), or `None` when none did.
+    pub fn shards(&self, key: RouteKey) -> Option<u64> {
+        self.shards.get(&key).copied()
+    }
+
+    /// Every subscribed key, once each, in no order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = RouteKey> + '_ {
+        self.shards.keys().copied()
+    }
+
+    /// Subscribed keys.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
 }
 
 /// Runs the dns uplink until stopped.
 pub async fn run(setup: DnsUplinkSetup) {
     let mut connector = Connector::new("dns", setup.addrs, &setup.config, setup.stats.clone());
-    let backlogs = setup
+    let overflows = setup
         .workers
         .iter()
-        .map(|worker| InboxBacklog::new(BACKLOG_RINGS * worker.inbox.capacity()))
+        .map(|worker| InboxOverflow::new(OVERFLOW_RINGS * worker.inbox.capacity()))
         .collect();
     let mut uplink = DnsUplink {
         requests: setup.requests,
@@ -104,8 +140,8 @@ pub async fn run(setup: DnsUplinkSetup) {
         workers: setup.workers,
         stats: setup.stats,
         stop: setup.stop,
-        subscribed: HashMap::default(),
-        backlogs,
+        subscribed: Subscriptions::default(),
+        overflows,
     };
     loop {
         if uplink.stop.raised() {
@@ -131,14 +167,14 @@ impl DnsUplink {
         loop {
             self.take_requests(None);
             self.stats.pending.set(self.subscribed.len() as u64);
-            let backlogged = self.push_backlogs();
+            let overflowing = self.push_overflows();
             if self.stop.raised() {
                 return true;
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return false,
                 _ = self.wake.wait() => {}
-                _ = tokio::time::sleep(BACKLOG_RETRY), if backlogged => {}
+                _ = tokio::time::sleep(OVERFLOW_RETRY), if overflowing => {}
             }
         }
     }
@@ -147,7 +183,7 @@ impl DnsUplink {
     fn take_requests(&mut self, mut out: Option<&mut BytesMut>) {
         for ring in &mut self.requests {
             while let Some(request) = ring.pop() {
-                *self.subscribed.entry(request.key).or_default() |= 1u64 << request.shard;
+                self.subscribed.subscribe(request.key, request.shard);
                 if let Some(out) = out.as_deref_mut() {
                     encode_request(request.key, out);
                     self.stats.sent.inc();
@@ -158,22 +194,19 @@ impl DnsUplink {
 
     async fn serve(&mut self, stream: TcpStream) -> Ended {
         let (mut reader, mut writer) = stream.into_split();
-        // The new connection gets every subscription the agent has.
+        // The new connection is asked for every subscription the agent has, each once; the
+        // workers do not ask again (see the module docs).
         let mut out = BytesMut::new();
         for key in self.subscribed.keys() {
-            encode_request(*key, &mut out);
+            encode_request(key, &mut out);
         }
         self.stats.sent.add(self.subscribed.len() as u64);
         self.stats.pending.set(0);
-        for worker in &self.workers {
-            worker.flags.dns_reconnected.store(true, Ordering::Release);
-            worker.wake.fire();
-        }
         let mut input = BytesMut::with_capacity(64 * 1024);
         let mut decoder = FrameDecoder::new();
         loop {
             self.take_requests(Some(&mut out));
-            let backlogged = self.push_backlogs();
+            let overflowing = self.push_overflows();
             if self.stop.raised() {
                 return Ended::Stop;
             }
@@ -195,17 +228,17 @@ impl DnsUplink {
                     Err(e) => return Ended::Lost(format!("write failed: {e}")),
                 },
                 _ = self.wake.wait() => {}
-                _ = tokio::time::sleep(BACKLOG_RETRY), if backlogged => {}
+                _ = tokio::time::sleep(OVERFLOW_RETRY), if overflowing => {}
             }
         }
     }
 
-    /// Pushes every worker's backlog into its ring as far as there is room; true while any
-    /// backlog still holds updates.
-    fn push_backlogs(&mut self) -> bool {
+    /// Pushes every worker's overflow into its ring as far as there is room; true while any
+    /// overflow still holds updates.
+    fn push_overflows(&mut self) -> bool {
         let mut waiting = 0;
-        for (backlog, worker) in self.backlogs.iter_mut().zip(&mut self.workers) {
-            waiting += backlog.push(&mut worker.inbox);
+        for (overflow, worker) in self.overflows.iter_mut().zip(&mut self.workers) {
+            waiting += overflow.push(&mut worker.inbox);
         }
         self.stats.backlog.set(waiting as u64);
         waiting > 0
@@ -240,18 +273,18 @@ impl DnsUplink {
 
     fn dispatch(&mut self, response: GetRouteResponse) {
         let key = RouteKey::new(response.modid, response.cmdid);
-        let Some(&shards) = self.subscribed.get(&key) else {
+        let Some(shards) = self.subscribed.shards(key) else {
             self.stats.rejected.inc();
             debug!(%key, "dns answered a route nobody asked for");
             return;
         };
         let mut hosts = Vec::with_capacity(response.host.len());
         for host in &response.host {
-            match HostAddr::from_wire(host.ip, host.port) {
-                Some(addr) => hosts.push(addr),
-                None => {
+            match HostAddr::try_from(host) {
+                Ok(addr) => hosts.push(addr),
+                Err(bad) => {
                     self.stats.rejected.inc();
-                    warn!(%key, ip = host.ip, port = host.port, "dns sent a host with a bad port; skipped");
+                    warn!(%key, error = %bad, "dns sent a host with a bad port; skipped");
                 }
             }
         }
@@ -267,7 +300,7 @@ impl DnsUplink {
                 key,
                 hosts: hosts.clone(),
             };
-            if !self.backlogs[index].deliver(&mut self.workers[index].inbox, update) {
+            if !self.overflows[index].deliver(&mut self.workers[index].inbox, update) {
                 self.stats.worker_ring_drops.inc();
             }
         }
@@ -279,22 +312,22 @@ impl DnsUplink {
 /// worker applies a route's updates in the order dns sent them. Holds at most `limit`; an update
 /// beyond that is refused (and counted as a drop by the caller).
 #[derive(Debug)]
-pub struct InboxBacklog {
+pub struct InboxOverflow {
     waiting: VecDeque<RouteUpdate>,
     limit: usize,
 }
 
-impl InboxBacklog {
-    /// An empty backlog that holds at most `limit` updates.
-    pub fn new(limit: usize) -> InboxBacklog {
-        InboxBacklog {
+impl InboxOverflow {
+    /// An empty overflow that holds at most `limit` updates.
+    pub fn new(limit: usize) -> InboxOverflow {
+        InboxOverflow {
             waiting: VecDeque::new(),
             limit,
         }
     }
 
     /// Hands `update` to `inbox` after everything already waiting, or keeps it if the inbox is
-    /// full. False when it was dropped: the inbox and the backlog are both full.
+    /// full. False when it was dropped: the inbox and the overflow are both full.
     pub fn deliver(&mut self, inbox: &mut WorkerInboxTx, update: RouteUpdate) -> bool {
         let update = if self.push(inbox) == 0 {
             match inbox.push(update) {
@@ -341,21 +374,20 @@ fn encode_request(key: RouteKey, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Millis;
+    use crate::lb::{LbSettings, RouteTable};
     use crate::rings::{DnsRequest, ring};
     use lars_wire::MsgId;
     use lars_wire::frame::encode_frame;
     use lars_wire::messages::HostInfo;
+    use std::net::Ipv4Addr;
     use tokio::net::TcpListener;
 
     fn update(cmdid: i32) -> RouteUpdate {
         RouteUpdate {
             shard: 0,
             key: RouteKey::new(1, cmdid),
-            hosts: vec![HostAddr {
-                ip: 0x0a00_0001,
-                port: 9000,
-            }]
-            .into_boxed_slice(),
+            hosts: vec![HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000)].into_boxed_slice(),
         }
     }
 
@@ -370,48 +402,219 @@ mod tests {
         let wake = Wake::with_eventfd().unwrap();
         let eventfd = wake.eventfd().unwrap();
         let (mut tx, mut rx) = ring(4, wake.clone());
-        let mut backlog = InboxBacklog::new(BACKLOG_RINGS * tx.capacity());
+        let mut overflow = InboxOverflow::new(OVERFLOW_RINGS * tx.capacity());
         for cmdid in 1..=10 {
-            assert!(backlog.deliver(&mut tx, update(cmdid)), "{cmdid} dropped");
+            assert!(overflow.deliver(&mut tx, update(cmdid)), "{cmdid} dropped");
         }
-        assert_eq!(backlog.len(), 6);
+        assert_eq!(overflow.len(), 6);
         // One wake-up: the ring went from empty to non-empty once.
         assert_eq!(eventfd.take(), Some(1));
-        assert_eq!(backlog.push(&mut tx), 6, "the worker has made no room yet");
+        assert_eq!(overflow.push(&mut tx), 6, "the worker has made no room yet");
         assert_eq!(eventfd.take(), None);
 
         assert_eq!(cmdids(&mut rx), [1, 2, 3, 4]);
-        assert_eq!(backlog.push(&mut tx), 2);
+        assert_eq!(overflow.push(&mut tx), 2);
         assert_eq!(eventfd.take(), Some(1), "the drained ring got items again");
         assert_eq!(cmdids(&mut rx), [5, 6, 7, 8]);
-        assert_eq!(backlog.push(&mut tx), 0);
-        assert!(backlog.is_empty());
+        assert_eq!(overflow.push(&mut tx), 0);
+        assert!(overflow.is_empty());
         assert_eq!(cmdids(&mut rx), [9, 10]);
     }
 
     #[test]
-    fn a_full_backlog_drops_and_nothing_overtakes_what_waits() {
+    fn a_full_overflow_drops_and_nothing_overtakes_what_waits() {
         let (mut tx, mut rx) = ring(2, Wake::new());
-        let mut backlog = InboxBacklog::new(3);
+        let mut overflow = InboxOverflow::new(3);
         for cmdid in 1..=5 {
-            assert!(backlog.deliver(&mut tx, update(cmdid)));
+            assert!(overflow.deliver(&mut tx, update(cmdid)));
         }
         assert!(
-            !backlog.deliver(&mut tx, update(6)),
-            "ring and backlog full"
+            !overflow.deliver(&mut tx, update(6)),
+            "ring and overflow full"
         );
-        assert_eq!(backlog.len(), 3);
+        assert_eq!(overflow.len(), 3);
         // The worker takes one: the next update still queues behind the waiting ones.
         assert_eq!(rx.pop().map(|u| u.key.cmdid), Some(1));
-        assert!(backlog.deliver(&mut tx, update(7)));
+        assert!(overflow.deliver(&mut tx, update(7)));
         let mut seen = Vec::new();
         loop {
             seen.extend(cmdids(&mut rx));
-            if backlog.push(&mut tx) == 0 && rx.is_empty() {
+            if overflow.push(&mut tx) == 0 && rx.is_empty() {
                 break;
             }
         }
         assert_eq!(seen, [2, 3, 4, 5, 7]);
+    }
+
+    /// A running uplink to `dns` with one worker whose inbox holds `inbox` updates, and the
+    /// worker's ends.
+    struct Running {
+        requests: crate::rings::DnsUplinkTx,
+        inbox_rx: crate::rings::WorkerInboxRx,
+        worker_wake: Wake,
+        stats: Arc<UplinkStats>,
+        stop: UplinkStop,
+        uplink: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(dns: SocketAddr, inbox: usize, config: UplinkConfig) -> Running {
+        let uplink_wake = Wake::new();
+        let (requests, requests_rx) = ring(64, uplink_wake.clone());
+        let worker_wake = Wake::new();
+        let (inbox, inbox_rx) = ring(inbox, worker_wake.clone());
+        let stats = Arc::new(UplinkStats::default());
+        let stop = UplinkStop::new(uplink_wake.clone());
+        let uplink = tokio::spawn(run(DnsUplinkSetup {
+            addrs: vec![dns],
+            requests: vec![requests_rx],
+            wake: uplink_wake,
+            workers: vec![WorkerLink {
+                inbox,
+                wake: worker_wake.clone(),
+            }],
+            config,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        }));
+        Running {
+            requests,
+            inbox_rx,
+            worker_wake,
+            stats,
+            stop,
+            uplink,
+        }
+    }
+
+    /// Reads the agent's `GetRouteRequest`s from `stream` until `done` says the list so far is
+    /// complete; returns them in the order they came.
+    async fn read_requests(
+        stream: &mut TcpStream,
+        done: impl Fn(&[RouteKey]) -> bool,
+    ) -> Vec<RouteKey> {
+        let mut input = BytesMut::new();
+        let mut decoder = FrameDecoder::new();
+        let mut asked = Vec::new();
+        while !done(&asked) {
+            assert!(
+                stream.read_buf(&mut input).await.unwrap() > 0,
+                "agent hung up after {asked:?}"
+            );
+            while let Some(frame) = decoder.decode(&mut input).unwrap() {
+                match frame.decode().unwrap() {
+                    Message::GetRouteRequest(r) => asked.push(RouteKey::from(&r)),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        asked
+    }
+
+    fn answer(key: RouteKey) -> BytesMut {
+        let answer = GetRouteResponse {
+            modid: key.modid,
+            cmdid: key.cmdid,
+            host: vec![HostInfo::from(HostAddr::new(
+                Ipv4Addr::new(10, 0, 0, 1),
+                9000,
+            ))],
+        };
+        let mut out = BytesMut::new();
+        encode_frame(MsgId::GetRouteResponse, &answer, &mut out).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn after_a_reconnect_every_subscribed_key_is_asked_exactly_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = UplinkConfig {
+            reconnect_min_ms: 1,
+            reconnect_max_ms: 1,
+            ..UplinkConfig::default()
+        };
+        let Running {
+            mut requests,
+            mut inbox_rx,
+            worker_wake,
+            stop,
+            uplink,
+            ..
+        } = start(addr, 64, config);
+
+        // The test plays the worker: two shards' tables, whose callers' asks go on the ring.
+        let mut tables = [
+            RouteTable::new(LbSettings::default()),
+            RouteTable::new(LbSettings::default()),
+        ];
+        let mut get_host = |shard: u16, key: RouteKey, now: Millis| {
+            let (_, ask) = tables[usize::from(shard)].get_host(key, now);
+            if let Some(ask) = ask {
+                requests
+                    .push(DnsRequest {
+                        shard,
+                        key: ask.key,
+                    })
+                    .unwrap();
+            }
+            ask.is_some()
+        };
+        // Shard 0's callers ask for five routes, shard 1's for one of them too: six asks.
+        let keys: Vec<RouteKey> = (1..=5).map(|cmdid| RouteKey::new(1, cmdid)).collect();
+        for &key in &keys {
+            assert!(get_host(0, key, Millis::ZERO));
+        }
+        assert!(get_host(1, keys[2], Millis::ZERO));
+        let (mut first, _) = listener.accept().await.unwrap();
+        let asked = read_requests(&mut first, |asked| asked.len() == 6).await;
+        assert_eq!(asked.len(), 6);
+        // dns answers two of them, then the connection drops: three were still waiting.
+        first.write_all(&answer(keys[0])).await.unwrap();
+        first.write_all(&answer(keys[1])).await.unwrap();
+        drop(first);
+
+        let (mut second, _) = listener.accept().await.unwrap();
+        // Callers keep asking for every route after the reconnect: the shards ask dns for
+        // nothing again, answered or still waiting (within `update_timeout`).
+        for &key in &keys {
+            assert!(!get_host(0, key, Millis::from_secs(1)), "{key} asked again");
+        }
+        assert!(!get_host(1, keys[2], Millis::from_secs(1)));
+        // A new route asked for after the reconnect: the uplink sends it after the re-asks of
+        // the subscriptions, so once it arrives every re-ask has.
+        let fence = RouteKey::new(9, 9);
+        assert!(get_host(0, fence, Millis::from_secs(1)));
+        let mut asked = read_requests(&mut second, |asked| asked.contains(&fence)).await;
+        assert_eq!(asked.pop(), Some(fence), "the fence comes last");
+        asked.sort_unstable();
+        assert_eq!(asked, keys, "each subscribed key once, answered or not");
+
+        // Answers on the new connection still reach every shard that asked.
+        second.write_all(&answer(keys[2])).await.unwrap();
+        let mut updates = Vec::new();
+        let arrived = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                while let Some(update) = inbox_rx.pop() {
+                    if update.key == keys[2] {
+                        updates.push(update.shard);
+                    }
+                }
+                if updates.len() == 2 {
+                    break;
+                }
+                worker_wake.wait().await;
+            }
+        })
+        .await;
+        assert!(arrived.is_ok(), "only shards {updates:?} got the answer");
+        updates.sort_unstable();
+        assert_eq!(updates, [0, 1]);
+
+        stop.raise();
+        tokio::time::timeout(Duration::from_secs(5), uplink)
+            .await
+            .expect("the uplink stops")
+            .unwrap();
     }
 
     /// A dns that answers every route it is asked for, all at once, once it has `expect`
@@ -457,25 +660,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let dns = tokio::spawn(dns_answering(listener, ROUTES as usize));
 
-        let uplink_wake = Wake::new();
-        let (mut requests, requests_rx) = ring(64, uplink_wake.clone());
-        let worker_wake = Wake::new();
-        let (inbox, mut inbox_rx) = ring(8, worker_wake.clone());
-        let stats = Arc::new(UplinkStats::default());
-        let stop = UplinkStop::new(uplink_wake.clone());
-        let uplink = tokio::spawn(run(DnsUplinkSetup {
-            addrs: vec![addr],
-            requests: vec![requests_rx],
-            wake: uplink_wake,
-            workers: vec![WorkerLink {
-                inbox,
-                flags: Arc::default(),
-                wake: worker_wake.clone(),
-            }],
-            config: UplinkConfig::default(),
-            stats: stats.clone(),
-            stop: stop.clone(),
-        }));
+        let Running {
+            mut requests,
+            mut inbox_rx,
+            worker_wake,
+            stats,
+            stop,
+            uplink,
+        } = start(addr, 8, UplinkConfig::default());
         for cmdid in 1..=ROUTES {
             let key = RouteKey::new(1, cmdid);
             requests.push(DnsRequest { shard: 0, key }).unwrap();

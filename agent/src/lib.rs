@@ -3,9 +3,11 @@
 //! lars-reporter.
 //!
 //! The files are the parts of the agent:
-//! - [`loadbalance`], [`route`], [`route_table`]: the decision-making core, plain sans-I/O code
-//!   that takes the time as an argument (Lars' thresholds, the per-host idle/overload state
-//!   machine, when to ask dns, the statistics to upload);
+//! - `lb/`: the load-balancing rules, the decision-making core — plain sans-I/O code that takes
+//!   the time as an argument: `settings` (Lars' thresholds), `host` (one host's idle/overload
+//!   state machine), `route` (picks and probes), `table` (a shard's routes: when to ask dns, the
+//!   statistics to upload). Its types are re-exported here ([`Route`], [`RouteTable`], ...);
+//! - `clock`: the agent's time, [`Millis`], which the rules take as an argument;
 //! - [`shard`]: one shard's request handling (datagram in, reply bytes out), also without I/O;
 //! - [`worker`]: one pinned thread per CPU with its own I/O loop, owning its shards;
 //! - [`io`]: everything that touches the sockets: the seam a worker serves through and its two
@@ -28,29 +30,26 @@
 
 pub mod admin;
 pub mod agent;
+pub(crate) mod clock;
 pub mod config;
 pub mod dns_uplink;
 pub mod io;
+pub(crate) mod lb;
 pub mod log_limit;
-
-pub mod loadbalance;
 pub mod report_uplink;
 pub mod rings;
-pub mod route;
-pub mod route_table;
 pub mod shard;
 pub mod stats;
 pub mod uplink;
 pub mod worker;
 
 pub use agent::{Agent, AgentError};
+pub use clock::Millis;
 pub use config::AgentConfig;
-pub use loadbalance::LbSettings;
-pub use route::{
-    HostAddr, HostAddrs, HostState, HostTransition, HostsUpdate, Millis, OverloadReason, Pick,
-    RecoverReason, Route, UnknownHost,
+pub use lb::{
+    DnsAsk, DnsUpdateOutcome, HostAddrs, HostAnswer, HostState, HostTransition, HostsUpdate,
+    LbSettings, OverloadReason, Pick, RecoverReason, ReportOutcome, Route, RouteTable, UnknownHost,
 };
-pub use route_table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteKey, RouteTable};
 
 /// Test-only global allocator that counts, per thread, the allocations made and the bytes live,
 /// so that tests can pin "no allocation per pick/report" and the memory per host exactly, without

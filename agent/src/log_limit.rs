@@ -3,7 +3,7 @@
 //! reported on the next line that is let through, so a flood cannot fill a disk and nothing goes
 //! unmentioned. Plain data with the time passed in; one per worker.
 
-use crate::route::Millis;
+use crate::clock::Millis;
 
 /// A per-second line budget.
 #[derive(Debug)]

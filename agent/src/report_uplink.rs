@@ -1,22 +1,22 @@
 //! The report uplink: one thread holding the agent's TCP connection to lars-reporter. It takes
 //! each route's statistics from the workers' rings (at most one per route per report interval)
 //! and sends them, stamped with this agent's address as `caller`. It keeps the latest statistics
-//! of every route (memory bounded by the number of routes): while the reporter is away nothing
+//! of every route (lars-wire's [`LatestWins`]: newer statistics of a route replace the unsent
+//! ones; memory bounded by the number of routes): while the reporter is away nothing
 //! else piles up, and after every (re)connect it sends all of them again, so a reporter that
 //! died before storing what it had received still ends up with every route's final numbers
 //! (the reporter's upsert makes the repeat harmless).
 
 use crate::config::UplinkConfig;
 use crate::rings::{ReportUplinkRx, Wake};
-use crate::route_table::RouteKey;
 use crate::stats::UplinkStats;
 use crate::uplink::{Connector, UplinkStop};
 use bytes::BytesMut;
-use foldhash::{HashMap, HashSet};
-use lars_wire::MsgId;
+use foldhash::HashMap;
 use lars_wire::frame::encode_frame;
 use lars_wire::ip::ip_to_wire;
 use lars_wire::messages::ReportStatusRequest;
+use lars_wire::{LatestWins, MsgId, RouteKey};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +50,12 @@ struct ReportUplink {
     wake: Wake,
     stats: Arc<UplinkStats>,
     stop: UplinkStop,
-    /// The latest statistics of every route.
-    latest: HashMap<RouteKey, ReportStatusRequest>,
-    /// Routes whose latest statistics were not sent yet.
-    unsent: HashSet<RouteKey>,
+    /// The latest statistics of every route not sent yet, the route that waited longest first
+    /// (newer statistics of a route replace its unsent ones in place).
+    unsent: LatestWins<RouteKey, ReportStatusRequest>,
+    /// The latest statistics of every route sent on this or an earlier connection, kept to be
+    /// sent again after a reconnect. A route is in `unsent` or here, never both.
+    sent: HashMap<RouteKey, ReportStatusRequest>,
 }
 
 /// Runs the report uplink until stopped; on stop it sends what the workers handed it last.
@@ -64,8 +66,8 @@ pub async fn run(setup: ReportUplinkSetup) {
         wake: setup.wake,
         stats: setup.stats,
         stop: setup.stop,
-        latest: HashMap::default(),
-        unsent: HashSet::default(),
+        unsent: LatestWins::new(),
+        sent: HashMap::default(),
     };
     loop {
         let wait = match connector.try_connect().await {
@@ -108,8 +110,8 @@ impl ReportUplink {
         for ring in &mut self.reports {
             while let Some(report) = ring.pop() {
                 let key = RouteKey::new(report.modid, report.cmdid);
-                self.latest.insert(key, report);
-                self.unsent.insert(key);
+                self.sent.remove(&key);
+                self.unsent.put(key, report);
             }
         }
         self.stats.pending.set(self.unsent.len() as u64);
@@ -117,17 +119,15 @@ impl ReportUplink {
 
     /// Encodes the unsent statistics, stamped with `caller`, and marks them sent.
     fn encode_unsent(&mut self, caller: i32, out: &mut BytesMut) {
-        for key in self.unsent.drain() {
-            let Some(report) = self.latest.get_mut(&key) else {
-                continue;
-            };
+        while let Some((key, mut report)) = self.unsent.pop_oldest() {
             report.caller = caller;
-            if encode_frame(MsgId::ReportStatusRequest, &*report, out).is_ok() {
+            if encode_frame(MsgId::ReportStatusRequest, &report, out).is_ok() {
                 self.stats.sent.inc();
             } else {
                 self.stats.rejected.inc();
                 warn!(%key, hosts = report.results.len(), "statistics too large for one frame; not sent");
             }
+            self.sent.insert(key, report);
         }
         self.stats.pending.set(0);
     }
@@ -139,7 +139,9 @@ impl ReportUplink {
         };
         let (mut reader, mut writer) = stream.into_split();
         // Everything again: what the last reporter received but did not store is not lost.
-        self.unsent.extend(self.latest.keys().copied());
+        for (key, report) in self.sent.drain() {
+            self.unsent.put(key, report);
+        }
         let mut out = BytesMut::new();
         let mut scratch = [0u8; 64];
         loop {

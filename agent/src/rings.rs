@@ -16,9 +16,8 @@
 //! one ring per worker).
 
 use crate::io::eventfd::EventFd;
-use crate::route::HostAddr;
-use crate::route_table::RouteKey;
 use lars_wire::messages::ReportStatusRequest;
+use lars_wire::{HostAddr, RouteKey};
 use std::sync::Arc;
 use tokio::sync::Notify;
 

@@ -4,8 +4,8 @@
 //! on a known route, and never panics on what a caller sends: every malformed datagram is
 //! dropped and counted by reason.
 
-use crate::route::{HostAddr, HostTransition, Millis};
-use crate::route_table::{DnsAsk, HostAnswer, ReportOutcome, RouteKey, RouteTable};
+use crate::clock::Millis;
+use crate::lb::{DnsAsk, HostAnswer, HostTransition, ReportOutcome, RouteTable};
 use crate::stats::{DropReason, WorkerStats};
 use lars_wire::datagram::split_datagram;
 use lars_wire::frame::{FrameHeader, HEADER_LEN, MAX_BODY_LEN, encode_frame_into};
@@ -13,7 +13,7 @@ use lars_wire::messages::{
     GetHostRequest, GetHostResponse, GetRouteRequest, HostInfo, ReportRequest,
 };
 use lars_wire::msg::decode_body;
-use lars_wire::{MsgId, WireError};
+use lars_wire::{HostAddr, MsgId, RouteKey, WireError};
 use quick_protobuf::sizeofs::sizeof_len;
 use quick_protobuf::{BytesWriter, MessageWrite, Writer};
 
@@ -86,7 +86,7 @@ impl Shard {
             cmdid: request.cmdid,
             retcode: retcode.as_i32(),
             host: match answer {
-                HostAnswer::Host(host) => Some(host.to_wire()),
+                HostAnswer::Host(host) => Some(host.into()),
                 HostAnswer::Overload | HostAnswer::NoExist => None,
             },
         };
@@ -102,7 +102,7 @@ impl Shard {
     fn report(&mut self, request: ReportRequest, now: Millis, stats: &WorkerStats) -> Handled {
         stats.report.inc();
         let host = request.host.unwrap_or_default();
-        let Some(addr) = HostAddr::from_wire(host.ip, host.port) else {
+        let Ok(addr) = HostAddr::try_from(host) else {
             return dropped(stats, DropReason::BadHost);
         };
         let key = RouteKey::new(request.modid, request.cmdid);
@@ -164,7 +164,7 @@ fn encode_route_reply(
     let mut body_len = head.get_size();
     let mut count = 0;
     for host in hosts.clone() {
-        let entry = 1 + sizeof_len(host.to_wire().get_size());
+        let entry = 1 + sizeof_len(HostInfo::from(host).get_size());
         if HEADER_LEN + body_len + entry > room {
             break;
         }
@@ -183,7 +183,7 @@ fn encode_route_reply(
     // GetRouteResponse's fields 1 and 2 are GetRouteRequest's: same numbers, same types.
     head.write_message(&mut writer).ok()?;
     for host in hosts.take(count) {
-        let info: HostInfo = host.to_wire();
+        let info = HostInfo::from(host);
         writer.write_with_tag(26, |w| w.write_message(&info)).ok()?;
     }
     Some(total)
@@ -192,8 +192,9 @@ fn encode_route_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadbalance::LbSettings;
+    use crate::lb::LbSettings;
     use lars_wire::datagram::{decode_datagram, encode_datagram};
+    use lars_wire::frame::MAX_FRAME_LEN;
     use lars_wire::messages::GetRouteResponse;
     use lars_wire::{Message, RetCode};
     use std::net::Ipv4Addr;
@@ -259,7 +260,7 @@ mod tests {
             panic!("not a GetHostResponse")
         };
         assert_eq!(r.retcode, 0);
-        assert_eq!(r.host, Some(hosts[0].to_wire()));
+        assert_eq!(r.host, Some(hosts[0].into()));
 
         let request = datagram(&Message::ApiGetRouteRequest(GetRouteRequest {
             modid: 1,
@@ -275,7 +276,7 @@ mod tests {
             GetRouteResponse {
                 modid: 1,
                 cmdid: 2,
-                host: hosts.iter().map(|h| h.to_wire()).collect()
+                host: hosts.iter().map(|&h| h.into()).collect()
             }
         );
     }
@@ -328,10 +329,7 @@ mod tests {
         let key = RouteKey::new(3, 3);
         shard.table.get_route(key, Millis(0));
         let hosts: Vec<HostAddr> = (0..8000u32)
-            .map(|i| HostAddr {
-                ip: 0xC000_0000 + i,
-                port: 80,
-            })
+            .map(|i| HostAddr::new(Ipv4Addr::from(0xC000_0000 + i), 80))
             .collect();
         shard.table.apply_dns_update(key, &hosts, Millis(1));
         let mut reply = vec![0u8; 65536];
@@ -347,6 +345,15 @@ mod tests {
         let Message::ApiGetRouteResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
             panic!("not an API_GetRouteResponse")
         };
-        assert!(r.host.len() > 3000 && r.host.len() < 8000);
+        // The frame's room, less the header and `modid: 3, cmdid: 3` (two 1-byte fields with
+        // their tags), in whole hosts of 15 bytes: the tag and length of the entry (2), the
+        // address from 192.0.0.0 up, negative, a 10-byte varint with its tag (11), port 80 with
+        // its tag (2).
+        let fit = (MAX_FRAME_LEN - HEADER_LEN - 4) / 15;
+        assert_eq!(fit, 4368);
+        assert_eq!(r.host.len(), fit);
+        assert_eq!(len, HEADER_LEN + 4 + fit * 15);
+        let first = HostAddr::try_from(&r.host[0]).unwrap();
+        assert_eq!(first, hosts[0]);
     }
 }

@@ -11,14 +11,14 @@
 //! `base_port + shard`); `local` is a shard's index in this worker's list, which is also its
 //! socket's index in the loop.
 
+use crate::clock::Millis;
 use crate::io::{DatagramLoop, DatagramService, Driver, DriverError, LoopControl};
-use crate::loadbalance::LbSettings;
+use crate::lb::{DnsUpdateOutcome, HostTransition, LbSettings, RouteTable};
 use crate::log_limit::LogLimit;
 use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx};
-use crate::route::{HostTransition, Millis};
-use crate::route_table::{DnsUpdateOutcome, RouteKey, RouteTable};
 use crate::shard::Shard;
 use crate::stats::{DropReason, WorkerStats};
+use lars_wire::RouteKey;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +28,11 @@ use tracing::{debug, error, info, warn};
 /// Log lines a second a worker may write about host state changes.
 const STATE_LOGS_PER_SECOND: u32 = 20;
 
-/// Flags the agent and the dns uplink raise for a worker; the worker's inbox wake-up makes it
-/// look at them.
+/// The flag the agent raises to stop a worker; the worker's inbox wake-up makes it look at it.
 #[derive(Debug, Default)]
 pub struct WorkerFlags {
     /// Stop now.
     pub stop: AtomicBool,
-    /// The dns uplink (re)connected and re-requested every route: routes waiting for an answer
-    /// on the old connection should be asked again when next used.
-    pub dns_reconnected: AtomicBool,
 }
 
 /// Everything a worker is started with.
@@ -188,22 +184,10 @@ impl WorkerState {
         self.stats.hosts.set(hosts as u64);
     }
 
-    /// After a wake-up: stop, or forget the dns requests of a lost connection and apply what
-    /// the dns uplink sent.
+    /// After a wake-up: stop, or apply what the dns uplink sent.
     fn on_wake(&mut self) -> LoopControl {
         if self.flags.stop.load(Ordering::Acquire) {
             return LoopControl::Stop;
-        }
-        if self.flags.dns_reconnected.swap(false, Ordering::AcqRel) {
-            let reset: usize = self
-                .shards
-                .iter_mut()
-                .map(|s| s.table.reset_pulling())
-                .sum();
-            debug!(
-                worker = self.worker,
-                reset, "dns reconnected; routes waiting for answers will ask again"
-            );
         }
         self.drain_inbox();
         LoopControl::Continue

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{System, binary, driver_of, drivers_when_ready, eventually, start};
-use lars_wire::client::Host;
+use lars_wire::HostAddr;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
@@ -76,7 +76,7 @@ fn auto_falls_back_to_portable_when_the_probe_is_told_to_fail() {
     );
 
     // And it serves on the portable driver.
-    let h = Host::new(Ipv4Addr::new(10, 1, 2, 3), 4567);
+    let h = HostAddr::new(Ipv4Addr::new(10, 1, 2, 3), 4567);
     system.lars(&[
         "route",
         "add",

@@ -12,16 +12,16 @@ on_both_drivers!(
 
 use common::{System, eventually};
 use lars_store::{CallStatusRow, Store};
-use lars_wire::client::Host;
+use lars_wire::HostAddr;
 use lars_wire::{ClientError, RetCode};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-fn host(last: u8) -> Host {
-    Host::new(Ipv4Addr::new(10, 7, 0, last), 8000 + u16::from(last))
+fn host(last: u8) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(10, 7, 0, last), 8000 + u16::from(last))
 }
 
-fn add(system: &System, modid: i32, cmdid: i32, h: Host) {
+fn add(system: &System, modid: i32, cmdid: i32, h: HostAddr) {
     system.lars(&[
         "route",
         "add",
@@ -32,7 +32,7 @@ fn add(system: &System, modid: i32, cmdid: i32, h: Host) {
     ]);
 }
 
-fn routes(client: &mut lars_wire::Client, modid: i32, cmdid: i32) -> Vec<Host> {
+fn routes(client: &mut lars_wire::Client, modid: i32, cmdid: i32) -> Vec<HostAddr> {
     let mut hosts = client.get_route(modid, cmdid).expect("get_route answers");
     hosts.sort_by_key(|h| (h.ip, h.port));
     hosts

@@ -6,7 +6,7 @@ mod common;
 on_both_drivers!(malformed_datagrams_are_dropped_and_counted_while_callers_are_served,);
 
 use common::{System, eventually};
-use lars_wire::client::Host;
+use lars_wire::HostAddr;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +40,7 @@ fn malformed_kinds() -> Vec<(&'static str, Vec<u8>)> {
 
 fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served(io: &'static str) {
     let system = System::start_on(io);
-    let h = Host::new(Ipv4Addr::new(10, 9, 9, 9), 9999);
+    let h = HostAddr::new(Ipv4Addr::new(10, 9, 9, 9), 9999);
     system.lars(&[
         "route",
         "add",

@@ -23,7 +23,7 @@ use crate::stats::DnsStats;
 use crate::subscriptions::Subscriptions;
 use crate::write_queue::{AnswerSlot, QueueError, WriteQueue};
 use bytes::BytesMut;
-use lars_store::RouteKey;
+use lars_wire::RouteKey;
 use lars_wire::{FrameDecoder, Message, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;

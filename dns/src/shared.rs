@@ -4,7 +4,7 @@
 use crate::snapshot::RouteSnapshot;
 use crate::stats::DnsStats;
 use arc_swap::ArcSwap;
-use lars_store::RouteKey;
+use lars_wire::RouteKey;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::broadcast;

@@ -4,10 +4,11 @@
 //! ([`arc_swap`]); readers never wait for a reload.
 
 use bytes::{Bytes, BytesMut};
-use lars_store::{RouteHost, RouteKey, RouteTable};
+use lars_store::RouteTable;
 use lars_wire::MsgId;
 use lars_wire::frame::encode_frame;
 use lars_wire::messages::{GetRouteResponse, HostInfo};
+use lars_wire::{HostAddr, RouteKey};
 use std::collections::{HashMap, HashSet};
 
 /// One consistent view of every route.
@@ -86,17 +87,11 @@ impl RouteSnapshot {
 }
 
 /// Encodes one `GetRouteResponse` frame; `None` when the hosts do not fit in one frame.
-fn route_frame(key: RouteKey, hosts: &[RouteHost]) -> Option<Bytes> {
+fn route_frame(key: RouteKey, hosts: &[HostAddr]) -> Option<Bytes> {
     let response = GetRouteResponse {
         modid: key.modid,
         cmdid: key.cmdid,
-        host: hosts
-            .iter()
-            .map(|h| HostInfo {
-                ip: h.ip as i32,
-                port: i32::from(h.port),
-            })
-            .collect(),
+        host: hosts.iter().map(|&h| HostInfo::from(h)).collect(),
     };
     let mut buf = BytesMut::new();
     encode_frame(MsgId::GetRouteResponse, &response, &mut buf).ok()?;
@@ -109,8 +104,8 @@ mod tests {
     use lars_wire::{FrameDecoder, Message};
     use std::net::Ipv4Addr;
 
-    fn host(last: u8, port: u16) -> RouteHost {
-        RouteHost::new(Ipv4Addr::new(10, 0, 0, last), port)
+    fn host(last: u8, port: u16) -> HostAddr {
+        HostAddr::new(Ipv4Addr::new(10, 0, 0, last), port)
     }
 
     fn decode(frame: Bytes) -> GetRouteResponse {
@@ -167,11 +162,8 @@ mod tests {
     #[test]
     fn a_route_too_large_for_one_frame_is_cut_and_reported() {
         let key = RouteKey::new(1, 1);
-        let many: Vec<RouteHost> = (0..20_000u32)
-            .map(|i| RouteHost {
-                ip: 0x0A00_0000 + i,
-                port: 80,
-            })
+        let many: Vec<HostAddr> = (0..20_000u32)
+            .map(|i| HostAddr::new(Ipv4Addr::from(0x0A00_0000 + i), 80))
             .collect();
         let (snapshot, truncated) = RouteSnapshot::build(1, RouteTable::from([(key, many)]));
         assert_eq!(truncated, vec![key]);

@@ -3,7 +3,7 @@
 //! with the connection drops every subscription the connection had.
 
 use crate::stats::DnsStats;
-use lars_store::RouteKey;
+use lars_wire::RouteKey;
 use std::collections::HashSet;
 use std::sync::Arc;
 

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{TestAgent, TestDns};
+use lars_store::Store;
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey, Store};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ async fn a_thousand_subscribers_each_get_one_push() {
     store
         .add_host(
             RouteKey::new(500, 3),
-            RouteHost::new(Ipv4Addr::new(10, 1, 1, 1), 8080),
+            HostAddr::new(Ipv4Addr::new(10, 1, 1, 1), 8080),
         )
         .await
         .unwrap();

@@ -7,14 +7,15 @@ mod common;
 
 use common::{TestAgent, TestDns, eventually, hosts, requests};
 use lars_service::both_backends;
+use lars_store::Store;
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey, Store};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-fn host(last: u8, port: u16) -> RouteHost {
-    RouteHost::new(Ipv4Addr::new(192, 168, 8, last), port)
+fn host(last: u8, port: u16) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(192, 168, 8, last), port)
 }
 
 /// An agent that reconnects re-asks every route it holds at once. With the default write queue

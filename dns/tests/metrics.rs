@@ -7,8 +7,8 @@ use lars_service::testing::{
     ServiceProcess, assert_idle_clients_do_not_block, assert_serves_metrics,
 };
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey};
 use lars_wire::{FrameDecoder, Message};
+use lars_wire::{HostAddr, RouteKey};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -93,7 +93,7 @@ fn every_counter_moves_with_its_event() {
         .unwrap();
     runtime.block_on(async {
         let store = db.open().await.unwrap();
-        let host = RouteHost::new(Ipv4Addr::new(10, 0, 0, 1), 9000);
+        let host = HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000);
         store.add_host(RouteKey::new(7, 8), host).await.unwrap();
     });
     assert_eq!(next_hosts(&mut conn, &mut buf, &mut decoder), 1);

@@ -7,13 +7,14 @@ mod common;
 use common::{TestAgent, TestDns, eventually, hosts};
 use lars_dns::DnsStats;
 use lars_store::testing::{CutProxy, TestDb};
-use lars_store::{RouteHost, RouteKey, Store, StoreUrl};
+use lars_store::{Store, StoreUrl};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn host(last: u8) -> RouteHost {
-    RouteHost::new(Ipv4Addr::new(172, 16, 0, last), 7000)
+fn host(last: u8) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(172, 16, 0, last), 7000)
 }
 
 async fn wait_for_db_errors(stats: &Arc<DnsStats>, more_than: u64) {

@@ -5,13 +5,14 @@ mod common;
 
 use common::{TestAgent, TestDns, eventually, hosts};
 use lars_service::both_backends;
+use lars_store::Store;
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey, Store};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-fn host(last: u8, port: u16) -> RouteHost {
-    RouteHost::new(Ipv4Addr::new(192, 168, 7, last), port)
+fn host(last: u8, port: u16) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(192, 168, 7, last), port)
 }
 
 async fn unknown_key_answers_an_empty_host_list(db: TestDb) {

@@ -34,12 +34,12 @@
 //! evicted while a write of it is in flight is settled when that write ends: written if it
 //! succeeded, coalesced or dropped if it failed.
 //!
-//! The map is an [`LruCache`] used without its capacity and without ever promoting an entry: that
-//! makes it an insertion-ordered linked hash map with O(1) insert, lookup, update in place, removal
-//! of any key and removal of the oldest.
+//! The map is lars-wire's [`LatestWins`], the one "latest per key wins, first arrival first"
+//! container the agent's report uplink and the store use too: O(1) insert, lookup, update in
+//! place, removal of any key and removal of the oldest.
 
 use lars_store::{CallStatusKey, CallStatusRow};
-use lru::LruCache;
+use lars_wire::LatestWins;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ impl Chunk {
 /// The pending rows of one store worker.
 #[derive(Debug)]
 pub struct Mailbox {
-    rows: LruCache<CallStatusKey, Pending>,
+    rows: LatestWins<CallStatusKey, Pending>,
     in_flight: HashMap<CallStatusKey, InFlight>,
     next_generation: u64,
     max_keys: usize,
@@ -146,7 +146,7 @@ impl Mailbox {
     /// An empty mailbox holding at most `max_keys` (at least 1) pending keys.
     pub fn new(max_keys: usize) -> Mailbox {
         Mailbox {
-            rows: LruCache::unbounded(),
+            rows: LatestWins::new(),
             in_flight: HashMap::new(),
             next_generation: 0,
             max_keys: max_keys.max(1),
@@ -165,12 +165,12 @@ impl Mailbox {
 
     /// When the oldest pending row arrived: the database is at most this far behind.
     pub fn oldest_arrival(&self) -> Option<Instant> {
-        self.rows.peek_lru().map(|(_, p)| p.arrived)
+        self.rows.oldest().map(|(_, p)| p.arrived)
     }
 
     /// The pending row of `key`, if any.
     pub fn get(&self, key: &CallStatusKey) -> Option<CallStatusRow> {
-        self.rows.peek(key).map(|p| p.row)
+        self.rows.get(key).map(|p| p.row)
     }
 
     /// Puts `row` in: it replaces the pending row of its key in place, or becomes the newest
@@ -181,7 +181,7 @@ impl Mailbox {
         let generation = self.next_generation;
         self.next_generation += 1;
         let flight = self.in_flight.get(&key).map(|f| f.generation);
-        match self.rows.peek_mut(&key) {
+        match self.rows.get_mut(&key) {
             Some(pending) => {
                 if flight == Some(pending.generation) {
                     // The row being replaced is being written: it is settled when the write
@@ -216,7 +216,7 @@ impl Mailbox {
     /// Evicts the oldest pending key; returns 1 when that loses a row now, 0 when the row is
     /// being written (it is settled when the write ends).
     fn evict_oldest(&mut self) -> u64 {
-        let Some((key, pending)) = self.rows.pop_lru() else {
+        let Some((key, pending)) = self.rows.pop_oldest() else {
             return 0;
         };
         match self.in_flight.get_mut(&key) {
@@ -253,7 +253,7 @@ impl Mailbox {
         self.in_flight.clear();
         chunk.rows.clear();
         chunk.generations.clear();
-        for (key, pending) in self.rows.iter().rev().take(max_rows) {
+        for (key, pending) in self.rows.iter().take(max_rows) {
             chunk.rows.push(pending.row);
             chunk.generations.push(pending.generation);
             self.in_flight.insert(
@@ -274,10 +274,10 @@ impl Mailbox {
             let key = row.key();
             if self
                 .rows
-                .peek(&key)
+                .get(&key)
                 .is_some_and(|p| p.generation == *generation)
             {
-                self.rows.pop(&key);
+                self.rows.remove(&key);
             }
         }
         self.in_flight.clear();

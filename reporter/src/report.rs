@@ -8,6 +8,8 @@
 //! the same frame are still stored.
 
 use lars_store::CallStatusRow;
+use lars_wire::HostAddr;
+use lars_wire::ip::ip_from_wire;
 use lars_wire::messages::{HostCallResult, ReportStatusRequest};
 
 /// A `HostCallResult` that cannot be stored.
@@ -16,7 +18,7 @@ pub enum BadRow {
     /// The host's port is not a TCP port.
     #[error(
         "route ({modid}, {cmdid}) host {ip}: port {port} is outside 1..=65535",
-        ip = lars_wire::ip::ip_from_wire(*ip)
+        ip = ip_from_wire(*ip)
     )]
     PortOutOfRange {
         /// The route's modid.
@@ -35,8 +37,8 @@ pub fn status_row(
     request: &ReportStatusRequest,
     result: &HostCallResult,
 ) -> Result<CallStatusRow, BadRow> {
-    let port = match u16::try_from(result.port) {
-        Ok(port) if port > 0 => port,
+    let host = match HostAddr::from_wire(result.ip, result.port) {
+        Ok(host) if host.port > 0 => host,
         _ => {
             return Err(BadRow::PortOutOfRange {
                 modid: request.modid,
@@ -49,9 +51,9 @@ pub fn status_row(
     Ok(CallStatusRow {
         modid: request.modid,
         cmdid: request.cmdid,
-        ip: result.ip as u32,
-        port,
-        caller: request.caller as u32,
+        ip: host.ip_bits(),
+        port: host.port,
+        caller: ip_from_wire(request.caller).to_bits(),
         succ_cnt: result.succ,
         err_cnt: result.err,
         ts: i64::from(request.ts),

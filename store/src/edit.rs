@@ -10,7 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{RouteHost, RouteKey};
+use lars_wire::{HostAddr, RouteKey};
 
 /// What a route edit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +34,9 @@ impl EditOutcome {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RouteEdit {
     /// Insert `(key, host)` unless it is there.
-    AddHost(RouteKey, RouteHost),
+    AddHost(RouteKey, HostAddr),
     /// Delete every `(key, host)` row.
-    RemoveHost(RouteKey, RouteHost),
+    RemoveHost(RouteKey, HostAddr),
     /// Delete every row of `key`.
     RemoveRoute(RouteKey),
 }
@@ -96,11 +96,11 @@ impl RouteEdit {
 }
 
 /// `(modid, cmdid, serverip, serverport)` as statement parameters.
-fn host_params(key: RouteKey, host: RouteHost) -> Vec<i64> {
+fn host_params(key: RouteKey, host: HostAddr) -> Vec<i64> {
     vec![
         key.modid.into(),
         key.cmdid.into(),
-        host.ip.into(),
+        host.ip_bits().into(),
         host.port.into(),
     ]
 }
@@ -147,7 +147,7 @@ pub(crate) enum EditStep {
 #[derive(Debug, Clone, Copy)]
 enum Stage {
     /// `AddHost` only: looking for the host among the stored rows.
-    LookForHost(RouteKey, RouteHost),
+    LookForHost(RouteKey, HostAddr),
     /// Changing `RouteData`.
     Change,
     /// Logging the change in `RouteChange`.
@@ -253,8 +253,8 @@ mod tests {
         RouteKey::new(1, 2)
     }
 
-    fn host() -> RouteHost {
-        RouteHost::new(Ipv4Addr::new(10, 0, 0, 1), 80)
+    fn host() -> HostAddr {
+        HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 80)
     }
 
     /// The SQL of every step the plan asks for, answering each with `rows` in turn, up to the end.

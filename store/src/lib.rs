@@ -31,9 +31,11 @@ mod url;
 
 use std::time::Duration;
 
+use lars_wire::{HostAddr, RouteKey};
+
 pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
-pub use crate::route::{RouteHost, RouteKey, RouteLoad, RouteTable};
+pub use crate::route::{RouteLoad, RouteTable};
 pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
 pub use crate::url::{
     DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MysqlUrl, StoreUrl,
@@ -153,11 +155,7 @@ impl Store {
     /// inserts `RouteChange(key, v)` and sets `RouteVersion.version = v`, where
     /// `v = max(now, version + 1)` ([`next_version`]). A host already there changes nothing and
     /// writes no version.
-    pub async fn add_host(
-        &self,
-        key: RouteKey,
-        host: RouteHost,
-    ) -> Result<EditOutcome, StoreError> {
+    pub async fn add_host(&self, key: RouteKey, host: HostAddr) -> Result<EditOutcome, StoreError> {
         self.edit(RouteEdit::AddHost(key, host)).await
     }
 
@@ -166,7 +164,7 @@ impl Store {
     pub async fn remove_host(
         &self,
         key: RouteKey,
-        host: RouteHost,
+        host: HostAddr,
     ) -> Result<EditOutcome, StoreError> {
         self.edit(RouteEdit::RemoveHost(key, host)).await
     }
@@ -260,7 +258,7 @@ mod tests {
         store: &Store,
         rows: &[CallStatusRow],
         key: RouteKey,
-        host: RouteHost,
+        host: HostAddr,
     ) {
         is_send(&Store::open(&StoreUrl::default()));
         is_send(&store.ping());

@@ -22,9 +22,10 @@ use crate::route::{
 };
 use crate::row::Cell;
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
+use lars_wire::RouteKey;
+
 use crate::{
-    BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteKey, RouteLoad, StoreError,
-    StoreOptions, status,
+    BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteLoad, StoreError, StoreOptions, status,
 };
 
 /// Connections the pool keeps open while idle, and at most.

@@ -1,78 +1,21 @@
-//! Routes as the store sees them: keys, hosts and the loaded route table.
+//! Routes as the store sees them: the loaded route table.
 //!
-//! Owns the domain types ([`RouteKey`], [`RouteHost`], [`RouteLoad`]), the queries that read
+//! Owns [`RouteLoad`] (the keys and hosts are lars-wire's [`RouteKey`] and [`HostAddr`]; in
+//! `RouteData.serverip` an address is stored as its host-order `u32`), the queries that read
 //! `RouteData`, `RouteVersion` and `RouteChange` (SQL both backends run as is) and the decoding
 //! of their rows. Edits live in `edit.rs`. Pure: the backends (`mysql.rs`, `sqlite.rs`) do the
 //! reading and call in here.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
+
+use lars_wire::{HostAddr, RouteKey};
 
 use crate::StoreError;
 use crate::row::{Cell, Port, RowCheck};
 
-/// The name of a service: `(modid, cmdid)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteKey {
-    /// The business area.
-    pub modid: i32,
-    /// The command inside it.
-    pub cmdid: i32,
-}
-
-impl RouteKey {
-    /// `(modid, cmdid)`.
-    pub fn new(modid: i32, cmdid: i32) -> RouteKey {
-        RouteKey { modid, cmdid }
-    }
-}
-
-impl fmt::Display for RouteKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "modid={} cmdid={}", self.modid, self.cmdid)
-    }
-}
-
-/// One `ip:port` node serving a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteHost {
-    /// IPv4 address in host order: `a.b.c.d` is `a<<24 | b<<16 | c<<8 | d`, as Lars stores it
-    /// in `RouteData.serverip`.
-    pub ip: u32,
-    /// TCP/UDP port.
-    pub port: u16,
-}
-
-impl RouteHost {
-    /// A host from its address parts.
-    pub fn new(ip: Ipv4Addr, port: u16) -> RouteHost {
-        RouteHost {
-            ip: u32::from(ip),
-            port,
-        }
-    }
-
-    /// The host as a socket address.
-    pub fn addr(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::from(self.ip), self.port)
-    }
-}
-
-impl From<SocketAddrV4> for RouteHost {
-    fn from(addr: SocketAddrV4) -> RouteHost {
-        RouteHost::new(*addr.ip(), addr.port())
-    }
-}
-
-impl fmt::Display for RouteHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.addr().fmt(f)
-    }
-}
-
 /// The whole route table: every key with its hosts, in `RouteData.id` order, no duplicates.
-pub type RouteTable = HashMap<RouteKey, Vec<RouteHost>>;
+pub type RouteTable = HashMap<RouteKey, Vec<HostAddr>>;
 
 /// The result of [`Store::load_routes`](crate::Store::load_routes).
 #[derive(Debug, Default)]
@@ -87,7 +30,7 @@ pub struct RouteLoad {
 impl RouteLoad {
     /// Adds one decoded row; a `(key, host)` already present is ignored, so duplicate rows in
     /// `RouteData` collapse into one host.
-    pub(crate) fn push(&mut self, row: Result<(RouteKey, RouteHost), StoreError>) {
+    pub(crate) fn push(&mut self, row: Result<(RouteKey, HostAddr), StoreError>) {
         match row {
             Ok((key, host)) => {
                 let hosts = self.routes.entry(key).or_default();
@@ -121,17 +64,17 @@ pub(crate) const DELETE_CHANGES_UP_TO: &str = "DELETE FROM RouteChange WHERE ver
 pub(crate) const CLEAR_CHANGES: &str = "DELETE FROM RouteChange";
 
 /// Decodes `RouteData(id, modid, cmdid, serverip, serverport)`.
-pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, RouteHost), StoreError> {
+pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, HostAddr), StoreError> {
     let [id, modid, cmdid, serverip, serverport] = cells;
     let check = RowCheck::by_id("RouteData", &id);
     let key = RouteKey {
         modid: check.i32("modid", &modid)?,
         cmdid: check.i32("cmdid", &cmdid)?,
     };
-    let host = RouteHost {
-        ip: check.u32("serverip", &serverip)?,
-        port: check.port("serverport", &serverport, Port::NonZero)?,
-    };
+    let host = HostAddr::new(
+        Ipv4Addr::from(check.u32("serverip", &serverip)?),
+        check.port("serverport", &serverport, Port::NonZero)?,
+    );
     Ok((key, host))
 }
 
@@ -169,14 +112,6 @@ pub(crate) fn decode_change_key(id: Cell, modid: Cell, cmdid: Cell) -> Option<Ro
 mod tests {
     use super::*;
 
-    #[test]
-    fn host_ip_is_host_order() {
-        let h = RouteHost::new(Ipv4Addr::new(10, 0, 0, 1), 80);
-        assert_eq!(h.ip, (10 << 24) | 1);
-        assert_eq!(h.to_string(), "10.0.0.1:80");
-        assert_eq!(RouteHost::from(h.addr()), h);
-    }
-
     fn row(port: i64) -> [Cell; 5] {
         [
             Cell::Int(3),
@@ -193,7 +128,7 @@ mod tests {
         assert!(decode_route_row(row(70_000)).is_err());
         let (key, host) = decode_route_row(row(65_535)).unwrap();
         assert_eq!(key, RouteKey::new(1, 2));
-        assert_eq!(host.port, 65_535);
+        assert_eq!(host, HostAddr::new(Ipv4Addr::LOCALHOST, 65_535));
     }
 
     #[test]

@@ -24,8 +24,10 @@ use crate::route::{
 };
 use crate::row::Cell;
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
+use lars_wire::RouteKey;
+
 use crate::{
-    BackendError, CallStatusRow, EditOutcome, RouteKey, RouteLoad, StoreError, StoreOptions, status,
+    BackendError, CallStatusRow, EditOutcome, RouteLoad, StoreError, StoreOptions, status,
 };
 
 /// Open connections kept for reuse per store; more are opened when operations overlap.

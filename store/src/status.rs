@@ -5,7 +5,7 @@
 //! deadlock each other), the batch size limit, the SQL text and column values both backends write
 //! and read with, and the decoding of stored rows. Pure.
 
-use std::collections::HashMap;
+use lars_wire::LatestWins;
 
 use crate::StoreError;
 use crate::row::{Cell, Port, RowCheck};
@@ -22,7 +22,7 @@ pub struct CallStatusRow {
     pub modid: i32,
     /// The route's cmdid.
     pub cmdid: i32,
-    /// The host's IPv4 address, host order (see [`RouteHost::ip`](crate::RouteHost::ip)).
+    /// The host's IPv4 address, host order (see [`HostAddr::ip_bits`](lars_wire::HostAddr::ip_bits)).
     pub ip: u32,
     /// The host's port.
     pub port: u16,
@@ -66,11 +66,11 @@ impl CallStatusRow {
 
 /// One row per key, the last one of `rows` winning, sorted by key.
 pub fn coalesce_call_status(rows: &[CallStatusRow]) -> Vec<CallStatusRow> {
-    let mut latest: HashMap<CallStatusKey, CallStatusRow> = HashMap::with_capacity(rows.len());
+    let mut latest = LatestWins::new();
     for row in rows {
-        latest.insert(row.key(), *row);
+        latest.put(row.key(), *row);
     }
-    let mut out: Vec<CallStatusRow> = latest.into_values().collect();
+    let mut out: Vec<CallStatusRow> = latest.drain().map(|(_, row)| row).collect();
     out.sort_unstable_by_key(CallStatusRow::key);
     out
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey, Store, StoreError, StoreOptions};
+use lars_store::{Store, StoreError, StoreOptions};
+use lars_wire::{HostAddr, RouteKey};
 
 /// Short limits so an outage is noticed quickly.
 const OPTIONS: StoreOptions = StoreOptions {
@@ -29,7 +30,7 @@ async fn a_cut_link_fails_operations_within_the_timeout_and_restore_heals_it() {
     let store = Store::open_with(&url, OPTIONS).await.unwrap();
     let key = RouteKey::new(1, 1);
     store
-        .add_host(key, RouteHost::new([10, 0, 0, 1].into(), 80))
+        .add_host(key, HostAddr::new([10, 0, 0, 1].into(), 80))
         .await
         .unwrap();
 
@@ -44,7 +45,7 @@ async fn a_cut_link_fails_operations_within_the_timeout_and_restore_heals_it() {
     }
     let edit = tokio::time::timeout(
         HANG,
-        store.add_host(key, RouteHost::new([10, 0, 0, 2].into(), 80)),
+        store.add_host(key, HostAddr::new([10, 0, 0, 2].into(), 80)),
     )
     .await
     .expect("add_host hung through a cut link");
@@ -61,7 +62,7 @@ async fn a_cut_link_fails_operations_within_the_timeout_and_restore_heals_it() {
         "the failed edit must not have landed"
     );
     store
-        .add_host(key, RouteHost::new([10, 0, 0, 2].into(), 80))
+        .add_host(key, HostAddr::new([10, 0, 0, 2].into(), 80))
         .await
         .unwrap();
     assert_eq!(store.load_routes().await.unwrap().routes[&key].len(), 2);

@@ -3,10 +3,11 @@
 use std::net::Ipv4Addr;
 
 use lars_store::testing::TestDb;
-use lars_store::{CallStatusRow, RouteHost, RouteKey, RowId, Store, StoreError, StoreUrl};
+use lars_store::{CallStatusRow, RowId, Store, StoreError, StoreUrl};
+use lars_wire::{HostAddr, RouteKey};
 
-fn host(last: u8) -> RouteHost {
-    RouteHost::new(Ipv4Addr::new(192, 168, 0, last), 7000)
+fn host(last: u8) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(192, 168, 0, last), 7000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +30,7 @@ async fn two_handles_on_one_file_see_each_others_writes() {
     let row = CallStatusRow {
         modid: 3,
         cmdid: 4,
-        ip: host(1).ip,
+        ip: host(1).ip_bits(),
         port: 7000,
         caller: 1,
         succ_cnt: 10,

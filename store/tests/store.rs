@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use lars_store::testing::TestDb;
-use lars_store::{CallStatusRow, EditOutcome, RouteHost, RouteKey, RowId, Store, StoreError};
+use lars_store::{CallStatusRow, EditOutcome, RowId, Store, StoreError};
+use lars_wire::{HostAddr, RouteKey};
 
 /// Runs each named `async fn(TestDb)` once per backend, as `<name>::mysql` and `<name>::sqlite`.
 macro_rules! on_both_backends {
@@ -53,8 +54,8 @@ fn key(modid: i32, cmdid: i32) -> RouteKey {
     RouteKey::new(modid, cmdid)
 }
 
-fn host(last: u8, port: u16) -> RouteHost {
-    RouteHost::new(Ipv4Addr::new(10, 0, 0, last), port)
+fn host(last: u8, port: u16) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(10, 0, 0, last), port)
 }
 
 async fn count(store: &Store, table: &str) -> i64 {

@@ -2,7 +2,7 @@
 //! `report`, `simulator` and `example`. Output is one line a person reads at a glance; the exit
 //! code tells a script what happened ([`ExitCode`]).
 
-use lars_wire::client::Host;
+use lars_wire::HostAddr;
 use lars_wire::{Client, ClientConfig, ClientError, RetCode};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -116,7 +116,7 @@ pub fn getroute(agent: &AgentAddr, modid: i32, cmdid: i32) -> ExitCode {
 }
 
 /// `lars report`: tells the agent how a call to `host` went.
-pub fn report(agent: &AgentAddr, modid: i32, cmdid: i32, host: Host, retcode: i32) -> ExitCode {
+pub fn report(agent: &AgentAddr, modid: i32, cmdid: i32, host: HostAddr, retcode: i32) -> ExitCode {
     let result = agent
         .client()
         .and_then(|mut c| c.report(modid, cmdid, host, retcode));
@@ -140,7 +140,7 @@ pub struct SimulatorPlan {
     /// Odds of a failure per call, in tenths (0..=10), for every host.
     pub err_rate: u8,
     /// A host whose calls always fail...
-    pub fail_host: Option<Host>,
+    pub fail_host: Option<HostAddr>,
     /// ...for this many of the simulator's calls (then it works again); all of them when absent.
     pub fail_calls: Option<u32>,
     /// Pause between calls.
@@ -164,7 +164,7 @@ pub struct Tally {
 #[derive(Debug, Default)]
 pub struct SimulatorRun {
     /// Per host.
-    pub hosts: BTreeMap<Host, Tally>,
+    pub hosts: BTreeMap<HostAddr, Tally>,
     /// OVERLOAD answers.
     pub overload: u32,
     /// NOEXIST answers.
@@ -182,7 +182,7 @@ pub fn simulator(agent: &AgentAddr, modid: i32, cmdid: i32, plan: &SimulatorPlan
         Err(e) => return report_failure(&e, modid, cmdid),
     };
     let mut run = SimulatorRun::default();
-    let mut window: BTreeMap<Host, Tally> = BTreeMap::new();
+    let mut window: BTreeMap<HostAddr, Tally> = BTreeMap::new();
     let mut window_overload = 0;
     let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ u64::from(plan.count);
     for call in 1..=plan.count {
@@ -263,7 +263,12 @@ pub fn simulator(agent: &AgentAddr, modid: i32, cmdid: i32, plan: &SimulatorPlan
 
 /// One line of the simulator's timeline: how often each host was picked in calls `from..=to`,
 /// and how many of those calls were reported as failures.
-pub fn format_window(from: u32, to: u32, picks: &BTreeMap<Host, Tally>, overload: u32) -> String {
+pub fn format_window(
+    from: u32,
+    to: u32,
+    picks: &BTreeMap<HostAddr, Tally>,
+    overload: u32,
+) -> String {
     let mut line = format!("calls {from:>5}-{to:<5}");
     for (host, tally) in picks {
         line.push_str(&format!("  {host} x{:<3}", tally.succ + tally.err));
@@ -348,7 +353,7 @@ mod tests {
     fn the_tally_shows_rates_per_host() {
         let mut run = SimulatorRun::default();
         run.hosts.insert(
-            Host::new(Ipv4Addr::new(10, 0, 0, 1), 80),
+            HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 80),
             Tally { succ: 3, err: 1 },
         );
         run.overload = 2;

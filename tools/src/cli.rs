@@ -8,7 +8,7 @@ use crate::route_admin;
 use crate::status;
 use argh::FromArgs;
 use lars_store::DEFAULT_STORE_URL;
-use lars_wire::client::Host;
+use lars_wire::HostAddr;
 use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,7 +112,7 @@ struct SimulatorCmd {
     count: u32,
     /// a host (ip:port) whose calls always fail
     #[argh(option, from_str_fn(parse_host))]
-    fail_host: Option<Host>,
+    fail_host: Option<HostAddr>,
     /// with --fail-host: it fails only during the first N calls, then works again
     #[argh(option)]
     fail_calls: Option<u32>,
@@ -174,11 +174,11 @@ fn parse_err_rate(value: &str) -> Result<u8, String> {
     }
 }
 
-fn parse_host(value: &str) -> Result<Host, String> {
+fn parse_host(value: &str) -> Result<HostAddr, String> {
     let (ip, port) = value
         .rsplit_once(':')
         .ok_or_else(|| format!("host `{value}` is not ip:port"))?;
-    Ok(Host::new(parse_ip(ip)?, parse_port(port)?))
+    Ok(HostAddr::new(parse_ip(ip)?, parse_port(port)?))
 }
 
 /// administer routes in the store: add or remove hosts, list routes
@@ -322,9 +322,13 @@ pub fn run(cli: Cli) -> i32 {
     let code = match cli.command {
         Command::GetHost(c) => caller::gethost(&agent, c.modid, c.cmdid),
         Command::GetRoute(c) => caller::getroute(&agent, c.modid, c.cmdid),
-        Command::Report(c) => {
-            caller::report(&agent, c.modid, c.cmdid, Host::new(c.ip, c.port), c.retcode)
-        }
+        Command::Report(c) => caller::report(
+            &agent,
+            c.modid,
+            c.cmdid,
+            HostAddr::new(c.ip, c.port),
+            c.retcode,
+        ),
         Command::Simulator(c) => {
             if c.fail_calls.is_some() && c.fail_host.is_none() {
                 eprintln!("lars: --fail-calls needs --fail-host");

@@ -3,7 +3,8 @@
 //! happened in a line a person reads at a glance.
 
 use anyhow::Context;
-use lars_store::{EditOutcome, RouteHost, RouteKey, Store, StoreUrl};
+use lars_store::{EditOutcome, Store, StoreUrl};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 
 async fn open(url: &str) -> anyhow::Result<Store> {
@@ -25,7 +26,7 @@ fn version_note(outcome: &EditOutcome) -> String {
 /// `lars route add`.
 pub async fn add(url: &str, modid: i32, cmdid: i32, ip: Ipv4Addr, port: u16) -> anyhow::Result<()> {
     let store = open(url).await?;
-    let host = RouteHost::new(ip, port);
+    let host = HostAddr::new(ip, port);
     let outcome = store
         .add_host(RouteKey::new(modid, cmdid), host)
         .await
@@ -51,7 +52,7 @@ pub async fn del_host(
 ) -> anyhow::Result<()> {
     let store = open(url).await?;
     let outcome = store
-        .remove_host(RouteKey::new(modid, cmdid), RouteHost::new(ip, port))
+        .remove_host(RouteKey::new(modid, cmdid), HostAddr::new(ip, port))
         .await
         .with_context(|| format!("removing {ip}:{port} from route ({modid}, {cmdid})"))?;
     if outcome.rows_changed == 0 {
@@ -91,7 +92,7 @@ pub async fn list(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::
     for rejected in &load.rejected {
         eprintln!("lars: skipping bad row: {rejected}");
     }
-    let mut routes: Vec<(RouteKey, Vec<RouteHost>)> = load
+    let mut routes: Vec<(RouteKey, Vec<HostAddr>)> = load
         .routes
         .into_iter()
         .filter(|(key, _)| modid.is_none_or(|m| key.modid == m))
@@ -103,19 +104,14 @@ pub async fn list(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::
 }
 
 /// The route table as text: a header, then one line per host, grouped by route.
-pub fn format_routes(routes: &[(RouteKey, Vec<RouteHost>)]) -> String {
+pub fn format_routes(routes: &[(RouteKey, Vec<HostAddr>)]) -> String {
     let mut out = format!("{:>11} {:>11}  {}\n", "MODID", "CMDID", "HOST");
     let mut hosts = 0;
     for (key, list) in routes {
         let mut list = list.clone();
-        list.sort_by_key(|h| (h.ip, h.port));
+        list.sort();
         for host in list {
-            out.push_str(&format!(
-                "{:>11} {:>11}  {}\n",
-                key.modid,
-                key.cmdid,
-                host.addr()
-            ));
+            out.push_str(&format!("{:>11} {:>11}  {host}\n", key.modid, key.cmdid));
             hosts += 1;
         }
     }
@@ -132,8 +128,8 @@ mod tests {
         let routes = vec![(
             RouteKey::new(1, 2),
             vec![
-                RouteHost::new(Ipv4Addr::new(192, 168, 0, 2), 80),
-                RouteHost::new(Ipv4Addr::new(10, 0, 0, 1), 8080),
+                HostAddr::new(Ipv4Addr::new(192, 168, 0, 2), 80),
+                HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 8080),
             ],
         )];
         let text = format_routes(&routes);

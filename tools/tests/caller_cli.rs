@@ -4,8 +4,9 @@
 
 use lars_dns::{DnsConfig, DnsServer};
 use lars_service::testing::ServiceProcess;
+use lars_store::Store;
 use lars_store::testing::TestDb;
-use lars_store::{RouteHost, RouteKey, Store};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ impl Setup {
         let dns_port = runtime.block_on(async {
             let store = Store::open(&db.url()).await.unwrap();
             for last in [1, 2] {
-                let host = RouteHost::new(Ipv4Addr::new(10, 5, 5, last), 5000 + u16::from(last));
+                let host = HostAddr::new(Ipv4Addr::new(10, 5, 5, last), 5000 + u16::from(last));
                 store.add_host(RouteKey::new(5, 5), host).await.unwrap();
             }
             let mut config = DnsConfig::default();

@@ -24,9 +24,9 @@
 use crate::datagram;
 use crate::error::WireError;
 use crate::frame::MAX_FRAME_LEN;
-use crate::ip::{ip_from_wire, ip_to_wire};
 use crate::messages::{GetHostRequest, GetRouteRequest, HostInfo, ReportRequest};
 use crate::msg::{Message, RetCode};
+use crate::route::HostAddr;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -71,47 +71,6 @@ impl Default for ClientConfig {
             shards: DEFAULT_SHARDS,
             timeout: DEFAULT_TIMEOUT,
         }
-    }
-}
-
-/// One server of a route, as the agent hands it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Host {
-    /// The server's IPv4 address.
-    pub ip: Ipv4Addr,
-    /// The server's port (never 0 in an answer from the agent).
-    pub port: u16,
-}
-
-impl Host {
-    /// The host at `ip:port`.
-    pub const fn new(ip: Ipv4Addr, port: u16) -> Host {
-        Host { ip, port }
-    }
-}
-
-impl fmt::Display for Host {
-    /// `a.b.c.d:port`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.ip, self.port)
-    }
-}
-
-impl From<Host> for SocketAddrV4 {
-    fn from(host: Host) -> SocketAddrV4 {
-        SocketAddrV4::new(host.ip, host.port)
-    }
-}
-
-impl From<Host> for SocketAddr {
-    fn from(host: Host) -> SocketAddr {
-        SocketAddr::V4(host.into())
-    }
-}
-
-impl From<SocketAddrV4> for Host {
-    fn from(addr: SocketAddrV4) -> Host {
-        Host::new(*addr.ip(), addr.port())
     }
 }
 
@@ -327,7 +286,7 @@ impl Client {
     /// [`RetCode::NoExist`] for a route the agent does not have (yet) and with
     /// [`RetCode::Overload`] when every host is overloaded; [`ClientError::Timeout`] when the
     /// agent does not answer; [`ClientError::BadReply`] for a SUCC without a valid host.
-    pub fn get_host(&mut self, modid: i32, cmdid: i32) -> Result<Host, ClientError> {
+    pub fn get_host(&mut self, modid: i32, cmdid: i32) -> Result<HostAddr, ClientError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let request = Message::GetHostRequest(GetHostRequest { seq, modid, cmdid });
@@ -362,13 +321,13 @@ impl Client {
         &mut self,
         modid: i32,
         cmdid: i32,
-        host: Host,
+        host: HostAddr,
         retcode: i32,
     ) -> Result<(), ClientError> {
         let request = Message::ReportRequest(ReportRequest {
             modid,
             cmdid,
-            host: Some(host_to_wire(host)),
+            host: Some(host.into()),
             retcode,
         });
         let port = &self.ports[usize::from(shard_of(modid, cmdid, self.shards))];
@@ -383,7 +342,7 @@ impl Client {
     /// little later: see [`Client::reg_init`]). Route answers carry no `seq`: a late answer for
     /// the same key from an earlier, timed-out `get_route` is taken as this call's answer, which
     /// is harmless since it lists the same route.
-    pub fn get_route(&mut self, modid: i32, cmdid: i32) -> Result<Vec<Host>, ClientError> {
+    pub fn get_route(&mut self, modid: i32, cmdid: i32) -> Result<Vec<HostAddr>, ClientError> {
         let request = Message::ApiGetRouteRequest(GetRouteRequest { modid, cmdid });
         self.exchange(modid, cmdid, &request, |agent, reply| {
             let Message::ApiGetRouteResponse(reply) = reply else {
@@ -409,7 +368,7 @@ impl Client {
     /// A try that times out counts as a try. When the last try timed out that error is
     /// returned; when the agent kept answering with an empty route, the result is
     /// `Err(ClientError::Refused(RetCode::NoExist))`. Other errors end the tries at once.
-    pub fn reg_init(&mut self, modid: i32, cmdid: i32) -> Result<Vec<Host>, ClientError> {
+    pub fn reg_init(&mut self, modid: i32, cmdid: i32) -> Result<Vec<HostAddr>, ClientError> {
         let mut outcome = Err(ClientError::Refused(RetCode::NoExist));
         for attempt in 0..REG_INIT_TRIES {
             if attempt > 0 {
@@ -478,25 +437,17 @@ impl Client {
     }
 }
 
-/// The wire form of a host.
-fn host_to_wire(host: Host) -> HostInfo {
-    HostInfo {
-        ip: ip_to_wire(host.ip),
-        port: i32::from(host.port),
-    }
-}
-
 /// A host from the agent's answer; its port must be 1..=65535.
-fn host_from_wire(agent: SocketAddr, info: &HostInfo) -> Result<Host, ClientError> {
-    match u16::try_from(info.port) {
-        Ok(port) if port != 0 => Ok(Host::new(ip_from_wire(info.ip), port)),
-        _ => Err(ClientError::BadReply {
+fn host_from_wire(agent: SocketAddr, info: &HostInfo) -> Result<HostAddr, ClientError> {
+    match HostAddr::try_from(info) {
+        Ok(host) if host.port != 0 => Ok(host),
+        Ok(host) => Err(ClientError::BadReply {
             agent,
-            reason: format!(
-                "host {} has invalid port {}",
-                ip_from_wire(info.ip),
-                info.port
-            ),
+            reason: format!("host {} has invalid port 0", host.ip),
+        }),
+        Err(bad) => Err(ClientError::BadReply {
+            agent,
+            reason: bad.to_string(),
         }),
     }
 }
@@ -620,21 +571,10 @@ mod tests {
     }
 
     #[test]
-    fn host_prints_as_ip_colon_port_and_converts_to_a_socket_address() {
-        let host = Host::new(Ipv4Addr::new(200, 1, 2, 3), 8080);
-        assert_eq!(host.to_string(), "200.1.2.3:8080");
-        let addr = SocketAddrV4::from(host);
-        assert_eq!(addr, "200.1.2.3:8080".parse().unwrap());
-        assert_eq!(Host::from(addr), host);
-        assert_eq!(SocketAddr::from(host), SocketAddr::V4(addr));
-    }
-
-    #[test]
-    fn hosts_round_trip_through_the_wire_form_and_bad_ports_are_refused() {
+    fn answered_hosts_need_a_port_from_1_to_65535() {
         let agent: SocketAddr = "127.0.0.1:8888".parse().unwrap();
-        let host = Host::new(Ipv4Addr::new(192, 168, 1, 10), 65535);
-        let info = host_to_wire(host);
-        assert!(info.ip < 0);
+        let host = HostAddr::new(Ipv4Addr::new(192, 168, 1, 10), 65535);
+        let info = HostInfo::from(host);
         assert_eq!(host_from_wire(agent, &info).unwrap(), host);
         for port in [0, -1, 65536, i32::MIN] {
             let info = HostInfo { ip: 1, port };

@@ -38,7 +38,8 @@
 //! Return codes ([`RetCode`]): 0 SUCC, 1 OVERLOAD, 2 SYSTEM_ERROR, 3 NOEXIST.
 //!
 //! IPv4 addresses travel as `a<<24|b<<16|c<<8|d` in an `int32`, so addresses from 128.0.0.0 up
-//! are negative and take a 10-byte varint ([`ip`]). Proto3 omits default values: a field that is
+//! are negative and take a 10-byte varint ([`ip`]); [`HostAddr`] is a host in its typed form and
+//! the one conversion to and from the wire's [`messages::HostInfo`]. Proto3 omits default values: a field that is
 //! 0, false or empty is not on the wire at all.
 //!
 //! # Ports
@@ -54,10 +55,14 @@ pub mod datagram;
 pub mod error;
 pub mod frame;
 pub mod ip;
+pub mod latest;
 pub mod messages;
 pub mod msg;
+pub mod route;
 
 pub use client::{Client, ClientConfig, ClientError};
 pub use error::WireError;
 pub use frame::{FrameDecoder, RawFrame};
+pub use latest::LatestWins;
 pub use msg::{Message, MsgId, RetCode};
+pub use route::{BadPort, HostAddr, RouteKey};

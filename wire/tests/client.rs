@@ -2,7 +2,8 @@
 //! the OS picks, answering each request with whatever datagrams the test's script returns and
 //! handing every request it saw to the test through a channel.
 
-use lars_wire::client::{Client, ClientConfig, ClientError, Host};
+use lars_wire::HostAddr;
+use lars_wire::client::{Client, ClientConfig, ClientError};
 use lars_wire::messages::{GetHostResponse, GetRouteRequest, GetRouteResponse, HostInfo};
 use lars_wire::{Message, RetCode, datagram};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -122,7 +123,7 @@ fn encode(msg: Message) -> Vec<u8> {
     buf
 }
 
-fn wire_host(host: Host) -> HostInfo {
+fn wire_host(host: HostAddr) -> HostInfo {
     HostInfo {
         ip: u32::from(host.ip) as i32,
         port: i32::from(host.port),
@@ -144,7 +145,7 @@ fn host_answer(request: &Message, retcode: i32, host: Option<HostInfo>) -> Vec<u
 }
 
 /// An API_GetRouteResponse for the request's key.
-fn route_answer(request: &Message, hosts: &[Host]) -> Vec<u8> {
+fn route_answer(request: &Message, hosts: &[HostAddr]) -> Vec<u8> {
     let Message::ApiGetRouteRequest(req) = request else {
         panic!("expected an API_GetRouteRequest, got {request:?}");
     };
@@ -161,12 +162,12 @@ fn closed_port() -> u16 {
     socket.local_addr().unwrap().port()
 }
 
-fn far_host() -> Host {
-    Host::new(Ipv4Addr::new(200, 1, 2, 3), 65535)
+fn far_host() -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(200, 1, 2, 3), 65535)
 }
 
-fn near_host() -> Host {
-    Host::new(Ipv4Addr::new(10, 0, 0, 7), 8080)
+fn near_host() -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(10, 0, 0, 7), 8080)
 }
 
 #[test]
@@ -379,7 +380,7 @@ fn get_route_lists_the_hosts_and_an_unknown_route_is_empty() {
     let route = [
         far_host(),
         near_host(),
-        Host::new(Ipv4Addr::new(128, 0, 0, 0), 1),
+        HostAddr::new(Ipv4Addr::new(128, 0, 0, 0), 1),
     ];
     let agent = FakeAgent::start(move |req| {
         let Message::ApiGetRouteRequest(r) = req else {
@@ -389,13 +390,13 @@ fn get_route_lists_the_hosts_and_an_unknown_route_is_empty() {
             modid: r.modid,
             cmdid: r.cmdid + 100,
         });
-        let hosts: &[Host] = if r.modid == 7 { &route } else { &[] };
+        let hosts: &[HostAddr] = if r.modid == 7 { &route } else { &[] };
         vec![route_answer(&other_key, &route), route_answer(req, hosts)]
     });
     let mut client = client(agent.port(), ANSWER_TIMEOUT);
 
     assert_eq!(client.get_route(7, 1).unwrap(), route.to_vec());
-    assert_eq!(client.get_route(8, 1).unwrap(), Vec::<Host>::new());
+    assert_eq!(client.get_route(8, 1).unwrap(), Vec::<HostAddr>::new());
     assert_eq!(client.discarded(), 2);
 
     let request = agent.next_request();
@@ -414,7 +415,7 @@ fn reg_init_retries_until_the_route_is_filled() {
     let mut asked = 0;
     let agent = FakeAgent::start(move |req| {
         asked += 1;
-        let hosts: &[Host] = if asked >= 3 { &[far_host()] } else { &[] };
+        let hosts: &[HostAddr] = if asked >= 3 { &[far_host()] } else { &[] };
         vec![route_answer(req, hosts)]
     });
     let mut client = client(agent.port(), ANSWER_TIMEOUT);
@@ -460,7 +461,7 @@ fn report_sends_exactly_the_report_request() {
     let agent = FakeAgent::start(|_| Vec::new());
     let mut client = client(agent.port(), ANSWER_TIMEOUT);
 
-    let host = Host::new(Ipv4Addr::new(192, 168, 1, 10), 8080);
+    let host = HostAddr::new(Ipv4Addr::new(192, 168, 1, 10), 8080);
     client.report(5, 6, host, 1).unwrap();
 
     let request = agent.next_request();
@@ -515,7 +516,7 @@ fn bind_consecutive_pair() -> (UdpSocket, UdpSocket) {
 fn keys_go_to_their_shard_port() {
     let (first, second) = bind_consecutive_pair();
     let base_port = first.local_addr().unwrap().port();
-    let host_of_shard = |shard: u8| Host::new(Ipv4Addr::new(10, 0, 0, shard), 9000);
+    let host_of_shard = |shard: u8| HostAddr::new(Ipv4Addr::new(10, 0, 0, shard), 9000);
     let shard0 = FakeAgent::serve(first, move |req| {
         vec![host_answer(req, 0, Some(wire_host(host_of_shard(0))))]
     });

@@ -9,8 +9,9 @@ use argh::FromArgs;
 use bytes::BytesMut;
 use lars_bench::{latency_histogram, machine, percentiles, record};
 use lars_dns::{DnsConfig, DnsServer};
-use lars_store::{RouteHost, RouteKey, Store, StoreUrl};
+use lars_store::{Store, StoreUrl};
 use lars_wire::{FrameDecoder, MsgId};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,7 +134,7 @@ async fn seed(url: &StoreUrl, routes: i32, hosts: u8) -> anyhow::Result<Store> {
         for modid in 0..routes {
             for h in 0..hosts {
                 let host =
-                    RouteHost::new(Ipv4Addr::new(10, (modid >> 8) as u8, modid as u8, h), 9000);
+                    HostAddr::new(Ipv4Addr::new(10, (modid >> 8) as u8, modid as u8, h), 9000);
                 store.add_host(RouteKey::new(modid, 1), host).await?;
             }
         }
@@ -256,7 +257,7 @@ async fn push_latency(
     }
     let mut latency = latency_histogram();
     let mut spread = latency_histogram();
-    let host = RouteHost::new(Ipv4Addr::new(10, 255, 0, 1), 1);
+    let host = HostAddr::new(Ipv4Addr::new(10, 255, 0, 1), 1);
     for change in 0..changes {
         // Edits land at a random point of the poll period, as an operator's would.
         let jitter = Duration::from_micros(rand::random_range(0..poll.as_micros() as u64));

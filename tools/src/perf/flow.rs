@@ -26,16 +26,14 @@ use crate::perf::keys::{KeyWalk, Ports};
 use crate::perf::schedule::Schedule;
 use crate::perf::tally::Tally;
 use crate::perf::workload::{Kind, Load, MixCycle};
-use lars_wire::MsgId;
 use lars_wire::datagram::split_datagram;
 use lars_wire::frame::encode_frame_into;
-use lars_wire::messages::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, HostInfo, ReportRequest,
-};
+use lars_wire::messages::{GetHostRequest, GetHostResponse, GetRouteRequest, ReportRequest};
 use lars_wire::msg::decode_body;
+use lars_wire::{HostAddr, MsgId};
 use quick_protobuf::{BytesReader, MessageRead};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,29 +41,8 @@ use std::time::{Duration, Instant};
 /// negative ids and an address from 128.0.0.0 up, 47 bytes.
 pub const DATAGRAM_ROOM: usize = 64;
 
-/// A host as it travels: the wire form of the IPv4 address and the port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WireHost {
-    /// `a<<24|b<<16|c<<8|d` as an `int32`.
-    pub ip: i32,
-    /// The port.
-    pub port: i32,
-}
-
-impl WireHost {
-    fn info(self) -> HostInfo {
-        HostInfo {
-            ip: self.ip,
-            port: self.port,
-        }
-    }
-}
-
 /// The host a report names when no `get_host` of its socket has picked one yet: 127.0.0.1:9.
-pub const PLACEHOLDER_HOST: WireHost = WireHost {
-    ip: 0x7f00_0001,
-    port: 9,
-};
+pub const PLACEHOLDER_HOST: HostAddr = HostAddr::new(Ipv4Addr::LOCALHOST, 9);
 
 /// What a flow is started with.
 #[derive(Debug, Clone)]
@@ -121,7 +98,7 @@ struct Slot {
 struct FollowUp {
     modid: i32,
     cmdid: i32,
-    host: WireHost,
+    host: HostAddr,
     measured: bool,
 }
 
@@ -168,7 +145,7 @@ pub struct Flow {
     order: u64,
     follow_ups: VecDeque<FollowUp>,
     /// The last host a `get_host` picked on this socket, with its key: what mix reports name.
-    last_pick: Option<(i32, i32, WireHost)>,
+    last_pick: Option<(i32, i32, HostAddr)>,
     schedule: Option<Schedule>,
     timeout: Duration,
     measure_start: Instant,
@@ -292,7 +269,7 @@ impl Flow {
             let report = ReportRequest {
                 modid: follow.modid,
                 cmdid: follow.cmdid,
-                host: Some(follow.host.info()),
+                host: Some(follow.host.into()),
                 retcode: 0,
             };
             let len = encode(MsgId::ReportRequest, &report, &mut self.scratch);
@@ -333,7 +310,7 @@ impl Flow {
             let report = ReportRequest {
                 modid,
                 cmdid,
-                host: Some(host.info()),
+                host: Some(host.into()),
                 retcode: 0,
             };
             let len = encode(MsgId::ReportRequest, &report, &mut self.scratch);
@@ -490,13 +467,11 @@ impl Flow {
                 }
                 self.answer(slot, now, tally);
                 tally.retcode(answer.retcode, request.measured);
+                // A host whose port is no port is not one to report on: the next report names
+                // the last good pick (or the placeholder).
                 if answer.retcode == 0
-                    && let Some(info) = &answer.host
+                    && let Some(Ok(host)) = answer.host.as_ref().map(HostAddr::try_from)
                 {
-                    let host = WireHost {
-                        ip: info.ip,
-                        port: info.port,
-                    };
                     self.last_pick = Some((answer.modid, answer.cmdid, host));
                     if self.qps && self.follow_ups.len() < self.slots.len() {
                         self.follow_ups.push_back(FollowUp {
@@ -608,6 +583,7 @@ mod tests {
     use lars_wire::Message;
     use lars_wire::datagram::{decode_datagram, encode_datagram};
     use lars_wire::messages::GetRouteResponse;
+    use lars_wire::messages::HostInfo;
     use std::net::Ipv4Addr;
     use std::num::NonZeroU16;
 
@@ -1044,7 +1020,7 @@ mod tests {
         assert_eq!(first.len(), 2);
         match &first[1].1 {
             Message::ReportRequest(report) => {
-                assert_eq!(report.host, Some(PLACEHOLDER_HOST.info()))
+                assert_eq!(report.host, Some(PLACEHOLDER_HOST.into()))
             }
             other => panic!("{other:?}"),
         }

@@ -1,8 +1,8 @@
 //! The `[loadbalance]` settings: the thresholds and timeouts of the load-balancing rules, with
-//! Lars' key names and defaults (SPEC §2.3), and the check of their ranges.
+//! Lars' key names and defaults, and the check of their ranges.
 //!
 //! Plain data, no I/O, no clock, no locks. The config loader reads and validates it once at
-//! start; every [`Route`](crate::route::Route) then shares one read-only copy.
+//! start; every [`Route`](super::Route) then shares one read-only copy.
 
 use lars_service::ConfigError;
 use serde::Deserialize;

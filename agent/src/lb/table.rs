@@ -1,6 +1,6 @@
-//! One shard's routes: `(modid, cmdid)` → [`Route`], and the route-level rules of SPEC §2.3 —
-//! when a key is unknown or empty, when to ask dns (again), how a dns answer is applied, and
-//! which routes have statistics to upload.
+//! One shard's routes: `(modid, cmdid)` → [`Route`], and the route-level rules — when a key is
+//! unknown or empty, when to ask dns (again), how a dns answer is applied, and which routes have
+//! statistics to upload.
 //!
 //! Plain data, no I/O, no clock, no locks; owned by one worker, which calls it for every
 //! request of its shard and for every message the uplinks hand it. Every method returns what the
@@ -14,55 +14,35 @@
 //! answer for it is applied. [`RouteTable::get_host`] and [`RouteTable::get_route`] ask when:
 //! - the key is unknown (the route is created, pulling, and the caller gets NOEXIST / no hosts);
 //! - the route is not pulling and its last dns answer is more than `update_timeout` old, or it
-//!   never had one (after [`RouteTable::pull_not_sent`] or [`RouteTable::reset_pulling`]). A
-//!   route that dns answered with no hosts stays as a *negative-cache* entry: callers get
-//!   NOEXIST and dns is asked again at most once per `update_timeout`;
+//!   never had one (after [`RouteTable::pull_not_sent`]). A route that dns answered with no
+//!   hosts stays as a *negative-cache* entry: callers get NOEXIST and dns is asked again at most
+//!   once per `update_timeout`;
 //! - the route is pulling but its ask is more than `update_timeout` old: the answer was lost
 //!   (dropped on a full ring, or the ask never reached dns), so ask again.
 //!
-//! The last rule goes beyond Lars and SPEC §2.3 rule 4, which only re-asks a route that is not
-//! pulling: Lars' queues could not drop an answer, ours can, and without it such a route would
-//! serve stale hosts (or stay empty) until the dns connection next dropped. SPEC rule 2 asks the
-//! same for empty routes; this applies it to every route.
+//! The last rule goes beyond Lars, which only re-asks a route that is not pulling: Lars' queues
+//! could not drop an answer, ours can, and without it such a route would serve stale hosts (or
+//! stay empty) until the dns connection next dropped. Lars asks the same for empty routes; this
+//! applies it to every route.
 //!
-//! After the dns uplink reconnects, the worker calls [`RouteTable::reset_pulling`] and then sends
-//! a `GetRouteRequest` for each of [`RouteTable::keys`], so that the new connection has every
-//! subscription (SPEC §2.2).
+//! # After a dns reconnect
+//! The table does nothing: the dns uplink owns the agent's subscriptions (which shards asked
+//! for which key) and asks the new connection for every one of them once, so a pulling route's
+//! answer arrives without the shard asking again (see `dns_uplink`).
 
 use std::collections::hash_map::Entry;
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use foldhash::HashMap;
-use lars_wire::RetCode;
 use lars_wire::ip::ip_to_wire;
 use lars_wire::messages::{GetRouteRequest, ReportStatusRequest};
+use lars_wire::{HostAddr, RetCode, RouteKey};
 
-use crate::loadbalance::LbSettings;
-use crate::route::{HostAddr, HostAddrs, HostTransition, HostsUpdate, Millis, Pick, Route};
-
-/// The name of a service: `(modid, cmdid)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteKey {
-    /// The business area.
-    pub modid: i32,
-    /// The command inside it.
-    pub cmdid: i32,
-}
-
-impl RouteKey {
-    /// `(modid, cmdid)`.
-    pub const fn new(modid: i32, cmdid: i32) -> RouteKey {
-        RouteKey { modid, cmdid }
-    }
-}
-
-impl fmt::Display for RouteKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "modid={} cmdid={}", self.modid, self.cmdid)
-    }
-}
+use super::LbSettings;
+use super::host::HostTransition;
+use super::route::{HostAddrs, HostsUpdate, Pick, Route};
+use crate::clock::Millis;
 
 /// "Ask dns for this route": the worker puts [`DnsAsk::request`] on its dns uplink ring, and
 /// calls [`RouteTable::pull_not_sent`] if the ring is full.
@@ -75,10 +55,7 @@ pub struct DnsAsk {
 impl DnsAsk {
     /// The message for dns.
     pub fn request(&self) -> GetRouteRequest {
-        GetRouteRequest {
-            modid: self.key.modid,
-            cmdid: self.key.cmdid,
-        }
+        self.key.request()
     }
 }
 
@@ -197,7 +174,7 @@ impl RouteTable {
         &self.settings
     }
 
-    /// A caller's `get_host` (SPEC §2.3 rules 1–4): the answer, and a dns ask to send if one is
+    /// A caller's `get_host`: the answer, and a dns ask to send if one is
     /// due. An unknown key is created (pulling) and answered NOEXIST; a route without hosts
     /// answers NOEXIST; otherwise [`Route::pick`] answers.
     pub fn get_host(&mut self, key: RouteKey, now: Millis) -> (HostAnswer, Option<DnsAsk>) {
@@ -273,23 +250,6 @@ impl RouteTable {
         }
     }
 
-    /// The dns uplink reconnected: every pulling route stops pulling, since its answer will not
-    /// come. Returns how many were pulling.
-    pub fn reset_pulling(&mut self) -> usize {
-        let mut reset = 0;
-        for held in self.routes.values_mut() {
-            if held.pulling_since.take().is_some() {
-                reset += 1;
-            }
-        }
-        reset
-    }
-
-    /// Every key the table holds (to re-request after a dns reconnect), in no order.
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = RouteKey> + '_ {
-        self.routes.keys().copied()
-    }
-
     /// The statistics to upload: one `ReportStatusRequest` per route with reports counted since
     /// its last upload (`caller`: this agent's address; `ts`: the time in Unix seconds), each
     /// with one `HostCallResult` per host. The worker calls it once per `report_interval`.
@@ -353,9 +313,9 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{HostState, OverloadReason, RecoverReason};
     use super::*;
     use crate::alloc_counter;
-    use crate::route::{HostState, OverloadReason, RecoverReason};
     use lars_wire::messages::HostCallResult;
 
     const KEY: RouteKey = RouteKey::new(1, 2);
@@ -532,28 +492,6 @@ mod tests {
     }
 
     #[test]
-    fn reset_pulling_stops_every_pulling_route_and_keys_lists_them_all() {
-        let mut table = table_with(&[1], secs(0));
-        let empty = RouteKey::new(5, 5);
-        let fresh = RouteKey::new(6, 6);
-        table.get_host(empty, secs(1));
-        table.get_host(fresh, secs(1));
-        table.apply_dns_update(fresh, &hosts(&[3]), secs(1));
-        table.get_host(KEY, secs(16)); // KEY pulling again
-        assert_eq!(table.reset_pulling(), 2);
-        for key in [KEY, empty, fresh] {
-            assert_eq!(table.is_pulling(key), Some(false));
-        }
-        // The never-answered route asks at once; KEY too (its answer is old); `fresh` does not.
-        assert_eq!(table.get_host(empty, secs(2)).1, ask(empty));
-        assert_eq!(table.get_host(KEY, secs(17)).1, ask(KEY));
-        assert_eq!(table.get_host(fresh, secs(2)).1, None);
-        let mut keys: Vec<RouteKey> = table.keys().collect();
-        keys.sort();
-        assert_eq!(keys, [KEY, empty, fresh]);
-    }
-
-    #[test]
     fn an_update_for_a_key_not_held_is_ignored() {
         let mut table = RouteTable::new(LbSettings::default());
         assert_eq!(
@@ -674,14 +612,14 @@ mod tests {
             first.results,
             [
                 HostCallResult {
-                    ip: addr(1).ip as i32,
+                    ip: addr(1).wire_ip(),
                     port: 9000,
                     succ: 2,
                     err: 0,
                     overload: false
                 },
                 HostCallResult {
-                    ip: addr(2).ip as i32,
+                    ip: addr(2).wire_ip(),
                     port: 9000,
                     succ: 0,
                     err: 1,
@@ -693,7 +631,7 @@ mod tests {
         assert_eq!(
             reports[1].results,
             [HostCallResult {
-                ip: addr(7).ip as i32,
+                ip: addr(7).wire_ip(),
                 port: 9000,
                 succ: 0,
                 err: 0,
@@ -771,9 +709,8 @@ mod tests {
             let key = RouteKey::new(r, r % 7);
             table.get_host(key, secs(0));
             list.clear();
-            list.extend((0..HOSTS).map(|h| HostAddr {
-                ip: 0x0a00_0000 + (r as u32) * HOSTS + h,
-                port: 8000,
+            list.extend((0..HOSTS).map(|h| {
+                HostAddr::new(Ipv4Addr::from(0x0a00_0000 + (r as u32) * HOSTS + h), 8000)
             }));
             table.apply_dns_update(key, &list, secs(0));
         }

@@ -21,8 +21,8 @@ impl EventFd {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `fd` was just returned by eventfd(2), is valid and owned by nobody else.
         Ok(EventFd {
+            // SAFETY: `fd` was just returned by eventfd(2), is valid and owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

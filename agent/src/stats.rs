@@ -394,7 +394,7 @@ pub const PER_UPLINK: &[PerUplink] = &[
 ];
 
 impl Collector for AgentStats {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let workers: Vec<String> = (0..self.workers.len()).map(|i| i.to_string()).collect();
         let each = || self.workers.iter().zip(&workers);
         let count = self.workers.len() as u64;

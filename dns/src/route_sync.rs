@@ -63,7 +63,7 @@ impl RouteSync {
                 Err(e) => {
                     DnsStats::inc(&self.shared.stats.db_errors);
                     let wait = backoff.fail();
-                    warn!(error = %e, retry_in = ?wait, failures = backoff.failures(),
+                    warn!(error = &e as &dyn std::error::Error, retry_in = ?wait, failures = backoff.failures(),
                         "cannot load routes at start; not serving until the first load works");
                     if wait_or_shutdown(wait, shutdown).await {
                         return false;
@@ -94,7 +94,7 @@ impl RouteSync {
                     wait = backoff.fail();
                     let failures = backoff.failures();
                     if failures == 1 || failures.is_multiple_of(10) {
-                        warn!(error = %e, failures, retry_in = ?wait,
+                        warn!(error = &e as &dyn std::error::Error, failures, retry_in = ?wait,
                             "route store unreachable; serving the last snapshot");
                     }
                 }

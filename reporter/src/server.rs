@@ -207,7 +207,10 @@ impl ReporterServer {
 async fn open_store(store: Arc<SharedStore>, stats: Arc<ReporterStats>) {
     if let Err(e) = store.get().await {
         ReporterStats::inc(&stats.db_errors);
-        warn!(error = %e, "cannot open the store yet; rows are kept until it can be written");
+        warn!(
+            error = &e as &dyn std::error::Error,
+            "cannot open the store yet; rows are kept until it can be written"
+        );
     }
 }
 

@@ -199,8 +199,14 @@ impl StoreWorker {
         };
         ReporterStats::inc(&self.stats.db_errors);
         if failures == 1 || failures.is_multiple_of(10) {
-            warn!(worker = self.id, %error, failures, ?retry_in, pending = self.inbox.pending(),
-                "cannot write call statistics; keeping the latest row per key and retrying");
+            warn!(
+                worker = self.id,
+                error = error as &dyn std::error::Error,
+                failures,
+                ?retry_in,
+                pending = self.inbox.pending(),
+                "cannot write call statistics; keeping the latest row per key and retrying"
+            );
         }
     }
 

@@ -22,11 +22,12 @@ pub use store::StoreConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
+        /// The I/O error (the error's `source()`, so not repeated in its message).
+        #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
@@ -130,5 +131,25 @@ mod tests {
     fn a_missing_file_is_named() {
         let err = load_config::<Settings>(Path::new("/nonexistent/y.toml")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/y.toml"));
+    }
+
+    #[test]
+    fn an_anyhow_report_of_a_missing_file_prints_the_io_error_once() {
+        let err = load_config::<Settings>(Path::new("/nonexistent/y.toml")).unwrap_err();
+        let io = std::fs::read_to_string("/nonexistent/y.toml")
+            .unwrap_err()
+            .to_string();
+        let report = anyhow::Error::new(err).context("loading the agent's settings");
+        // `{:#}` is "outer: cause: cause"; `{:?}` lists the causes under "Caused by:".
+        for text in [format!("{report:#}"), format!("{report:?}")] {
+            assert_eq!(text.matches(&io).count(), 1, "{text}");
+            assert_eq!(text.matches("/nonexistent/y.toml").count(), 1, "{text}");
+        }
+        assert_eq!(
+            format!("{report:#}"),
+            format!(
+                "loading the agent's settings: cannot read config file /nonexistent/y.toml: {io}"
+            )
+        );
     }
 }

@@ -81,7 +81,7 @@ pub enum Kind {
 /// collector's `encoder`. `name` is the exposed name: a counter's ends in `_total` (added if
 /// missing), so tables of metrics read as what a scrape shows.
 pub fn encode_family<L: EncodeLabelSet>(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: Kind,
@@ -97,7 +97,7 @@ pub fn encode_family<L: EncodeLabelSet>(
 /// Encodes one sample `name` without labels into a collector's `encoder` (see
 /// [`encode_family`]).
 pub fn encode_one(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     kind: Kind,
@@ -107,7 +107,7 @@ pub fn encode_one(
 }
 
 fn describe<'a>(
-    encoder: &'a mut DescriptorEncoder,
+    encoder: &'a mut DescriptorEncoder<'_>,
     name: &'a str,
     help: &str,
     kind: Kind,
@@ -124,7 +124,7 @@ fn describe<'a>(
     }
 }
 
-fn encode_value(metric: MetricEncoder, kind: Kind, value: u64) -> fmt::Result {
+fn encode_value(metric: MetricEncoder<'_>, kind: Kind, value: u64) -> fmt::Result {
     match kind {
         Kind::Counter => ConstCounter::new(value).encode(metric),
         // Gauges are i64 in the text format; ours are counts far below i64::MAX.
@@ -200,7 +200,7 @@ impl<T> fmt::Debug for AtomicsCollector<T> {
 }
 
 impl<T: Send + Sync + 'static> Collector for AtomicsCollector<T> {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         for family in self.fields.chunk_by(|a, b| a.name == b.name) {
             let first = &family[0];
             if first.labels.is_empty() && family.len() == 1 {

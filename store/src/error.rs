@@ -1,10 +1,11 @@
 //! The store's one error type, [`StoreError`], shared by both backends, and `During`, which
 //! turns either driver's error into a [`StoreError::Query`] naming the operation.
 //!
-//! Each variant names what went wrong and where (the URL part, the operation, the table and row),
-//! so a caller can log it as is. The `Display` text includes the backend's own message, so
-//! `%err` in a log line is enough; `source()` still returns the backend error for callers that
-//! walk the chain. Nothing here ever contains a password.
+//! Each variant names what went wrong and where (the URL part, the operation, the table and row).
+//! A variant caused by a driver error returns it from `source()` and does not repeat it in its
+//! own message, so an `anyhow` report (`{:#}` or `{:?}`) prints every cause once. To log one with
+//! its causes, record it as an error value (`error = &err as &dyn std::error::Error`): the
+//! `tracing` formatter then prints the chain. Nothing here ever contains a password.
 
 use std::fmt;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub enum StoreError {
     },
 
     /// The database server could not be reached, or the SQLite file could not be opened.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}")]
     Connect {
         /// Where we tried to connect (`host:port/db` or the SQLite path).
         target: String,
@@ -33,7 +34,7 @@ pub enum StoreError {
 
     /// The MySQL database named in the URL does not exist and could not be created.
     #[error(
-        "database `{db}` on {target} does not exist and cannot be created ({source}); \
+        "database `{db}` on {target} does not exist and cannot be created; \
          create it by hand or grant CREATE to the store user"
     )]
     CreateDatabase {
@@ -58,7 +59,7 @@ pub enum StoreError {
     },
 
     /// A statement failed.
-    #[error("{op} failed: {source}")]
+    #[error("{op} failed")]
     Query {
         /// The operation, e.g. `add_host`, `create schema`.
         op: &'static str,
@@ -134,5 +135,38 @@ impl<T, E: Into<BackendError>> During<T> for Result<T, E> {
             op,
             source: e.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every message of `err`'s chain, outermost first.
+    fn chain(err: &StoreError) -> Vec<String> {
+        let mut out = vec![err.to_string()];
+        let mut next = err.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_driver_error_is_the_source_and_not_repeated_in_the_message() {
+        let driver = rusqlite::Error::InvalidColumnName("serverip".into());
+        let driver_text = driver.to_string();
+        let err: Result<(), _> = Err(driver);
+        let err = err.during("load_routes").unwrap_err();
+        assert_eq!(err.to_string(), "load_routes failed");
+        let messages = chain(&err);
+        assert_eq!(
+            messages.concat().matches(&driver_text).count(),
+            1,
+            "{messages:?}"
+        );
+        assert_eq!(messages[1], driver_text);
     }
 }

@@ -1,5 +1,6 @@
 //! The one error type of the wire crate: everything that can be wrong with bytes that came from
-//! a peer, or with a message too large to send. Each variant names what was wrong.
+//! a peer, or with a message too large to send. Each variant names what was wrong, and none
+//! allocates: malformed input is dropped at line rate, and its error must cost nothing.
 
 use crate::frame::MAX_BODY_LEN;
 
@@ -39,12 +40,16 @@ pub enum WireError {
     #[error("unknown return code {0}")]
     UnknownRetCode(i32),
     /// A body that is not a valid protobuf encoding of the message its id names.
+    ///
+    /// The agent drops and counts such datagrams at line rate, so the reason is a fixed text:
+    /// building this error allocates nothing.
     #[error("body of message id {msgid} does not decode: {reason}")]
     BadBody {
         /// The frame's message id.
         msgid: i32,
-        /// The protobuf decoder's complaint.
-        reason: String,
+        /// What is wrong with it (the structural check's finding, or the protobuf decoder's
+        /// error kind).
+        reason: &'static str,
     },
     /// A message whose encoding does not fit in one frame (or in the buffer given).
     #[error("message of {len} bytes does not fit (room for {room})")]

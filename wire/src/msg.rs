@@ -153,15 +153,30 @@ impl Message {
 /// never a panic or a misread.
 pub fn decode_body<'a, M: MessageRead<'a>>(msgid: i32, body: &'a [u8]) -> Result<M, WireError> {
     let id = MsgId::try_from(msgid)?;
-    crate::body_check::check_body(id, body).map_err(|reason| WireError::BadBody {
-        msgid,
-        reason: reason.to_string(),
-    })?;
+    crate::body_check::check_body(id, body)
+        .map_err(|reason| WireError::BadBody { msgid, reason })?;
     let mut reader = BytesReader::from_bytes(body);
     M::from_reader(&mut reader, body).map_err(|e| WireError::BadBody {
         msgid,
-        reason: e.to_string(),
+        reason: decode_failure(&e),
     })
+}
+
+/// What a quick-protobuf decoding error says, as a fixed text (its own `Display` would allocate
+/// for every dropped datagram).
+fn decode_failure(e: &quick_protobuf::Error) -> &'static str {
+    use quick_protobuf::Error;
+    match e {
+        Error::Io(_) => "I/O error while reading",
+        Error::Utf8(_) => "a string field is not valid UTF-8",
+        Error::Deprecated(_) => "uses a deprecated protobuf feature",
+        Error::UnknownWireType(_) => "unknown wire type",
+        Error::Varint => "bad varint",
+        Error::Message(_) => "invalid message",
+        Error::Map(_) => "unexpected map tag",
+        Error::UnexpectedEndOfBuffer => "truncated",
+        Error::OutputBufferTooSmall => "output buffer too small",
+    }
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Route {
     }
 
     /// Counts a caller's report on `addr` (`succ`: the call succeeded) by the host's rules
-    /// ([`HostState::report`]) and moves the host to the other list's tail when it changed
+    /// (`HostState::report`) and moves the host to the other list's tail when it changed
     /// state; returns the change, if any. A host the route does not have is ignored
     /// ([`UnknownHost`]).
     pub fn report(

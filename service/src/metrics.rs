@@ -5,7 +5,7 @@
 //!
 //! A service keeps its counters where they are counted (relaxed atomics in its own stats struct,
 //! or `prometheus-client` metrics) and exposes atomics through a
-//! [`Collector`](prometheus_client::collector::Collector) that reads them at scrape time with the
+//! [`Collector`] that reads them at scrape time with the
 //! helpers here ([`encode_family`], [`AtomicsCollector`]): counting costs what it cost before,
 //! and a scrape never stops a writer. Every registry also holds [`SERVING`], a gauge that turns 1
 //! once the service serves, which the test harness and operators read as readiness.

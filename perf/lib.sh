@@ -53,7 +53,7 @@ agent() {
         [ -n "${AGENT_IO:-}" ] && printf 'io = "%s"\n' "$AGENT_IO"
         printf '[dnsserver]\nip = "127.0.0.1"\nport = %s\n[reporter]\nip = "127.0.0.1"\nport = %s\n' "$DNS" "$REP"
     } > "$work/agent.toml"
-    start "$log" "$@" "$BIN/lars-agent" --config "$work/agent.toml"
+    start "$log" "$@" "$BIN/lars-agent" --config "$work/agent.toml" --state-dir "$work"
     APID=${pids[-1]}
     BP=$(field "$log" base_port); STATS=$(field "$log" stats)
 }

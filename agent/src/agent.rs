@@ -1,11 +1,14 @@
 //! Assembling an agent: decide the workers (one per allowed CPU) and their I/O driver (`[agent]
-//! io`, probed once when `auto`), bind every shard's socket, build the rings, start the workers
-//! (each returns once its driver runs), the stats endpoint and the two uplinks; and stop them in
-//! the order that loses nothing (workers first, their last statistics flushed by the report
-//! uplink, then the uplinks). A start that fails half-way stops what it started.
+//! io`, probed once when `auto`), bind every shard's socket, load the route cache, build the
+//! rings, start the workers (each returns once its driver runs, its cached routes loaded), the
+//! stats endpoint, the route cache writer and the two uplinks; and stop them in the order that
+//! loses nothing (workers first, their last statistics flushed by the report uplink and their
+//! last routes written by the cache writer, then the uplinks). A start that fails half-way stops
+//! what it started.
 
 use crate::admin::Admin;
-use crate::config::AgentConfig;
+use crate::cache::{self, CacheWriterSetup};
+use crate::config::{AgentConfig, MAX_SHARDS};
 use crate::dns_uplink::{self, DnsUplinkSetup, WorkerLink};
 use crate::io::{self, Driver, DriverError};
 use crate::report_uplink::{self, ReportUplinkSetup};
@@ -14,11 +17,16 @@ use crate::stats::AgentStats;
 use crate::uplink::{self, UplinkStop};
 use crate::worker::{self, SpawnError, WorkerFlags, WorkerSetup};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 use tracing::info;
+
+/// Capacity of each worker's ring to the cache writer: a worker pushes one snapshot per shard at
+/// most once per `cache_interval`, and it has at most [`MAX_SHARDS`] shards.
+const CACHE_RING_CAPACITY: usize = MAX_SHARDS as usize;
 
 /// Times to look for a free port range when `base_port` is 0.
 const PORT_RANGE_TRIES: usize = 64;
@@ -138,6 +146,7 @@ pub struct Agent {
     workers: Vec<(JoinHandle<()>, Arc<WorkerFlags>, Wake)>,
     dns: Option<(JoinHandle<()>, UplinkStop)>,
     report: Option<(JoinHandle<()>, UplinkStop)>,
+    cache: Option<(JoinHandle<()>, UplinkStop)>,
     admin: Option<Admin>,
 }
 
@@ -154,6 +163,25 @@ impl Agent {
         let epoch = Instant::now();
         let capacity = config.agent.ring_capacity;
 
+        // The route cache, by shard, as the workers load it; the writer starts from the same.
+        let cache_path = config.cache_path();
+        let loaded = cache_path
+            .as_deref()
+            .and_then(|path| cache::load_at_start(path, config.cache_max_age()));
+        let loaded_written_at_ms = loaded.as_ref().map(|file| file.written_at_ms);
+        // `shards` is at least 1 (validated).
+        let shard_count = std::num::NonZeroU16::new(config.agent.shards).unwrap_or(NonZeroU16::MIN);
+        let cached = cache::by_shard(
+            loaded.map(|file| file.routes).unwrap_or_default(),
+            shard_count,
+        );
+        stats
+            .cache
+            .loaded
+            .add(cached.iter().map(Vec::len).sum::<usize>() as u64);
+        let cache_wake = Wake::new();
+        let mut cache_rxs = Vec::new();
+
         let dns_wake = Wake::new();
         let report_wake = Wake::new();
         let mut dns_rxs = Vec::new();
@@ -168,10 +196,19 @@ impl Agent {
                 Wake::with_eventfd().map_err(|source| AgentError::Wake { worker, source })?;
             let (inbox_tx, inbox_rx) = ring(capacity, wake.clone());
             let flags = Arc::new(WorkerFlags::default());
-            let shards = (0..config.agent.shards)
+            let shards: Vec<(u16, UdpSocket)> = (0..config.agent.shards)
                 .filter(|shard| usize::from(*shard) % workers == worker)
                 .filter_map(|shard| sockets[usize::from(shard)].take().map(|s| (shard, s)))
                 .collect();
+            let worker_cached = shards
+                .iter()
+                .map(|(shard, _)| (*shard, cached[usize::from(*shard)].clone()))
+                .collect();
+            let cache_tx = cache_path.as_ref().map(|_| {
+                let (tx, rx) = ring(CACHE_RING_CAPACITY, cache_wake.clone());
+                cache_rxs.push(rx);
+                tx
+            });
             dns_rxs.push(dns_rx);
             report_rxs.push(report_rx);
             links.push(WorkerLink {
@@ -192,6 +229,9 @@ impl Agent {
                 driver,
                 report_interval: config.report_interval(),
                 epoch,
+                cached: worker_cached,
+                cache_tx,
+                cache_interval: config.cache_interval(),
             });
         }
 
@@ -202,9 +242,22 @@ impl Agent {
             workers: Vec::new(),
             dns: None,
             report: None,
+            cache: None,
             admin: None,
         };
+        let cache = cache_path.map(|path| CacheWriterSetup {
+            path,
+            interval: config.cache_interval(),
+            max_age: config.cache_max_age(),
+            snapshots: cache_rxs,
+            stop: UplinkStop::new(cache_wake.clone()),
+            wake: cache_wake,
+            loaded: cached,
+            loaded_written_at_ms,
+            stats: agent.stats.cache.clone(),
+        });
         let uplinks = Uplinks {
+            cache,
             dns: DnsUplinkSetup {
                 addrs: config.dns_addrs(),
                 requests: dns_rxs,
@@ -262,7 +315,18 @@ impl Agent {
             self.admin = Some(Admin::start(addr, self.stats.clone()).map_err(stats_error)?);
         }
 
-        let Uplinks { dns, report } = uplinks;
+        let Uplinks { cache, dns, report } = uplinks;
+        if let Some(cache) = cache {
+            let cache_stop = cache.stop.clone();
+            let handle =
+                uplink::spawn("lars-route-cache", move || cache::run(cache)).map_err(|source| {
+                    AgentError::Thread {
+                        name: "lars-route-cache",
+                        source,
+                    }
+                })?;
+            self.cache = Some((handle, cache_stop));
+        }
         let dns_stop = dns.stop.clone();
         let handle =
             uplink::spawn("lars-dns-uplink", move || dns_uplink::run(dns)).map_err(|source| {
@@ -307,8 +371,9 @@ impl Agent {
         self.stats.clone()
     }
 
-    /// Stops everything: the workers hand over their last statistics, the report uplink sends
-    /// them if it can, then the uplinks and the stats endpoint stop.
+    /// Stops everything: the workers hand over their last statistics and routes, the report
+    /// uplink sends the statistics if it can and the cache writer writes the routes, then the
+    /// uplinks and the stats endpoint stop.
     pub fn stop(mut self) {
         self.shutdown();
         info!("lars-agent stopped");
@@ -323,10 +388,13 @@ impl Agent {
         for (handle, _, _) in self.workers.drain(..) {
             let _ = handle.join();
         }
-        for uplink in [&self.dns, &self.report].into_iter().flatten() {
+        for uplink in [&self.dns, &self.report, &self.cache].into_iter().flatten() {
             uplink.1.raise();
         }
-        for (handle, _) in [self.dns.take(), self.report.take()].into_iter().flatten() {
+        for (handle, _) in [self.dns.take(), self.report.take(), self.cache.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = handle.join();
         }
         if let Some(admin) = self.admin.take() {
@@ -335,8 +403,10 @@ impl Agent {
     }
 }
 
-/// The uplinks' setups, made before the workers start and started after them.
+/// The uplinks' setups (and the cache writer's, when the cache is on), made before the workers
+/// start and started after them.
 struct Uplinks {
+    cache: Option<CacheWriterSetup>,
     dns: DnsUplinkSetup,
     report: ReportUplinkSetup,
 }

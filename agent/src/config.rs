@@ -14,6 +14,10 @@ use std::time::Duration;
 /// Most shards (UDP ports) an agent may serve.
 pub const MAX_SHARDS: u16 = 64;
 
+/// Where a packaged agent keeps its state (the FHS place for a service's state, and systemd's
+/// `StateDirectory=lars-agent`); `run_lars` passes its run directory with `--state-dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lars-agent";
+
 /// The data plane (`[agent]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +39,15 @@ pub struct DataPlaneConfig {
     /// Where the counters are served in the Prometheus text format ("" to disable; port 0 picks
     /// a free port and logs it). `lars agent-stats` reads it.
     pub stats_addr: String,
+    /// Directory of the agent's state: its route cache (`routes.cache`, see [`crate::cache`]),
+    /// which a restarted agent serves from before lars-dns answers. "" turns the cache off.
+    pub state_dir: String,
+    /// Least time between two writes of the route cache, in milliseconds; it is written only
+    /// when routes changed (and at a clean stop).
+    pub cache_interval_ms: u64,
+    /// A route cache written longer ago than this, in seconds, is not used at start: the
+    /// routes it holds are too old to trust.
+    pub cache_max_age_secs: u64,
 }
 
 impl Default for DataPlaneConfig {
@@ -48,6 +61,9 @@ impl Default for DataPlaneConfig {
             report_interval_ms: 1000,
             ring_capacity: 16384,
             stats_addr: "127.0.0.1:8890".to_string(),
+            state_dir: DEFAULT_STATE_DIR.to_string(),
+            cache_interval_ms: 10_000,
+            cache_max_age_secs: 24 * 60 * 60,
         }
     }
 }
@@ -209,6 +225,8 @@ impl AgentConfig {
                 format!("`{}` is not ip:port (or \"\" to disable)", a.stats_addr),
             ));
         }
+        at_least_one(origin, "agent.cache_interval_ms", a.cache_interval_ms)?;
+        at_least_one(origin, "agent.cache_max_age_secs", a.cache_max_age_secs)?;
         let mut seen = std::collections::HashSet::new();
         for &core in &a.cores {
             if !seen.insert(core) {
@@ -249,6 +267,22 @@ impl AgentConfig {
     /// The reporter addresses to try, in order.
     pub fn reporter_addrs(&self) -> Vec<SocketAddr> {
         peer_addrs(&self.reporter).unwrap_or_default()
+    }
+
+    /// Where the route cache file is, if the cache is on.
+    pub fn cache_path(&self) -> Option<std::path::PathBuf> {
+        (!self.agent.state_dir.is_empty())
+            .then(|| Path::new(&self.agent.state_dir).join(crate::cache::FILE_NAME))
+    }
+
+    /// Least time between two route cache writes.
+    pub fn cache_interval(&self) -> Duration {
+        Duration::from_millis(self.agent.cache_interval_ms)
+    }
+
+    /// Age beyond which a route cache is not used.
+    pub fn cache_max_age(&self) -> Duration {
+        Duration::from_secs(self.agent.cache_max_age_secs)
     }
 
     /// How often statistics go out.
@@ -313,6 +347,22 @@ mod tests {
     }
 
     #[test]
+    fn the_route_cache_is_under_state_dir_and_off_when_it_is_empty() {
+        let config = parse("[agent]\nstate_dir = \"/tmp/x\"\n").unwrap();
+        assert_eq!(
+            config.cache_path(),
+            Some(std::path::PathBuf::from("/tmp/x/routes.cache"))
+        );
+        assert_eq!(
+            parse("[agent]\nstate_dir = \"\"\n").unwrap().cache_path(),
+            None
+        );
+        let defaults = AgentConfig::default();
+        assert_eq!(defaults.cache_interval(), Duration::from_secs(10));
+        assert_eq!(defaults.cache_max_age(), Duration::from_secs(86_400));
+    }
+
+    #[test]
     fn lars_sections_and_keys_are_read() {
         let config = parse(
             "[dnsserver]\nip = \"127.0.0.1\"\nport = 17778\nbackups = [\"127.0.0.1:17779\"]\n\
@@ -341,6 +391,15 @@ mod tests {
             ),
             ("[agent]\nshard = 3\n", "shard"),
             ("[agent]\nrecv_depth = 16\n", "recv_depth"),
+            (
+                "[agent]\ncache_interval_ms = 0\n",
+                "agent.cache_interval_ms",
+            ),
+            (
+                "[agent]\ncache_max_age_secs = 0\n",
+                "agent.cache_max_age_secs",
+            ),
+            ("[agent]\nstate_dir = 3\n", "state_dir"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{text}: {err}");

@@ -15,6 +15,8 @@
 //!   `unsafe`);
 //! - [`rings`]: the SPSC rings between the workers and the uplinks;
 //! - [`uplink`], [`dns_uplink`], [`report_uplink`]: the TCP clients to lars-dns and lars-reporter;
+//! - [`cache`]: the route cache file a restarted agent serves from before dns answers, and the
+//!   thread that writes it;
 //! - [`stats`], [`admin`]: the counters and the endpoint that serves them;
 //! - [`config`], [`agent`]: the settings and the assembly of a running agent.
 //!
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod cache;
 pub(crate) mod clock;
 pub mod config;
 pub mod dns_uplink;
@@ -48,7 +51,8 @@ pub use clock::Millis;
 pub use config::AgentConfig;
 pub use lb::{
     DnsAsk, DnsUpdateOutcome, HostAddrs, HostAnswer, HostState, HostTransition, HostsUpdate,
-    LbSettings, OverloadReason, Pick, RecoverReason, ReportOutcome, Route, RouteTable, UnknownHost,
+    LbSettings, OverloadReason, PanicTransition, Pick, RecoverReason, ReportOutcome, Route,
+    RouteTable, UnknownHost,
 };
 
 /// Test-only global allocator that counts, per thread, the allocations made and the bytes live,

@@ -17,15 +17,21 @@ struct Args {
     /// config file (TOML, see conf/lars_agent.toml); built-in defaults when absent
     #[argh(option)]
     config: Option<PathBuf>,
+    /// directory of the agent's route cache, instead of `[agent] state_dir` ("" turns it off)
+    #[argh(option)]
+    state_dir: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Args = argh::from_env();
     lars_service::logging::init();
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    if let Some(dir) = args.state_dir {
+        config.agent.state_dir = dir;
+    }
     // The signal handlers go in before the agent starts, so a SIGTERM or SIGINT that comes as
     // soon as it says it is serving stops it cleanly rather than killing it.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -150,6 +150,26 @@ pub struct WorkerStats {
     pub routes: Gauge,
     /// Hosts held now.
     pub hosts: Gauge,
+    /// Routes served from the route cache that dns has not answered yet.
+    pub stale_routes: Gauge,
+    /// Routes that entered panic mode.
+    pub panic_entered: Counter,
+    /// Routes that left panic mode.
+    pub panic_left: Counter,
+}
+
+/// The route cache's counters (see [`crate::cache`]): `loaded` is written once by the thread
+/// that starts the agent, before the cache writer runs; the others by the cache writer.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Routes loaded from the route cache at start.
+    pub loaded: Counter,
+    /// Route cache files written.
+    pub writes: Counter,
+    /// Route cache writes that failed.
+    pub write_failures: Counter,
+    /// Routes in the route cache file last written.
+    pub routes: Gauge,
 }
 
 impl WorkerStats {
@@ -198,6 +218,8 @@ pub struct AgentStats {
     pub dns: Arc<UplinkStats>,
     /// The report uplink.
     pub report: Arc<UplinkStats>,
+    /// The route cache.
+    pub cache: Arc<CacheStats>,
 }
 
 impl AgentStats {
@@ -207,6 +229,7 @@ impl AgentStats {
             workers: (0..workers).map(|_| Arc::default()).collect(),
             dns: Arc::default(),
             report: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -268,6 +291,30 @@ pub const PER_WORKER: &[PerWorker] = &[
         WorkerValue::Each(|w| w.hosts.get()),
     ),
     (
+        "lars_agent_routes_stale",
+        "Routes served from the route cache that dns has not answered yet.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.stale_routes.get()),
+    ),
+    (
+        "lars_agent_panic_routes",
+        "Routes in panic mode: picks spread over all of their hosts.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.panic_entered.get().saturating_sub(w.panic_left.get())),
+    ),
+    (
+        "lars_agent_panic_entered_total",
+        "Routes that entered panic mode.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.panic_entered.get()),
+    ),
+    (
+        "lars_agent_panic_left_total",
+        "Routes that left panic mode.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.panic_left.get()),
+    ),
+    (
         "lars_agent_recv_errors_total",
         "Socket receive errors.",
         Kind::Counter,
@@ -326,6 +373,37 @@ pub const PER_WORKER: &[PerWorker] = &[
         "API GetRouteRequests answered.",
         Kind::Counter,
         WorkerValue::Each(|w| w.get_route.get()),
+    ),
+];
+
+/// One route cache metric: exposed name, help, kind and how it reads the cache's counters.
+pub type PerCache = (&'static str, &'static str, Kind, fn(&CacheStats) -> u64);
+
+/// Every route cache metric.
+pub const PER_CACHE: &[PerCache] = &[
+    (
+        "lars_agent_cache_loaded_routes_total",
+        "Routes loaded from the route cache at start.",
+        Kind::Counter,
+        |c| c.loaded.get(),
+    ),
+    (
+        "lars_agent_cache_writes_total",
+        "Route cache files written.",
+        Kind::Counter,
+        |c| c.writes.get(),
+    ),
+    (
+        "lars_agent_cache_write_failures_total",
+        "Route cache writes that failed.",
+        Kind::Counter,
+        |c| c.write_failures.get(),
+    ),
+    (
+        "lars_agent_cache_routes",
+        "Routes in the route cache file last written.",
+        Kind::Gauge,
+        |c| c.routes.get(),
     ),
 ];
 
@@ -452,6 +530,9 @@ impl Collector for AgentStats {
                 .map(|(label, uplink)| ([("uplink", label)], read(uplink)));
             encode_family(&mut encoder, name, help, kind, samples)?;
         }
+        for &(name, help, kind, read) in PER_CACHE {
+            encode_one(&mut encoder, name, help, kind, read(&self.cache))?;
+        }
         Ok(())
     }
 }
@@ -485,7 +566,18 @@ mod tests {
         stats.workers[0].dropped(DropReason::BadBody);
         stats.workers[0].replies[3].inc();
         stats.dns.up.set(1);
+        stats.cache.loaded.add(3);
+        stats.workers[0].panic_entered.add(2);
+        stats.workers[0].panic_left.inc();
         let text = stats.render();
+        assert_eq!(
+            sample(&text, "lars_agent_cache_loaded_routes_total", ""),
+            Some(3)
+        );
+        assert_eq!(
+            sample(&text, "lars_agent_panic_routes", "worker=\"0\""),
+            Some(1)
+        );
         assert_eq!(sample(&text, "lars_agent_workers", ""), Some(2));
         assert_eq!(
             sample(&text, "lars_agent_get_host_total", "worker=\"1\""),

@@ -7,18 +7,26 @@
 //! the statistics) and does not know which driver runs it: [`DatagramLoop`] is the `io-uring`
 //! or the `portable` driver, as the agent resolved `[agent] io`.
 //!
+//! The worker also starts with its shards' routes from the route cache (served at once, stale,
+//! and asked of dns at its first moments) and, at a tick, hands a snapshot of its routes to the
+//! cache writer when they changed (see [`crate::cache`]); it never touches the file.
+//!
 //! Words: `worker` is the worker's number; `shard` is a shard's number in the agent (its port is
 //! `base_port + shard`); `local` is a shard's index in this worker's list, which is also its
 //! socket's index in the loop.
 
+use crate::cache::{CacheTx, CachedRoute, ShardRoutes};
 use crate::clock::Millis;
 use crate::io::{DatagramLoop, DatagramService, Driver, DriverError, LoopControl};
-use crate::lb::{DnsUpdateOutcome, HostTransition, LbSettings, RouteTable};
+use crate::lb::{
+    DnsUpdateOutcome, HostTransition, HostsUpdate, LbSettings, PanicTransition, RouteTable,
+};
 use crate::log_limit::LogLimit;
 use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx};
 use crate::shard::Shard;
 use crate::stats::{DropReason, WorkerStats};
 use lars_wire::RouteKey;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +71,12 @@ pub struct WorkerSetup {
     pub report_interval: Duration,
     /// The agent's epoch for [`Millis`].
     pub epoch: Instant,
+    /// Its shards' routes from the route cache, by shard number.
+    pub cached: Vec<(u16, Vec<CachedRoute>)>,
+    /// Ring to the cache writer; `None` when the route cache is off.
+    pub cache_tx: Option<CacheTx>,
+    /// Least time between two snapshots for the cache writer.
+    pub cache_interval: Duration,
 }
 
 /// Why a worker did not start.
@@ -138,6 +152,24 @@ struct WorkerState {
     stats: Arc<WorkerStats>,
     logs: LogLimit,
     epoch: Instant,
+    /// The route cache's part of the worker.
+    cache: CacheFeed,
+}
+
+/// What the worker keeps for the route cache: the cached routes it has yet to ask dns for, and
+/// when its routes next go to the cache writer.
+struct CacheFeed {
+    /// Ring to the cache writer; `None` when the cache is off.
+    tx: Option<CacheTx>,
+    interval: Millis,
+    /// When the last snapshot went to the writer.
+    last_sent: Option<Millis>,
+    /// A route's hosts changed since the last snapshot.
+    changed: bool,
+    /// Cached routes (by `local`) not asked of dns yet: the dns ring was full.
+    to_ask: VecDeque<(usize, RouteKey)>,
+    /// Stale routes when last counted; counted again at each tick while non-zero.
+    stale: usize,
 }
 
 impl WorkerState {
@@ -161,12 +193,114 @@ impl WorkerState {
             }
             self.update_gauges();
         }
-        if let Some((key, transition)) = handled.transition
-            && let Some(suppressed) = self.logs.allow(now)
-        {
-            log_transition(self.worker, key, transition, suppressed);
+        if let Some((key, transition)) = handled.transition {
+            if let Some(suppressed) = self.logs.allow(now) {
+                log_transition(self.worker, key, transition, suppressed);
+            }
+            // Only a host changing state moves a route into or out of panic.
+            if let Some(panic) = self.shards[local].table.take_panic_change(key) {
+                self.panic_changed(key, panic, now);
+            }
         }
         handled.reply_len
+    }
+
+    /// Counts and logs a route entering or leaving panic mode.
+    fn panic_changed(&mut self, key: RouteKey, panic: PanicTransition, now: Millis) {
+        match panic {
+            PanicTransition::Entered { .. } => self.stats.panic_entered.inc(),
+            PanicTransition::Left { .. } => self.stats.panic_left.inc(),
+        }
+        if let Some(suppressed) = self.logs.allow(now) {
+            log_panic(self.worker, key, panic, suppressed);
+        }
+    }
+
+    /// What the worker does after a dns answer was applied to the shard at `local` (called from
+    /// `drain_inbox`): note a change of hosts for the route cache, and a panic change.
+    fn route_applied(&mut self, local: usize, key: RouteKey, change: HostsUpdate) {
+        if change.added > 0 || change.removed > 0 {
+            self.cache.changed = true;
+        }
+        if let Some(panic) = self.shards[local].table.take_panic_change(key) {
+            self.panic_changed(key, panic, self.now());
+        }
+    }
+
+    /// Loads the shards' routes from the route cache and asks dns for them.
+    fn preload(&mut self, cached: Vec<(u16, Vec<CachedRoute>)>) {
+        let now = self.now();
+        for (shard, routes) in cached {
+            let Some(&Some(local)) = self.local_of.get(usize::from(shard)) else {
+                continue;
+            };
+            for (key, hosts) in routes {
+                if self.shards[local].table.preload(key, &hosts, now) {
+                    self.cache.to_ask.push_back((local, key));
+                }
+            }
+        }
+        self.ask_for_cached(now);
+        self.count_stale();
+        self.update_gauges();
+    }
+
+    /// Asks dns for the cached routes not asked yet, as far as the dns ring has room. A route a
+    /// caller asked for meanwhile, or that dns answered, is skipped.
+    fn ask_for_cached(&mut self, now: Millis) {
+        while let Some(&(local, key)) = self.cache.to_ask.front() {
+            let shard = &mut self.shards[local];
+            if let Some(ask) = shard.table.ask_if_due(key, now) {
+                let request = DnsRequest {
+                    shard: shard.index,
+                    key: ask.key,
+                };
+                if self.dns_tx.push(request).is_err() {
+                    shard.table.pull_not_sent(key);
+                    self.stats.dns_ring_drops.inc();
+                    return;
+                }
+            }
+            self.cache.to_ask.pop_front();
+        }
+    }
+
+    /// Counts the stale routes (only the start makes any, so a tick counts them only while
+    /// there are some).
+    fn count_stale(&mut self) {
+        self.cache.stale = self.shards.iter().map(|s| s.table.stale_count()).sum();
+        self.stats.stale_routes.set(self.cache.stale as u64);
+    }
+
+    /// Hands every shard's routes to the cache writer if they changed and the last snapshot is
+    /// `cache_interval` old (or `last`: the worker is stopping). A full ring: tried again later.
+    fn feed_cache(&mut self, now: Millis, last: bool) {
+        let feed = &mut self.cache;
+        let Some(tx) = &mut feed.tx else {
+            return;
+        };
+        let due = feed
+            .last_sent
+            .is_none_or(|sent| now.since(sent) >= feed.interval);
+        if !feed.changed || !(due || last) {
+            return;
+        }
+        for shard in &self.shards {
+            let routes = shard
+                .table
+                .routes_with_hosts()
+                .map(|(key, hosts)| (key, hosts.collect()))
+                .collect();
+            let snapshot = ShardRoutes {
+                shard: shard.index,
+                routes,
+            };
+            if tx.push(snapshot).is_err() {
+                return;
+            }
+        }
+        feed.changed = false;
+        feed.last_sent = Some(now);
     }
 
     fn update_gauges(&self) {
@@ -182,6 +316,18 @@ impl WorkerState {
             .sum::<usize>();
         self.stats.routes.set(routes as u64);
         self.stats.hosts.set(hosts as u64);
+    }
+
+    /// Every `report_interval`: statistics out, cached routes asked for, stale routes counted,
+    /// routes to the cache writer.
+    fn on_tick(&mut self) {
+        self.send_reports();
+        let now = self.now();
+        self.ask_for_cached(now);
+        if self.cache.stale > 0 {
+            self.count_stale();
+        }
+        self.feed_cache(now, false);
     }
 
     /// After a wake-up: stop, or apply what the dns uplink sent.
@@ -204,6 +350,7 @@ impl WorkerState {
             let shard = &mut self.shards[local];
             match shard.table.apply_dns_update(update.key, &update.hosts, now) {
                 DnsUpdateOutcome::Applied(change) => {
+                    self.route_applied(local, update.key, change);
                     applied += 1;
                     self.stats.route_updates.inc();
                     if change.added > 0 || change.removed > 0 {
@@ -261,6 +408,19 @@ fn log_transition(worker: usize, key: RouteKey, transition: HostTransition, supp
     }
 }
 
+fn log_panic(worker: usize, key: RouteKey, panic: PanicTransition, suppressed: u64) {
+    match panic {
+        PanicTransition::Entered { overloaded, hosts } => warn!(
+            worker, %key, overloaded, hosts, suppressed,
+            "route in panic: too many hosts overloaded, picks spread over all of them"
+        ),
+        PanicTransition::Left { overloaded, hosts } => info!(
+            worker, %key, overloaded, hosts, suppressed,
+            "route out of panic: picks follow the idle and overload lists again"
+        ),
+    }
+}
+
 /// Builds the worker's state from its setup; returns it with the shard sockets (by `local`),
 /// the wake-up, the driver and the tick.
 fn prepare(
@@ -285,6 +445,9 @@ fn prepare(
         driver,
         report_interval,
         epoch,
+        cached,
+        cache_tx,
+        cache_interval,
         ..
     } = setup;
     let max_shard = shards
@@ -304,7 +467,7 @@ fn prepare(
         });
     }
     stats.shards.set(owned.len() as u64);
-    let state = WorkerState {
+    let mut state = WorkerState {
         worker,
         inbox,
         flags,
@@ -315,7 +478,16 @@ fn prepare(
         stats,
         logs: LogLimit::new(STATE_LOGS_PER_SECOND),
         epoch,
+        cache: CacheFeed {
+            tx: cache_tx,
+            interval: Millis::from(cache_interval),
+            last_sent: None,
+            changed: false,
+            to_ask: VecDeque::new(),
+            stale: 0,
+        },
     };
+    state.preload(cached);
     (state, sockets, wake, driver, report_interval)
 }
 
@@ -342,6 +514,8 @@ fn run(setup: WorkerSetup, started: std::sync::mpsc::SyncSender<Result<(), Spawn
     }
     drop(event_loop);
     state.send_reports();
+    let now = state.now();
+    state.feed_cache(now, true);
     debug!(worker, "worker stopped");
 }
 
@@ -369,6 +543,6 @@ impl DatagramService for WorkerState {
     }
 
     fn tick(&mut self) {
-        self.send_reports();
+        self.on_tick();
     }
 }

@@ -64,7 +64,7 @@ fn agent() -> (Server, tempfile::TempDir) {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\n\
+            "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nstate_dir = \"\"\n\
              [dnsserver]\nip = \"127.0.0.1\"\nport = {nowhere}\n\
              [reporter]\nip = \"127.0.0.1\"\nport = {nowhere}\n"
         ),

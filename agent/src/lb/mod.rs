@@ -25,6 +25,10 @@
 //!   a new host starts idle with its first window starting when dns adds it.
 //! - Time is in milliseconds, not whole seconds.
 //! - A route whose dns answer was lost asks again after `update_timeout` (see [`table`]).
+//! - Panic mode (`panic_threshold`, off by default) is Envoy's, not Lars': when enough of a
+//!   route's hosts are overloaded its picks spread over all of them (see [`route`]).
+//! - Routes loaded from the route cache at start are served before dns answers them (see
+//!   [`RouteTable::preload`]).
 
 pub(crate) mod host;
 pub(crate) mod route;
@@ -32,7 +36,7 @@ pub(crate) mod settings;
 pub(crate) mod table;
 
 pub use host::{HostState, HostTransition, OverloadReason, RecoverReason};
-pub use route::{HostAddrs, HostsUpdate, Pick, Route, UnknownHost};
+pub use route::{HostAddrs, HostsUpdate, PanicTransition, Pick, Route, UnknownHost};
 pub use settings::LbSettings;
 pub use table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable};
 

@@ -3,7 +3,9 @@
 //! probe of the overload list), which list a reported host goes to ([`Route::report`], by the
 //! host's own rules in [`host`](super::host)), how a dns answer changes the hosts
 //! ([`Route::update_hosts`]), and the per-host call statistics for the reporter
-//! ([`Route::take_call_results`]).
+//! ([`Route::take_call_results`]). When `panic_threshold` percent of its hosts are overloaded the
+//! route is in *panic*: its picks go round robin over every host, idle or not, until enough of
+//! them recover ([`Route::take_panic_change`] says when it entered or left).
 //!
 //! Plain data, no I/O, no clock, no locks; owned by one worker (through its
 //! [`RouteTable`](super::RouteTable)). The time is an argument ([`Millis`]), so the rules are
@@ -35,6 +37,27 @@ pub enum Pick {
 /// A report named a host the route does not have; it was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownHost;
+
+/// A route entered or left panic mode (see [`LbSettings::panic_threshold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicTransition {
+    /// At least `panic_threshold` percent of the hosts are overloaded: picks go round robin over
+    /// every host.
+    Entered {
+        /// Overloaded hosts.
+        overloaded: usize,
+        /// All hosts.
+        hosts: usize,
+    },
+    /// Fewer are overloaded (or the route has no hosts any more): picks follow the idle and
+    /// overload lists again.
+    Left {
+        /// Overloaded hosts.
+        overloaded: usize,
+        /// All hosts.
+        hosts: usize,
+    },
+}
 
 /// What [`Route::update_hosts`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +114,12 @@ pub struct Route {
     access_cnt: u32,
     /// A report was counted since the last [`Route::take_call_results`].
     has_reports: bool,
+    /// In panic mode: picks go round robin over every host.
+    panic: bool,
+    /// Whether panic mode was on when [`Route::take_panic_change`] last said.
+    panic_reported: bool,
+    /// The host (index into `hosts`) the next panic pick answers.
+    panic_next: HostIdx,
 }
 
 impl Route {
@@ -104,6 +133,9 @@ impl Route {
             index: None,
             access_cnt: 0,
             has_reports: false,
+            panic: false,
+            panic_reported: false,
+            panic_next: 0,
         }
     }
 
@@ -147,15 +179,43 @@ impl Route {
         self.access_cnt
     }
 
+    /// Whether the route is in panic mode now.
+    pub fn in_panic(&self) -> bool {
+        self.panic
+    }
+
+    /// Whether panic mode was entered or left since the last call (for the log and counters):
+    /// the change, with the counts that decided it.
+    pub fn take_panic_change(&mut self) -> Option<PanicTransition> {
+        if self.panic == self.panic_reported {
+            return None;
+        }
+        self.panic_reported = self.panic;
+        let (overloaded, hosts) = (self.overload.len(), self.hosts.len());
+        Some(if self.panic {
+            PanicTransition::Entered { overloaded, hosts }
+        } else {
+            PanicTransition::Left { overloaded, hosts }
+        })
+    }
+
     /// Picks a host for a `get_host` of a route that has hosts. The pick takes the head of a
     /// list and moves it to the tail. It depends on counts only, so it takes no time.
     ///
+    /// - in panic mode: every host in turn (in the order dns first named them), overloaded or
+    ///   not, so no pick answers OVERLOAD and every overloaded host's callers report on it;
     /// - idle list empty: every `probe_num + 1`-th pick probes the overload list; the others
     ///   answer [`Pick::Overload`];
     /// - only idle hosts: the idle list in turn;
     /// - both: every `probe_num + 1`-th pick probes the overload list, the others take the idle
     ///   list in turn.
     pub fn pick(&mut self) -> Pick {
+        if self.panic {
+            // `panic` implies some host is overloaded, so `hosts` is not empty.
+            let i = self.panic_next % self.hosts.len() as HostIdx;
+            self.panic_next = (i + 1) % self.hosts.len() as HostIdx;
+            return Pick::Host(self.hosts[i as usize].addr());
+        }
         let probe_num = self.settings.probe_num;
         let list = if self.idle.is_empty() {
             if self.overload.is_empty() {
@@ -201,8 +261,9 @@ impl Route {
             Some(HostTransition::Recovered { .. }) => {
                 move_between(&mut self.overload, &mut self.idle, i);
             }
-            None => {}
+            None => return Ok(None),
         }
+        self.refresh_panic();
         Ok(transition)
     }
 
@@ -215,6 +276,7 @@ impl Route {
         if hosts.is_empty() {
             let removed = self.hosts.len();
             self.clear();
+            self.refresh_panic();
             return HostsUpdate {
                 added: 0,
                 removed,
@@ -239,6 +301,7 @@ impl Route {
             self.idle.shrink_to(n);
             self.overload.shrink_to(n);
         }
+        self.refresh_panic();
         HostsUpdate {
             added: n - before,
             removed,
@@ -256,6 +319,20 @@ impl Route {
     pub fn take_call_results(&mut self) -> Vec<HostCallResult> {
         self.has_reports = false;
         self.hosts.iter().map(HostState::call_result).collect()
+    }
+
+    /// Whether the route should be in panic mode: panic mode is on (`panic_threshold` > 0) and
+    /// at least `panic_threshold` percent of its hosts are overloaded.
+    fn panic_due(&self) -> bool {
+        let threshold = self.settings.panic_threshold as usize;
+        threshold > 0
+            && !self.overload.is_empty()
+            && self.overload.len() * 100 >= threshold * self.hosts.len()
+    }
+
+    /// Enters or leaves panic mode after the overloaded share changed.
+    fn refresh_panic(&mut self) {
+        self.panic = self.panic_due();
     }
 
     /// Removes every host and frees their memory.
@@ -396,6 +473,9 @@ impl Route {
         }
         if self.access_cnt > self.settings.probe_num {
             return Err(format!("access_cnt {} > probe_num", self.access_cnt));
+        }
+        if self.panic != self.panic_due() {
+            return Err(format!("panic {} but due {}", self.panic, self.panic_due()));
         }
         Ok(())
     }
@@ -658,6 +738,158 @@ mod tests {
         );
     }
 
+    fn panicking(threshold: u32, n: u8) -> Route {
+        let lb = LbSettings {
+            panic_threshold: threshold,
+            ..LbSettings::default()
+        };
+        super::super::test_support::route_with(lb, n, Millis::ZERO)
+    }
+
+    /// A route of `n` hosts, all overloaded, with `panic_threshold` 100: in panic.
+    fn every_host_overloaded(n: u8) -> Route {
+        let mut route = panicking(100, n);
+        for i in 1..=n {
+            overload(&mut route, addr(i), secs(1));
+        }
+        route
+    }
+
+    #[test]
+    fn panic_threshold_0_answers_overload_as_lars_does() {
+        let mut route = panicking(0, 2);
+        overload(&mut route, addr(1), secs(1));
+        overload(&mut route, addr(2), secs(1));
+        assert!(!route.in_panic());
+        assert_eq!(route.take_panic_change(), None);
+        let overloads = (0..22).filter(|_| route.pick() == Pick::Overload).count();
+        assert_eq!(overloads, 20, "all but the two probe picks");
+    }
+
+    #[test]
+    fn a_route_enters_panic_when_the_threshold_share_of_its_hosts_is_overloaded() {
+        let mut route = panicking(50, 4);
+        overload(&mut route, addr(1), secs(1));
+        assert!(!route.in_panic(), "1 of 4 is below 50 %");
+        assert_eq!(route.take_panic_change(), None);
+        overload(&mut route, addr(2), secs(1));
+        assert!(route.in_panic(), "2 of 4 is 50 %: at the threshold");
+        assert_eq!(
+            route.take_panic_change(),
+            Some(PanicTransition::Entered {
+                overloaded: 2,
+                hosts: 4
+            })
+        );
+        assert_eq!(route.take_panic_change(), None, "said once");
+        route.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn picks_in_panic_go_round_robin_over_every_host_and_never_answer_overload() {
+        let mut route = every_host_overloaded(3);
+        assert!(route.in_panic());
+        let picks: Vec<Pick> = (0..9).map(|_| route.pick()).collect();
+        let expected: Vec<Pick> = [1, 2, 3, 1, 2, 3, 1, 2, 3]
+            .iter()
+            .map(|&i| Pick::Host(addr(i)))
+            .collect();
+        assert_eq!(picks, expected);
+
+        // With idle hosts left, panic still spreads over all of them, not the idle ones only.
+        let mut route = panicking(50, 4);
+        overload(&mut route, addr(2), secs(1));
+        overload(&mut route, addr(3), secs(1));
+        let mut counts = [0usize; 5];
+        for _ in 0..40 {
+            match route.pick() {
+                Pick::Host(h) => counts[usize::from(h.ip.octets()[3])] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(counts[1..], [10, 10, 10, 10]);
+    }
+
+    #[test]
+    fn overloaded_hosts_picked_in_panic_are_probed_and_the_route_leaves_panic_as_they_recover() {
+        let mut route = panicking(50, 4);
+        overload(&mut route, addr(1), secs(1));
+        overload(&mut route, addr(2), secs(1));
+        route.take_panic_change();
+        // Callers report success on whatever they were given; host 1 comes back first (6
+        // successes by succ_rate), which leaves 1 of 4 overloaded: below 50 %.
+        let mut now = secs(2);
+        let mut left = None;
+        for n in 0..40 {
+            now = now.plus(Millis(10));
+            let Pick::Host(h) = route.pick() else {
+                panic!("pick {n} answered no host in panic");
+            };
+            if let Some(HostTransition::Recovered { host, .. }) =
+                route.report(h, true, now).unwrap()
+            {
+                left = route.take_panic_change().map(|t| (host, t));
+                break;
+            }
+        }
+        assert_eq!(
+            left,
+            Some((
+                addr(1),
+                PanicTransition::Left {
+                    overloaded: 1,
+                    hosts: 4
+                }
+            ))
+        );
+        assert!(!route.in_panic());
+        // Back to Lars' picks: host 2 is probed once in probe_num + 1 picks.
+        let probes = (0..22)
+            .filter(|_| route.pick() == Pick::Host(addr(2)))
+            .count();
+        assert_eq!(probes, 2);
+        route.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_dns_update_can_start_and_end_panic() {
+        let mut route = panicking(60, 4);
+        overload(&mut route, addr(1), secs(1));
+        overload(&mut route, addr(2), secs(1));
+        assert!(!route.in_panic(), "2 of 4 is below 60 %");
+        // dns drops two idle hosts: 2 of 3 overloaded.
+        route.update_hosts(&[addr(1), addr(2), addr(3)], secs(2));
+        assert_eq!(
+            route.take_panic_change(),
+            Some(PanicTransition::Entered {
+                overloaded: 2,
+                hosts: 3
+            })
+        );
+        route.update_hosts(&[], secs(3));
+        assert_eq!(
+            route.take_panic_change(),
+            Some(PanicTransition::Left {
+                overloaded: 0,
+                hosts: 0
+            })
+        );
+        assert_eq!(route.pick(), Pick::NoHosts);
+        route.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn panic_picks_allocate_nothing() {
+        let mut route = every_host_overloaded(10);
+        let before = alloc_counter::allocations();
+        for n in 0..10_000u64 {
+            if let Pick::Host(h) = route.pick() {
+                route.report(h, n % 3 == 0, secs(2)).unwrap();
+            }
+        }
+        assert_eq!(alloc_counter::allocations(), before);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Pick,
@@ -683,8 +915,9 @@ mod tests {
             initial in prop::collection::vec(0u8..40, 0..30),
             ops in prop::collection::vec(op(), 1..300),
             probe_num in 1u32..5,
+            panic_threshold in prop_oneof![Just(0u32), 1u32..=100],
         ) {
-            let lb = LbSettings { probe_num, ..LbSettings::default() };
+            let lb = LbSettings { probe_num, panic_threshold, ..LbSettings::default() };
             let mut route = Route::new(Arc::new(lb));
             let hosts = |ids: &[u8]| ids.iter().map(|&i| addr(i)).collect::<Vec<_>>();
             let mut now = Millis::ZERO;
@@ -695,7 +928,9 @@ mod tests {
                         let pick = route.pick();
                         match pick {
                             Pick::Host(h) => prop_assert!(route.host(h).is_some()),
-                            Pick::Overload => prop_assert!(route.idle_hosts().len() == 0 && !route.is_empty()),
+                            Pick::Overload => prop_assert!(
+                                route.idle_hosts().len() == 0 && !route.is_empty() && !route.in_panic()
+                            ),
                             Pick::NoHosts => prop_assert!(route.is_empty()),
                         }
                     }

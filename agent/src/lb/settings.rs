@@ -51,6 +51,12 @@ pub struct LbSettings {
     /// route is cached as missing, and how long an unanswered dns request is waited for).
     /// Default 15. At least 1.
     pub update_timeout: u64,
+    /// Panic mode (Envoy's panic threshold, counted as Lars counts: by overloaded hosts): when
+    /// at least this percent of a route's hosts are overloaded, its picks go round robin over
+    /// all of its hosts, overloaded ones included, instead of loading the few idle hosts with
+    /// everything or answering OVERLOAD to every caller. 0 (the default) turns it off: Lars'
+    /// behaviour. In `0..=100`.
+    pub panic_threshold: u32,
 }
 
 impl Default for LbSettings {
@@ -67,6 +73,7 @@ impl Default for LbSettings {
             idle_timeout: 15,
             overload_timeout: 15,
             update_timeout: 15,
+            panic_threshold: 0,
         }
     }
 }
@@ -115,6 +122,16 @@ impl LbSettings {
                 ));
             }
         }
+        if self.panic_threshold > 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "loadbalance.panic_threshold",
+                format!(
+                    "{} is not a percent of a route's hosts (0..=100; 0 turns panic mode off)",
+                    self.panic_threshold
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -150,6 +167,7 @@ mod tests {
         assert_eq!(lb.idle_timeout, 15);
         assert_eq!(lb.overload_timeout, 15);
         assert_eq!(lb.update_timeout, 15);
+        assert_eq!(lb.panic_threshold, 0, "panic mode is off: Lars' behaviour");
         lb.validate("built-in defaults").unwrap();
     }
 
@@ -168,12 +186,14 @@ mod tests {
         assert!(err.contains("probe_nun"), "{err}");
         let err = parse("[loadbalance]\ncontin_err_limit = -1\n").unwrap_err();
         assert!(err.contains("contin_err_limit"), "{err}");
+        let err = parse("[loadbalance]\npanic_threshold = -5\n").unwrap_err();
+        assert!(err.contains("panic_threshold"), "{err}");
     }
 
     #[test]
     fn out_of_range_values_name_the_key_and_reason() {
         type Spoil = fn(&mut LbSettings);
-        let cases: [(Spoil, &str); 9] = [
+        let cases: [(Spoil, &str); 10] = [
             (|l| l.probe_num = 0, "loadbalance.probe_num"),
             (|l| l.init_succ_cnt = 0, "loadbalance.init_succ_cnt"),
             (|l| l.init_err_cnt = 0, "loadbalance.init_err_cnt"),
@@ -186,6 +206,7 @@ mod tests {
             ),
             (|l| l.idle_timeout = 0, "loadbalance.idle_timeout"),
             (|l| l.update_timeout = 0, "loadbalance.update_timeout"),
+            (|l| l.panic_threshold = 101, "loadbalance.panic_threshold"),
         ];
         for (spoil, key) in cases {
             let mut lb = LbSettings::default();
@@ -200,6 +221,7 @@ mod tests {
             err_rate: 0.0,
             succ_rate: 1.0,
             window_err_rate: 1.0,
+            panic_threshold: 100,
             ..LbSettings::default()
         };
         edges.validate("x").unwrap();

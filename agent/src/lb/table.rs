@@ -41,7 +41,7 @@ use lars_wire::{HostAddr, RetCode, RouteKey};
 
 use super::LbSettings;
 use super::host::HostTransition;
-use super::route::{HostAddrs, HostsUpdate, Pick, Route};
+use super::route::{HostAddrs, HostsUpdate, PanicTransition, Pick, Route};
 use crate::clock::Millis;
 
 /// "Ask dns for this route": the worker puts [`DnsAsk::request`] on its dns uplink ring, and
@@ -311,6 +311,75 @@ impl RouteTable {
     }
 }
 
+/// The route cache's and panic mode's part of the table: routes loaded at start from the
+/// agent's route cache (see `crate::cache`), served at once but *stale* until dns answers them,
+/// the routes to write back to it, and the routes' panic changes for the worker's log.
+impl RouteTable {
+    /// Loads a route from the route cache at start: `key` with `hosts`, all idle from `now`,
+    /// served at once but stale: neither pulling nor ever answered by dns, so the next
+    /// [`RouteTable::ask_if_due`], `get_host` or `get_route` asks dns for it. A key already held,
+    /// or no hosts, is not loaded (false).
+    pub fn preload(&mut self, key: RouteKey, hosts: &[HostAddr], now: Millis) -> bool {
+        if hosts.is_empty() {
+            return false;
+        }
+        let Entry::Vacant(vacant) = self.routes.entry(key) else {
+            return false;
+        };
+        let mut route = Route::new(Arc::clone(&self.settings));
+        self.hosts += route.update_hosts(hosts, now).hosts;
+        vacant.insert(Held {
+            route,
+            pulling_since: None,
+            last_update: None,
+        });
+        true
+    }
+
+    /// Whether the route of `key` serves hosts that dns has not answered since the agent started
+    /// (it came from the route cache); false for a key not held.
+    pub fn is_stale(&self, key: RouteKey) -> bool {
+        self.routes.get(&key).is_some_and(Held::is_stale)
+    }
+
+    /// Routes that are stale ([`RouteTable::is_stale`]). Looks at every route: called at a tick,
+    /// not per request.
+    pub fn stale_count(&self) -> usize {
+        self.routes.values().filter(|held| held.is_stale()).count()
+    }
+
+    /// The dns ask for the held route of `key` if one is due by the rules of `get_host`, without a
+    /// caller asking (the worker subscribes its cached routes this way); `None` for a key not
+    /// held or an ask not due.
+    pub fn ask_if_due(&mut self, key: RouteKey, now: Millis) -> Option<DnsAsk> {
+        let update_timeout = Millis::from_secs(self.settings.update_timeout);
+        let held = self.routes.get_mut(&key)?;
+        held.ask_due(now, update_timeout).then_some(DnsAsk { key })
+    }
+
+    /// Every route with hosts and their addresses, in no order: what the route cache keeps.
+    pub fn routes_with_hosts(&self) -> impl Iterator<Item = (RouteKey, HostAddrs<'_>)> + '_ {
+        self.routes
+            .iter()
+            .filter(|(_, held)| !held.route.is_empty())
+            .map(|(key, held)| (*key, held.route.addrs()))
+    }
+
+    /// Whether the route of `key` entered or left panic mode since last asked (see
+    /// [`Route::take_panic_change`]); the worker asks after a host changed state or a dns answer
+    /// was applied.
+    pub fn take_panic_change(&mut self, key: RouteKey) -> Option<PanicTransition> {
+        self.routes.get_mut(&key)?.route.take_panic_change()
+    }
+}
+
+impl Held {
+    /// Serving hosts dns has not answered since the start: loaded from the route cache.
+    fn is_stale(&self) -> bool {
+        self.last_update.is_none() && !self.route.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{HostState, OverloadReason, RecoverReason};
@@ -346,6 +415,94 @@ mod tests {
 
     fn ask(key: RouteKey) -> Option<DnsAsk> {
         Some(DnsAsk { key })
+    }
+
+    #[test]
+    fn a_cached_route_is_served_at_once_stale_and_asked_for_once() {
+        let mut table = RouteTable::new(LbSettings::default());
+        assert!(table.preload(KEY, &hosts(&[1, 2]), secs(1)));
+        assert_eq!((table.route_count(), table.host_count()), (1, 2));
+        assert!(table.is_stale(KEY));
+        assert_eq!(table.stale_count(), 1);
+        assert_eq!(table.is_pulling(KEY), Some(false));
+        // The worker subscribes it: one ask, then it waits like any pulling route.
+        assert_eq!(table.ask_if_due(KEY, secs(1)), ask(KEY));
+        assert_eq!(table.ask_if_due(KEY, secs(2)), None);
+        assert_eq!(
+            table.get_host(KEY, secs(2)),
+            (HostAnswer::Host(addr(1)), None),
+            "served from the cache, no second ask"
+        );
+        assert_eq!(table.ask_if_due(RouteKey::new(9, 9), secs(2)), None);
+        // dns answers: no longer stale.
+        table.apply_dns_update(KEY, &hosts(&[2, 3]), secs(3));
+        assert!(!table.is_stale(KEY));
+        assert_eq!(table.stale_count(), 0);
+        assert_eq!(table.host_count(), 2);
+    }
+
+    #[test]
+    fn a_cached_route_not_yet_subscribed_is_asked_for_by_its_first_caller() {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.preload(KEY, &hosts(&[1]), secs(1));
+        assert_eq!(
+            table.get_host(KEY, secs(1)),
+            (HostAnswer::Host(addr(1)), ask(KEY))
+        );
+    }
+
+    #[test]
+    fn preload_keeps_what_is_held_and_skips_empty_routes() {
+        let mut table = table_with(&[1], secs(0));
+        assert!(!table.preload(KEY, &hosts(&[7, 8]), secs(1)));
+        assert_eq!(
+            table.route(KEY).unwrap().addrs().collect::<Vec<_>>(),
+            hosts(&[1])
+        );
+        assert!(!table.preload(RouteKey::new(5, 5), &[], secs(1)));
+        assert_eq!((table.route_count(), table.host_count()), (1, 1));
+        assert!(!table.is_stale(KEY), "answered by dns");
+    }
+
+    #[test]
+    fn routes_with_hosts_leave_out_negative_entries() {
+        let mut table = table_with(&[1, 2], secs(0));
+        table.get_host(RouteKey::new(4, 4), secs(0));
+        table.apply_dns_update(RouteKey::new(4, 4), &[], secs(0));
+        table.preload(RouteKey::new(6, 6), &hosts(&[3]), secs(0));
+        let mut routes: Vec<(RouteKey, Vec<HostAddr>)> = table
+            .routes_with_hosts()
+            .map(|(key, addrs)| (key, addrs.collect()))
+            .collect();
+        routes.sort();
+        assert_eq!(
+            routes,
+            [(KEY, hosts(&[1, 2])), (RouteKey::new(6, 6), hosts(&[3]))]
+        );
+    }
+
+    #[test]
+    fn a_routes_panic_change_is_taken_through_the_table() {
+        let lb = LbSettings {
+            panic_threshold: 100,
+            ..LbSettings::default()
+        };
+        let mut table = RouteTable::new(lb);
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), secs(0));
+        for _ in 0..15 {
+            table.report(KEY, addr(1), 1, secs(1));
+        }
+        assert_eq!(
+            table.take_panic_change(KEY),
+            Some(PanicTransition::Entered {
+                overloaded: 1,
+                hosts: 1
+            })
+        );
+        assert_eq!(table.take_panic_change(KEY), None);
+        assert_eq!(table.get_host(KEY, secs(1)).0, HostAnswer::Host(addr(1)));
+        assert_eq!(table.take_panic_change(RouteKey::new(9, 9)), None);
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl System {
 
     /// As [`System::start`], with the agent on the `io` runtime.
     pub fn start_on(io: &'static str) -> System {
+        System::start_with(io, "")
+    }
+
+    /// As [`System::start_on`], with `extra` config lines in the agent's `[agent]`.
+    pub fn start_with(io: &'static str, extra: &str) -> System {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreUrl::Sqlite(dir.path().join("lars.db"));
         let mut system = System {
@@ -114,7 +119,7 @@ impl System {
         };
         system.start_dns();
         system.start_reporter();
-        system.start_agent(&[], "");
+        system.start_agent(&[], extra);
         system
     }
 
@@ -160,9 +165,12 @@ impl System {
         let config = self.write(
             "agent.toml",
             &format!(
-                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{}\"\n{extra}\n\
+                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{}\"\nstate_dir = \"{}\"\n{extra}\n\
                  [dnsserver]\nip = \"127.0.0.1\"\nport = {}\n[reporter]\nip = \"127.0.0.1\"\nport = {}\n",
-                self.io, self.dns_port, self.reporter_port
+                self.io,
+                self.state_dir().display(),
+                self.dns_port,
+                self.reporter_port
             ),
         );
         let agent = start("lars-agent", prefix, &["--config", &config]);
@@ -171,6 +179,11 @@ impl System {
             assert!(drivers.iter().all(|d| d == self.io), "{drivers:?}");
         }
         self.agent = Some(agent);
+    }
+
+    /// The agent's `[agent] state_dir` (its route cache), kept across agent restarts.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn agent(&self) -> &Service {
@@ -200,6 +213,18 @@ impl System {
 
     pub fn stat_sum(&self, name: &str) -> u64 {
         sum(&self.agent_stats(), name)
+    }
+
+    /// Adds `host` to the route `(modid, cmdid)` with the `lars` CLI.
+    pub fn add_route(&self, modid: i32, cmdid: i32, host: lars_wire::HostAddr) {
+        self.lars(&[
+            "route",
+            "add",
+            &modid.to_string(),
+            &cmdid.to_string(),
+            &host.ip.to_string(),
+            &host.port.to_string(),
+        ]);
     }
 
     /// Runs the `lars` CLI against the system's store.

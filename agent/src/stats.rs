@@ -1,10 +1,11 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
-//! type, replies by retcode, drops by reason, ring drops, routes and hosts) and per uplink (up or
-//! down, reconnects, messages, drops, backlog). Each value has exactly one writer thread and is a
-//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
-//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
-//! time ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
-//! [`PER_WORKER`] and [`PER_UPLINK`].
+//! type, replies by retcode, drops by reason, ring drops, routes and hosts), per uplink (up or
+//! down, reconnects, messages, drops, backlog) and for the route cache (routes loaded, writes,
+//! write failures). Each value has exactly one writer thread and is a relaxed atomic, so counting
+//! costs a load and a store (no locked instruction) and reading never stops the writer.
+//! [`AgentStats`] is a `prometheus-client` collector that reads them at scrape time
+//! ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
+//! [`PER_WORKER`], [`PER_UPLINK`] and [`PER_CACHE`].
 
 use lars_service::metrics::prometheus_client::collector::Collector;
 use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;

@@ -11,6 +11,7 @@
 //! | [`DnsUplinkTx`] / [`DnsUplinkRx`] | a worker | the dns uplink | [`DnsRequest`] |
 //! | [`WorkerInboxTx`] / [`WorkerInboxRx`] | the dns uplink | a worker | [`RouteUpdate`] |
 //! | [`ReportUplinkTx`] / [`ReportUplinkRx`] | a worker | the report uplink | `ReportStatusRequest` |
+//! | [`CacheTx`](crate::cache::CacheTx) / [`CacheRx`](crate::cache::CacheRx) | a worker | the route cache writer | [`ShardRoutes`](crate::cache::ShardRoutes) |
 //!
 //! Several rings may share one [`Wake`] when one thread consumes them all (the uplinks consume
 //! one ring per worker).

@@ -52,10 +52,10 @@ pub struct LbSettings {
     /// Default 15. At least 1.
     pub update_timeout: u64,
     /// Panic mode (Envoy's panic threshold, counted as Lars counts: by overloaded hosts): when
-    /// at least this percent of a route's hosts are overloaded, its picks go round robin over
+    /// more than this percent of a route's hosts are overloaded, its picks go round robin over
     /// all of its hosts, overloaded ones included, instead of loading the few idle hosts with
     /// everything or answering OVERLOAD to every caller. 0 (the default) turns it off: Lars'
-    /// behaviour. In `0..=100`.
+    /// behaviour. In `0..=99` (at 100 no route could ever be more overloaded than that).
     pub panic_threshold: u32,
 }
 
@@ -122,12 +122,12 @@ impl LbSettings {
                 ));
             }
         }
-        if self.panic_threshold > 100 {
+        if self.panic_threshold > 99 {
             return Err(ConfigError::invalid(
                 origin,
                 "loadbalance.panic_threshold",
                 format!(
-                    "{} is not a percent of a route's hosts (0..=100; 0 turns panic mode off)",
+                    "{} is not a percent of a route's hosts (0..=99: panic when more than this percent are overloaded; 0 turns panic mode off)",
                     self.panic_threshold
                 ),
             ));
@@ -206,7 +206,7 @@ mod tests {
             ),
             (|l| l.idle_timeout = 0, "loadbalance.idle_timeout"),
             (|l| l.update_timeout = 0, "loadbalance.update_timeout"),
-            (|l| l.panic_threshold = 101, "loadbalance.panic_threshold"),
+            (|l| l.panic_threshold = 100, "loadbalance.panic_threshold"),
         ];
         for (spoil, key) in cases {
             let mut lb = LbSettings::default();
@@ -221,7 +221,7 @@ mod tests {
             err_rate: 0.0,
             succ_rate: 1.0,
             window_err_rate: 1.0,
-            panic_threshold: 100,
+            panic_threshold: 99,
             ..LbSettings::default()
         };
         edges.validate("x").unwrap();

@@ -484,7 +484,7 @@ mod tests {
     #[test]
     fn a_routes_panic_change_is_taken_through_the_table() {
         let lb = LbSettings {
-            panic_threshold: 100,
+            panic_threshold: 99,
             ..LbSettings::default()
         };
         let mut table = RouteTable::new(lb);

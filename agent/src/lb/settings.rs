@@ -51,6 +51,12 @@ pub struct LbSettings {
     /// route is cached as missing, and how long an unanswered dns request is waited for).
     /// Default 15. At least 1.
     pub update_timeout: u64,
+    /// Push-empty protection: percent (0..=100) of a shard's routes with hosts that may lose
+    /// every host in one burst (empty dns answers within `update_timeout` of each other) that
+    /// no route edit accounts for (the dns did not mark it `removed`). An unaccounted empty
+    /// answer waits one `update_timeout`; if its burst is larger, the route keeps its last hosts.
+    /// 100 turns the protection off for unmarked answers. Default 50.
+    pub push_empty_threshold: u8,
 }
 
 impl Default for LbSettings {
@@ -67,6 +73,7 @@ impl Default for LbSettings {
             idle_timeout: 15,
             overload_timeout: 15,
             update_timeout: 15,
+            push_empty_threshold: 50,
         }
     }
 }
@@ -114,6 +121,13 @@ impl LbSettings {
                     "must be at least 1 (seconds)",
                 ));
             }
+        }
+        if self.push_empty_threshold > 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "loadbalance.push_empty_threshold",
+                "a percentage, 0..=100",
+            ));
         }
         Ok(())
     }
@@ -173,7 +187,7 @@ mod tests {
     #[test]
     fn out_of_range_values_name_the_key_and_reason() {
         type Spoil = fn(&mut LbSettings);
-        let cases: [(Spoil, &str); 9] = [
+        let cases: [(Spoil, &str); 10] = [
             (|l| l.probe_num = 0, "loadbalance.probe_num"),
             (|l| l.init_succ_cnt = 0, "loadbalance.init_succ_cnt"),
             (|l| l.init_err_cnt = 0, "loadbalance.init_err_cnt"),
@@ -186,6 +200,10 @@ mod tests {
             ),
             (|l| l.idle_timeout = 0, "loadbalance.idle_timeout"),
             (|l| l.update_timeout = 0, "loadbalance.update_timeout"),
+            (
+                |l| l.push_empty_threshold = 101,
+                "loadbalance.push_empty_threshold",
+            ),
         ];
         for (spoil, key) in cases {
             let mut lb = LbSettings::default();

@@ -299,6 +299,7 @@ impl DnsUplink {
                 shard,
                 key,
                 hosts: hosts.clone(),
+                removed: response.removed,
             };
             if !self.overflows[index].deliver(&mut self.workers[index].inbox, update) {
                 self.stats.worker_ring_drops.inc();
@@ -388,6 +389,7 @@ mod tests {
             shard: 0,
             key: RouteKey::new(1, cmdid),
             hosts: vec![HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000)].into_boxed_slice(),
+            removed: false,
         }
     }
 
@@ -518,6 +520,7 @@ mod tests {
                 Ipv4Addr::new(10, 0, 0, 1),
                 9000,
             ))],
+            removed: false,
         };
         let mut out = BytesMut::new();
         encode_frame(MsgId::GetRouteResponse, &answer, &mut out).unwrap();
@@ -646,6 +649,7 @@ mod tests {
                     ip: 0x0a00_0001,
                     port: 9000,
                 }],
+                removed: false,
             };
             encode_frame(MsgId::GetRouteResponse, &answer, &mut out).unwrap();
         }

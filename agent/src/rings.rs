@@ -150,6 +150,8 @@ pub struct RouteUpdate {
     pub key: RouteKey,
     /// Its hosts; empty when the route does not exist (any more).
     pub hosts: Box<[HostAddr]>,
+    /// The dns marked an empty `hosts` as removed by a route edit (`GetRouteResponse.removed`).
+    pub removed: bool,
 }
 
 /// Worker → dns uplink.

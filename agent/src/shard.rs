@@ -252,7 +252,7 @@ mod tests {
             HostAddr::new(Ipv4Addr::new(192, 168, 0, 1), 80),
             HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 81),
         ];
-        shard.table.apply_dns_update(key, &hosts, Millis(1));
+        shard.table.apply_dns_update(key, &hosts, false, Millis(1));
         let mut reply = vec![0u8; 65536];
         let handled = shard.handle(&get_host(8, 1, 2), &mut reply, Millis(2), &stats);
         let len = handled.reply_len.unwrap();
@@ -276,7 +276,8 @@ mod tests {
             GetRouteResponse {
                 modid: 1,
                 cmdid: 2,
-                host: hosts.iter().map(|&h| h.into()).collect()
+                host: hosts.iter().map(|&h| h.into()).collect(),
+                removed: false,
             }
         );
     }
@@ -331,7 +332,7 @@ mod tests {
         let hosts: Vec<HostAddr> = (0..8000u32)
             .map(|i| HostAddr::new(Ipv4Addr::from(0xC000_0000 + i), 80))
             .collect();
-        shard.table.apply_dns_update(key, &hosts, Millis(1));
+        shard.table.apply_dns_update(key, &hosts, false, Millis(1));
         let mut reply = vec![0u8; 65536];
         let request = datagram(&Message::ApiGetRouteRequest(GetRouteRequest {
             modid: 3,

@@ -157,6 +157,12 @@ pub struct WorkerStats {
     pub panic_entered: Counter,
     /// Routes that left panic mode.
     pub panic_left: Counter,
+    /// Routes push-empty protection held back (an unaccounted empty dns answer not applied),
+    /// counted when the hold is decided.
+    pub push_empty_held: Counter,
+    /// Routes serving their last hosts now against an unaccounted empty dns answer (waiting for
+    /// the rule, or held back).
+    pub push_empty_kept: Gauge,
 }
 
 /// The route cache's counters (see [`crate::cache`]): `loaded` is written once by the thread
@@ -344,6 +350,18 @@ pub const PER_WORKER: &[PerWorker] = &[
         "Route updates applied from dns.",
         Kind::Counter,
         WorkerValue::Each(|w| w.route_updates.get()),
+    ),
+    (
+        "lars_agent_push_empty_held_total",
+        "Routes held back from an empty dns answer no route edit accounts for.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.push_empty_held.get()),
+    ),
+    (
+        "lars_agent_push_empty_kept_routes",
+        "Routes serving their last hosts against an unaccounted empty dns answer.",
+        Kind::Gauge,
+        WorkerValue::Each(|w| w.push_empty_kept.get()),
     ),
     (
         "lars_agent_hosts_overloaded_total",

@@ -288,7 +288,7 @@ impl WorkerState {
         for shard in &self.shards {
             let routes = shard
                 .table
-                .routes_with_hosts()
+                .held_routes()
                 .map(|(key, hosts)| (key, hosts.collect()))
                 .collect();
             let snapshot = ShardRoutes {
@@ -343,12 +343,16 @@ impl WorkerState {
     fn drain_inbox(&mut self) {
         let now = self.now();
         let mut applied = 0;
+        let mut kept_changed = false;
         while let Some(update) = self.inbox.pop() {
             let Some(&Some(local)) = self.local_of.get(update.shard as usize) else {
                 continue;
             };
             let shard = &mut self.shards[local];
-            match shard.table.apply_dns_update(update.key, &update.hosts, now) {
+            match shard
+                .table
+                .apply_dns_update(update.key, &update.hosts, update.removed, now)
+            {
                 DnsUpdateOutcome::Applied(change) => {
                     self.route_applied(local, update.key, change);
                     applied += 1;
@@ -363,11 +367,41 @@ impl WorkerState {
                         debug!(worker = self.worker, key = %update.key, "route unchanged");
                     }
                 }
+                DnsUpdateOutcome::Waiting { first } => {
+                    kept_changed = true;
+                    if first && let Some(suppressed) = self.logs.allow(now) {
+                        warn!(worker = self.worker, key = %update.key, suppressed,
+                            "dns answered no hosts and no route edit accounts for it; serving \
+                             the last hosts for update_timeout to see how many routes empty");
+                    }
+                }
+                DnsUpdateOutcome::HeldBack { newly, burst, base } => {
+                    if newly {
+                        self.stats.push_empty_held.inc();
+                        if let Some(suppressed) = self.logs.allow(now) {
+                            warn!(worker = self.worker, key = %update.key, burst, of = base,
+                                suppressed,
+                                "PUSH-EMPTY PROTECTION: dns keeps answering no hosts, for more \
+                                 than push_empty_threshold of the routes at once, with no route \
+                                 edit accounting for it; serving the last hosts");
+                        }
+                    } else {
+                        debug!(worker = self.worker, key = %update.key, "route still held back");
+                    }
+                }
                 DnsUpdateOutcome::NotHeld => {}
             }
         }
         if applied > 0 {
             self.update_gauges();
+        }
+        if applied > 0 || kept_changed {
+            let kept = self
+                .shards
+                .iter()
+                .map(|s| s.table.kept_count())
+                .sum::<usize>();
+            self.stats.push_empty_kept.set(kept as u64);
         }
     }
 

@@ -34,6 +34,14 @@ pub struct SyncConfig {
     pub write_queue_frames: usize,
     /// Longest wait between retries while the database is unreachable, in milliseconds.
     pub db_retry_max_ms: u64,
+    /// Push-empty protection: percent (0..=100) of the routes with hosts that may lose every
+    /// host in one reload without a route edit (`RouteChange` row) accounting for it; when more
+    /// do, all of those keep their last hosts. 100 turns the protection off.
+    pub push_empty_threshold: u8,
+    /// How long `RouteChange` rows are kept, in seconds of route version (versions are Unix
+    /// seconds unless edits come faster than one a second). Every dns replica reading the
+    /// database must read a row within this time for the edit to count as accounted.
+    pub route_change_retention_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -43,6 +51,8 @@ impl Default for SyncConfig {
             full_reload_secs: 10,
             write_queue_frames: 4096,
             db_retry_max_ms: 5000,
+            push_empty_threshold: 50,
+            route_change_retention_secs: 600,
         }
     }
 }
@@ -75,6 +85,18 @@ impl ServiceConfig for DnsConfig {
             self.dns.write_queue_frames as u64,
         )?;
         at_least_one(origin, "dns.db_retry_max_ms", self.dns.db_retry_max_ms)?;
+        if self.dns.push_empty_threshold > 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "dns.push_empty_threshold",
+                "a percentage, 0..=100",
+            ));
+        }
+        at_least_one(
+            origin,
+            "dns.route_change_retention_secs",
+            self.dns.route_change_retention_secs,
+        )?;
         self.store.parse(origin)?;
         Ok(())
     }
@@ -156,6 +178,19 @@ mod tests {
     fn bad_store_url_is_refused_with_its_key() {
         let err = parse("[store]\nurl = \"postgres://x\"\n").unwrap_err();
         assert!(err.contains("store.url"), "{err}");
+    }
+
+    #[test]
+    fn push_empty_threshold_over_100_is_refused_with_its_key() {
+        let err = parse("[dns]\npush_empty_threshold = 101\n").unwrap_err();
+        assert!(err.contains("dns.push_empty_threshold"), "{err}");
+        assert_eq!(
+            parse("[dns]\npush_empty_threshold = 100\n")
+                .unwrap()
+                .dns
+                .push_empty_threshold,
+            100
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod push_empty;
 pub mod route_sync;
 pub mod server;
 pub mod shared;

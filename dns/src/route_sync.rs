@@ -1,15 +1,23 @@
-//! Keeps the served snapshot in step with the route store: at start it clears `RouteChange` and
-//! loads every route; then every `version_poll` it reads `RouteVersion`, and when the version
-//! moved (or `full_reload` passed) reloads every route, swaps the snapshot, broadcasts the keys
-//! that changed (those `RouteChange` names plus those whose hosts differ) and deletes the
-//! `RouteChange` rows it handled. A database error keeps the last snapshot serving and is retried
-//! with capped exponential backoff; the service never exits because the database blinked.
+//! Keeps the served snapshot in step with the route store: at start it loads every route; then
+//! every `version_poll` it reads `RouteVersion`, and when the version moved (or `full_reload`
+//! passed) reloads every route, holds back the routes whose loss of every host nothing accounts
+//! for ([`crate::push_empty`]), swaps the snapshot and broadcasts the keys that changed (those
+//! the `RouteChange` rows written since the last snapshot name, plus those whose hosts differ).
+//!
+//! `RouteChange` is shared with any other dns replica on the same database: each replica reads
+//! the rows written after its own last snapshot's version and deletes only rows older than
+//! `change_retention`, so no replica eats an edit another has not seen yet. A database error
+//! keeps the last snapshot serving and is retried with capped exponential backoff; the service
+//! never exits because the database blinked.
 
+use crate::push_empty::{PushEmptyRule, Verdict};
 use crate::shared::{DnsShared, RouteChanges};
 use crate::snapshot::RouteSnapshot;
 use crate::stats::DnsStats;
 use lars_service::Backoff;
 use lars_store::{Store, StoreError, StoreUrl};
+use lars_wire::RouteKey;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,7 +28,15 @@ use tracing::{debug, info, warn};
 /// Rejected rows logged one by one per load; the rest are counted.
 const REJECTED_ROWS_LOGGED: usize = 10;
 
-/// Timing of the synchroniser.
+/// While routes stay held back, the warning is repeated this often (a new hold is logged at
+/// once): often enough to be seen in a log tail, rarely enough not to flood it at one reload a
+/// second.
+const HELD_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Held-back keys named in a log line; the rest are counted.
+const HELD_KEYS_LOGGED: usize = 10;
+
+/// Timing of the synchroniser, and its push-empty rule.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncTiming {
     /// `RouteVersion` poll period.
@@ -29,6 +45,10 @@ pub struct SyncTiming {
     pub full_reload: Duration,
     /// Longest wait between retries while the database is down.
     pub retry_max: Duration,
+    /// How long `RouteChange` rows are kept (in seconds of route version).
+    pub change_retention: Duration,
+    /// Which emptied routes are held back.
+    pub push_empty: PushEmptyRule,
 }
 
 /// The route synchroniser of one dns service.
@@ -39,6 +59,8 @@ pub struct RouteSync {
     shared: Arc<DnsShared>,
     timing: SyncTiming,
     last_full: Instant,
+    /// When routes held back were last logged.
+    held_warned: Option<Instant>,
 }
 
 impl RouteSync {
@@ -50,10 +72,11 @@ impl RouteSync {
             shared,
             timing,
             last_full: Instant::now(),
+            held_warned: None,
         }
     }
 
-    /// Clears `RouteChange` and loads the first snapshot, retrying until it works or `shutdown`.
+    /// Loads the first snapshot, retrying until it works or `shutdown`.
     /// Returns false on shutdown.
     pub async fn start(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let mut backoff = Backoff::new(self.timing.version_poll, self.timing.retry_max);
@@ -104,9 +127,9 @@ impl RouteSync {
 
     async fn first_load(&mut self) -> Result<(), StoreError> {
         let store = open(&mut self.store, &self.url).await?;
-        store.clear_changes().await?;
         let version = store.route_version().await?;
-        let snapshot = load(store, &self.shared.stats, version).await?;
+        let mut snapshot = load(store, &self.shared.stats, version).await?;
+        snapshot.mark_removed(recent_changes(store, version, self.timing.change_retention).await?);
         self.last_full = Instant::now();
         info!(
             version,
@@ -128,12 +151,32 @@ impl RouteSync {
         if !version_changed && self.last_full.elapsed() < self.timing.full_reload {
             return Ok(());
         }
-        let snapshot = load(store, &self.shared.stats, version).await?;
+        let mut snapshot = load(store, &self.shared.stats, version).await?;
         self.last_full = Instant::now();
+        // Read after the routes: every edit the load saw has its `RouteChange` row committed.
+        let accounted: HashSet<RouteKey> = store
+            .changed_keys_after(old.version)
+            .await?
+            .into_iter()
+            .collect();
+        let recent = recent_changes(store, version, self.timing.change_retention).await?;
+        let verdict = self.timing.push_empty.judge(&old, &snapshot, &accounted);
+        snapshot.keep(&old, &verdict.held);
+        // An unaccounted loss the rule lets through is published as meant, like an edit.
+        snapshot.mark_removed(
+            recent
+                .into_iter()
+                .chain(verdict.unaccounted.iter().copied()),
+        );
+        report_held(
+            &self.shared.stats,
+            &mut self.held_warned,
+            &old,
+            &snapshot,
+            &verdict,
+        );
         let mut keys = old.changed_keys(&snapshot);
-        if version_changed {
-            keys.extend(store.changed_keys_up_to(version).await?);
-        }
+        keys.extend(accounted);
         let snapshot = install(&self.shared, snapshot);
         if version_changed || !keys.is_empty() {
             info!(
@@ -158,10 +201,84 @@ impl RouteSync {
                 .send(Arc::new(RouteChanges { snapshot, keys }));
         }
         if version_changed {
-            store.delete_changes_up_to(version).await?;
+            let cutoff = version.saturating_sub(retention_versions(self.timing.change_retention));
+            store.delete_changes_up_to(cutoff).await?;
         }
         Ok(())
     }
+}
+
+/// Counts and logs what push-empty protection held back in the reload from `old` to `new`: a new
+/// hold at once, a standing one every [`HELD_WARN_EVERY`] (`warned`: when it was last logged), a
+/// release once.
+fn report_held(
+    stats: &DnsStats,
+    warned: &mut Option<Instant>,
+    old: &RouteSnapshot,
+    new: &RouteSnapshot,
+    verdict: &Verdict,
+) {
+    let held = new.held();
+    let newly = held.difference(old.held()).count();
+    let released = old.held().difference(held).count();
+    stats
+        .push_empty_held_total
+        .fetch_add(newly as u64, Ordering::Relaxed);
+    stats
+        .push_empty_held
+        .store(held.len() as u64, Ordering::Relaxed);
+    if released > 0 {
+        info!(
+            released,
+            held = held.len(),
+            "push-empty protection: routes no longer held back"
+        );
+    }
+    if !verdict.unaccounted.is_empty() && verdict.held.is_empty() {
+        info!(
+            routes = verdict.unaccounted.len(),
+            of = verdict.base,
+            "routes lost every host without a route edit; within push_empty_threshold, published"
+        );
+    }
+    if held.is_empty() {
+        *warned = None;
+        return;
+    }
+    if newly > 0 || warned.is_none_or(|at| at.elapsed() >= HELD_WARN_EVERY) {
+        *warned = Some(Instant::now());
+        let mut keys: Vec<RouteKey> = held.iter().copied().collect();
+        keys.sort_unstable();
+        keys.truncate(HELD_KEYS_LOGGED);
+        warn!(
+            held = held.len(),
+            newly,
+            of = verdict.base,
+            emptied = verdict.emptied.len(),
+            unaccounted = verdict.unaccounted.len(),
+            ?keys,
+            "PUSH-EMPTY PROTECTION: routes lost every host in the store with no route edit \
+             accounting for it; serving their last hosts. Restore the routes (to drop one on \
+             purpose, `lars route add` a host to it, then `lars route del` it; docs/FAIL_STATIC.md)"
+        );
+    }
+}
+
+/// The keys of the `RouteChange` rows still kept at `version`: routes an edit removed recently,
+/// whose empty answer says `removed`.
+async fn recent_changes(
+    store: &Store,
+    version: i64,
+    retention: Duration,
+) -> Result<Vec<RouteKey>, StoreError> {
+    store
+        .changed_keys_after(version.saturating_sub(retention_versions(retention)))
+        .await
+}
+
+/// `retention` in route versions, which are Unix seconds.
+fn retention_versions(retention: Duration) -> i64 {
+    i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The store, opened now if it was not yet.

@@ -4,6 +4,7 @@
 
 use crate::config::DnsConfig;
 use crate::connection;
+use crate::push_empty::PushEmptyRule;
 use crate::route_sync::{RouteSync, SyncTiming};
 use crate::shared::DnsShared;
 use crate::stats::DnsStats;
@@ -59,6 +60,8 @@ impl DnsServer {
             version_poll: config.version_poll(),
             full_reload: config.full_reload(),
             retry_max: config.db_retry_max(),
+            change_retention: Duration::from_secs(config.dns.route_change_retention_secs),
+            push_empty: PushEmptyRule::new(config.dns.push_empty_threshold),
         };
         let sync = RouteSync::new(store, shared.clone(), timing);
         let metrics = shared.stats.metrics();

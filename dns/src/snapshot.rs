@@ -2,6 +2,10 @@
 //! frame, encoded once when the snapshot is built, so a reply or a push to a thousand agents is a
 //! reference-counted copy of the same bytes. A new snapshot replaces the old one whole
 //! ([`arc_swap`]); readers never wait for a reload.
+//!
+//! Besides the routes loaded from the store, a snapshot may carry routes kept from the one before
+//! it (held back by push-empty protection, [`crate::push_empty`]) and the keys of routes that an
+//! operator's route edit removed, whose empty answer says so (`removed`), so an agent applies it.
 
 use bytes::{Bytes, BytesMut};
 use lars_store::RouteTable;
@@ -16,7 +20,12 @@ use std::collections::{HashMap, HashSet};
 pub struct RouteSnapshot {
     /// The `RouteVersion` this snapshot was loaded at.
     pub version: i64,
-    frames: HashMap<RouteKey, Bytes>,
+    /// Every route with hosts: its frame and its number of hosts.
+    frames: HashMap<RouteKey, (Bytes, usize)>,
+    /// Keys without hosts whose removal a route edit accounts for, with their `removed` frame.
+    removed: HashMap<RouteKey, Bytes>,
+    /// Keys in `frames` kept from an older snapshot instead of being emptied.
+    held: HashSet<RouteKey>,
     hosts: usize,
 }
 
@@ -31,32 +40,84 @@ impl RouteSnapshot {
         for (key, mut list) in routes {
             list.sort_unstable_by_key(|h| (h.ip, h.port));
             list.dedup();
-            let mut frame = route_frame(key, &list);
+            if list.is_empty() {
+                continue;
+            }
+            let mut frame = route_frame(key, &list, false);
             while frame.is_none() {
                 truncated.push(key);
                 list.truncate(list.len() * 9 / 10);
-                frame = route_frame(key, &list);
+                frame = route_frame(key, &list, false);
             }
             hosts += list.len();
             if let Some(frame) = frame {
-                frames.insert(key, frame);
+                frames.insert(key, (frame, list.len()));
             }
         }
         truncated.dedup();
         let snapshot = RouteSnapshot {
             version,
             frames,
+            removed: HashMap::new(),
+            held: HashSet::new(),
             hosts,
         };
         (snapshot, truncated)
     }
 
-    /// The `GetRouteResponse` frame for `key`: its hosts, or an empty list for an unknown key.
+    /// The `GetRouteResponse` frame for `key`: its hosts, or an empty list for an unknown key
+    /// (marked `removed` when a route edit accounts for it).
     pub fn frame(&self, key: RouteKey) -> Bytes {
-        match self.frames.get(&key) {
-            Some(frame) => frame.clone(),
-            None => route_frame(key, &[]).unwrap_or_default(),
+        if let Some((frame, _)) = self.frames.get(&key) {
+            return frame.clone();
         }
+        match self.removed.get(&key) {
+            Some(frame) => frame.clone(),
+            None => route_frame(key, &[], false).unwrap_or_default(),
+        }
+    }
+
+    /// Keys with hosts in `self` and none in `newer`, in key order.
+    pub fn emptied_keys(&self, newer: &RouteSnapshot) -> Vec<RouteKey> {
+        let mut emptied: Vec<RouteKey> = self
+            .frames
+            .keys()
+            .filter(|key| !newer.frames.contains_key(key))
+            .copied()
+            .collect();
+        emptied.sort_unstable();
+        emptied
+    }
+
+    /// Serves `keys` as `older` did (their hosts kept, held back from being emptied).
+    pub fn keep(&mut self, older: &RouteSnapshot, keys: &[RouteKey]) {
+        for key in keys {
+            if let Some(entry) = older.frames.get(key)
+                && !self.frames.contains_key(key)
+            {
+                self.hosts += entry.1;
+                self.frames.insert(*key, entry.clone());
+                self.removed.remove(key);
+                self.held.insert(*key);
+            }
+        }
+    }
+
+    /// Marks the keys among `keys` that have no hosts here as removed by a route edit: their
+    /// empty answer carries `removed`, so agents apply it.
+    pub fn mark_removed(&mut self, keys: impl IntoIterator<Item = RouteKey>) {
+        for key in keys {
+            if !self.frames.contains_key(&key)
+                && let Some(frame) = route_frame(key, &[], true)
+            {
+                self.removed.insert(key, frame);
+            }
+        }
+    }
+
+    /// The keys served from an older snapshot (held back from being emptied).
+    pub fn held(&self) -> &HashSet<RouteKey> {
+        &self.held
     }
 
     /// Number of routes.
@@ -87,11 +148,12 @@ impl RouteSnapshot {
 }
 
 /// Encodes one `GetRouteResponse` frame; `None` when the hosts do not fit in one frame.
-fn route_frame(key: RouteKey, hosts: &[HostAddr]) -> Option<Bytes> {
+fn route_frame(key: RouteKey, hosts: &[HostAddr], removed: bool) -> Option<Bytes> {
     let response = GetRouteResponse {
         modid: key.modid,
         cmdid: key.cmdid,
         host: hosts.iter().map(|&h| HostInfo::from(h)).collect(),
+        removed,
     };
     let mut buf = BytesMut::new();
     encode_frame(MsgId::GetRouteResponse, &response, &mut buf).ok()?;
@@ -157,6 +219,32 @@ mod tests {
         let (old, _) = RouteSnapshot::build(1, old);
         let (new, _) = RouteSnapshot::build(2, new);
         assert_eq!(old.changed_keys(&new), HashSet::from([b, c, d]));
+    }
+
+    #[test]
+    fn kept_routes_serve_the_older_hosts_and_removed_keys_say_so() {
+        let (a, b, c) = (
+            RouteKey::new(1, 1),
+            RouteKey::new(2, 2),
+            RouteKey::new(3, 3),
+        );
+        let old = RouteTable::from([(a, vec![host(1, 1)]), (b, vec![host(2, 2), host(3, 3)])]);
+        let (old, _) = RouteSnapshot::build(1, old);
+        let (mut new, _) = RouteSnapshot::build(2, RouteTable::new());
+        assert_eq!(old.emptied_keys(&new), vec![a, b]);
+        new.keep(&old, &[b]);
+        new.mark_removed([a, b, c]);
+        assert_eq!(new.frame(b), old.frame(b));
+        assert_eq!((new.routes(), new.hosts()), (1, 2));
+        assert_eq!(new.held(), &HashSet::from([b]));
+        let (a_answer, c_answer) = (decode(new.frame(a)), decode(new.frame(c)));
+        assert!(a_answer.host.is_empty() && a_answer.removed);
+        assert!(c_answer.removed);
+        assert!(
+            !decode(old.frame(c)).removed,
+            "unknown keys are not marked removed"
+        );
+        assert_eq!(old.changed_keys(&new), HashSet::from([a]));
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct DnsStats {
     pub version: AtomicU64,
     /// Routes in the snapshot being served.
     pub routes: AtomicU64,
+    /// Routes held back by push-empty protection, counted each time one starts being held.
+    pub push_empty_held_total: AtomicU64,
+    /// Routes held back now: served with their last hosts though the store has none for them.
+    pub push_empty_held: AtomicU64,
     /// How long each load of every route took (reading the store and building the snapshot).
     pub reload_seconds: Histogram,
 }
@@ -79,6 +83,8 @@ impl Default for DnsStats {
             db_errors: AtomicU64::default(),
             version: AtomicU64::default(),
             routes: AtomicU64::default(),
+            push_empty_held_total: AtomicU64::default(),
+            push_empty_held: AtomicU64::default(),
             // 1 ms to about 33 s: a few routes from SQLite to a million from a remote MySQL.
             reload_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         }
@@ -93,7 +99,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 18] = [
+pub static FIELDS: [Field<DnsStats>; 20] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -189,6 +195,16 @@ pub static FIELDS: [Field<DnsStats>; 18] = [
         "Routes in the snapshot served.",
         read!(routes),
     ),
+    Field::counter(
+        "lars_dns_push_empty_held_total",
+        "Routes whose loss of every host was held back (no route edit accounted for it).",
+        read!(push_empty_held_total),
+    ),
+    Field::gauge(
+        "lars_dns_push_empty_held_routes",
+        "Routes held back now, served with their last hosts.",
+        read!(push_empty_held),
+    ),
 ];
 
 impl DnsStats {
@@ -233,7 +249,7 @@ impl fmt::Display for DnsStats {
             f,
             "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
              paused={} requests={} subscriptions={} pushes={} polls={} reloads={} db_errors={} \
-             version={} routes={}",
+             version={} routes={} push_empty_held={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
@@ -248,6 +264,7 @@ impl fmt::Display for DnsStats {
             g(&self.db_errors),
             g(&self.version),
             g(&self.routes),
+            g(&self.push_empty_held),
         )
     }
 }

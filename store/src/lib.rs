@@ -141,6 +141,12 @@ impl Store {
         on_backend!(self, changed_keys_up_to(version))
     }
 
+    /// The distinct keys of the `RouteChange` rows with `version > version`, in key order: the
+    /// routes edited since a snapshot at `version`, whichever process loaded it.
+    pub async fn changed_keys_after(&self, version: i64) -> Result<Vec<RouteKey>, StoreError> {
+        on_backend!(self, changed_keys_after(version))
+    }
+
     /// Deletes the `RouteChange` rows with `version <= version`; returns how many.
     pub async fn delete_changes_up_to(&self, version: i64) -> Result<u64, StoreError> {
         on_backend!(self, delete_changes_up_to(version))
@@ -265,6 +271,7 @@ mod tests {
         is_send(&store.route_version());
         is_send(&store.load_routes());
         is_send(&store.changed_keys_up_to(0));
+        is_send(&store.changed_keys_after(0));
         is_send(&store.delete_changes_up_to(0));
         is_send(&store.clear_changes());
         is_send(&store.add_host(key, host));

@@ -17,8 +17,8 @@ use tokio::time::timeout;
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
 use crate::error::During;
 use crate::route::{
-    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_ROUTES, SELECT_VERSION,
-    decode_change_key, decode_route_row, decode_version,
+    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_CHANGED_KEYS_AFTER,
+    SELECT_ROUTES, SELECT_VERSION, decode_change_key, decode_route_row, decode_version,
 };
 use crate::row::Cell;
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
@@ -145,12 +145,27 @@ impl MysqlStore {
         &self,
         version: i64,
     ) -> Result<Vec<RouteKey>, StoreError> {
-        const OP: &str = "changed_keys_up_to";
-        self.run(OP, |mut conn| async move {
-            let rows: Vec<Row> = conn
-                .exec(SELECT_CHANGED_KEYS, (version,))
-                .await
-                .during(OP)?;
+        self.changed_keys("changed_keys_up_to", SELECT_CHANGED_KEYS, version)
+            .await
+    }
+
+    pub(crate) async fn changed_keys_after(
+        &self,
+        version: i64,
+    ) -> Result<Vec<RouteKey>, StoreError> {
+        self.changed_keys("changed_keys_after", SELECT_CHANGED_KEYS_AFTER, version)
+            .await
+    }
+
+    /// The keys of the `RouteChange` rows `sql` selects by version.
+    async fn changed_keys(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        version: i64,
+    ) -> Result<Vec<RouteKey>, StoreError> {
+        self.run(op, |mut conn| async move {
+            let rows: Vec<Row> = conn.exec(sql, (version,)).await.during(op)?;
             Ok(rows
                 .into_iter()
                 .filter_map(|row| {

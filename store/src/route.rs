@@ -57,6 +57,10 @@ pub(crate) const SELECT_VERSION: &str = "SELECT version FROM RouteVersion WHERE 
 pub(crate) const SELECT_CHANGED_KEYS: &str = "SELECT MIN(id), modid, cmdid FROM RouteChange \
      WHERE version <= ? GROUP BY modid, cmdid ORDER BY modid, cmdid";
 
+/// The keys changed after the version `?`, one row per key, as [`decode_change_key`] takes them.
+pub(crate) const SELECT_CHANGED_KEYS_AFTER: &str = "SELECT MIN(id), modid, cmdid FROM RouteChange \
+     WHERE version > ? GROUP BY modid, cmdid ORDER BY modid, cmdid";
+
 /// Deletes the `RouteChange` rows up to the version `?`.
 pub(crate) const DELETE_CHANGES_UP_TO: &str = "DELETE FROM RouteChange WHERE version <= ?";
 

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
 use crate::route::{
-    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_ROUTES, SELECT_VERSION,
-    decode_change_key, decode_route_row, decode_version,
+    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_CHANGED_KEYS_AFTER,
+    SELECT_ROUTES, SELECT_VERSION, decode_change_key, decode_route_row, decode_version,
 };
 use crate::row::Cell;
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
@@ -221,15 +221,33 @@ impl SqliteStore {
         &self,
         version: i64,
     ) -> Result<Vec<RouteKey>, StoreError> {
-        const OP: &str = "changed_keys_up_to";
-        self.run(OP, move |conn| {
-            let mut stmt = conn.prepare(SELECT_CHANGED_KEYS).during(OP)?;
+        self.changed_keys("changed_keys_up_to", SELECT_CHANGED_KEYS, version)
+            .await
+    }
+
+    pub(crate) async fn changed_keys_after(
+        &self,
+        version: i64,
+    ) -> Result<Vec<RouteKey>, StoreError> {
+        self.changed_keys("changed_keys_after", SELECT_CHANGED_KEYS_AFTER, version)
+            .await
+    }
+
+    /// The keys of the `RouteChange` rows `sql` selects by version.
+    async fn changed_keys(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        version: i64,
+    ) -> Result<Vec<RouteKey>, StoreError> {
+        self.run(op, move |conn| {
+            let mut stmt = conn.prepare(sql).during(op)?;
             let rows = stmt
                 .query_map([version], |r| Ok(cells::<3>(r)))
-                .during(OP)?;
+                .during(op)?;
             let mut keys = Vec::new();
             for row in rows {
-                let [id, modid, cmdid] = row.during(OP)?;
+                let [id, modid, cmdid] = row.during(op)?;
                 keys.extend(decode_change_key(id, modid, cmdid));
             }
             Ok(keys)

@@ -227,6 +227,10 @@ async fn changed_keys_and_their_deletion_follow_the_version(db: TestDb) {
     assert_eq!(store.changed_keys_up_to(v2).await.unwrap(), vec![k1, k2]);
     // k1 changed twice but is listed once.
     assert_eq!(store.changed_keys_up_to(v3).await.unwrap(), vec![k1, k2]);
+    // After a version: k1 changed again at v3, k2 only at v2.
+    assert_eq!(store.changed_keys_after(v1).await.unwrap(), vec![k1, k2]);
+    assert_eq!(store.changed_keys_after(v2).await.unwrap(), vec![k1]);
+    assert!(store.changed_keys_after(v3).await.unwrap().is_empty());
 
     assert_eq!(store.delete_changes_up_to(v1).await.unwrap(), 1);
     assert_eq!(store.changed_keys_up_to(v3).await.unwrap(), vec![k1, k2]);

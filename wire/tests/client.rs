@@ -153,6 +153,7 @@ fn route_answer(request: &Message, hosts: &[HostAddr]) -> Vec<u8> {
         modid: req.modid,
         cmdid: req.cmdid,
         host: hosts.iter().copied().map(wire_host).collect(),
+        removed: false,
     }))
 }
 
@@ -357,6 +358,7 @@ fn garbage_before_the_reply_is_discarded() {
             modid: 5,
             cmdid: 6,
             host: vec![wire_host(far_host())],
+            removed: false,
         })),
     ];
     let count = garbage.len() as u64;

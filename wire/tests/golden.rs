@@ -118,6 +118,7 @@ fn get_route_response_with_two_hosts_one_of_them_a_negative_ip() {
             HostInfo { ip: ip_192_168_1_10(), port: 8080 },
             HostInfo { ip: ip_127_0_0_1(), port: 80 },
         ],
+        removed: false,
     });
     let golden = [
         0x02, 0x00, 0x00, 0x00, // msgid 2, GetRouteResponse
@@ -136,6 +137,40 @@ fn get_route_response_with_two_hosts_one_of_them_a_negative_ip() {
         0x10, 0x50,             //   field 2 (port), varint: 80
     ];
     check_golden(&msg, &golden);
+}
+
+#[test]
+#[rustfmt::skip]
+fn get_route_response_of_a_removed_route_carries_field_4_and_older_peers_read_it_as_false() {
+    // lars-rs' dns marks an empty host list an operator's route edit accounts for.
+    let msg = Message::GetRouteResponse(GetRouteResponse {
+        modid: 1,
+        cmdid: 2,
+        host: vec![],
+        removed: true,
+    });
+    let golden = [
+        0x02, 0x00, 0x00, 0x00, // msgid 2, GetRouteResponse
+        0x06, 0x00, 0x00, 0x00, // msglen 6
+        0x08, 0x01,             // field 1 (modid), varint: 1
+        0x10, 0x02,             // field 2 (cmdid), varint: 2
+        0x20, 0x01,             // field 4 (removed), varint: 1 (true)
+    ];
+    check_golden(&msg, &golden);
+    // A C++ dns never writes field 4: the same route without it is not marked removed.
+    let cpp = [
+        0x02, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x08, 0x01, 0x10, 0x02,
+    ];
+    let decoded = lars_wire::FrameDecoder::new()
+        .decode(&mut BytesMut::from(&cpp[..]))
+        .unwrap()
+        .unwrap()
+        .decode()
+        .unwrap();
+    assert_eq!(
+        decoded,
+        Message::GetRouteResponse(GetRouteResponse { modid: 1, cmdid: 2, host: vec![], removed: false })
+    );
 }
 
 #[test]
@@ -332,6 +367,7 @@ fn api_get_route_response_keeps_an_all_default_host_entry() {
         modid: 7,
         cmdid: 0,
         host: vec![HostInfo { ip: ip_10_0_0_1(), port: 9000 }, HostInfo { ip: 0, port: 0 }],
+        removed: false,
     });
     let golden = [
         0x08, 0x00, 0x00, 0x00, // msgid 8, API_GetRouteResponse (body GetRouteResponse)

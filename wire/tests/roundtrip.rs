@@ -79,8 +79,18 @@ fn get_route_request() -> impl Strategy<Value = GetRouteRequest> {
 }
 
 fn get_route_response() -> impl Strategy<Value = GetRouteResponse> {
-    (wire_i32(), wire_i32(), vec(host_info(), 0..8))
-        .prop_map(|(modid, cmdid, host)| GetRouteResponse { modid, cmdid, host })
+    (
+        wire_i32(),
+        wire_i32(),
+        vec(host_info(), 0..8),
+        any::<bool>(),
+    )
+        .prop_map(|(modid, cmdid, host, removed)| GetRouteResponse {
+            modid,
+            cmdid,
+            host,
+            removed,
+        })
 }
 
 /// Any message of any kind, with every field (repeated, optional, scalar) exercised. (Boxed, as
@@ -391,6 +401,7 @@ fn route_of_body_len_near_the_limit(extra: i32) -> Message {
         modid,
         cmdid,
         host: vec![host; 2730],
+        removed: false,
     })
 }
 

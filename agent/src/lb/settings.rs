@@ -57,6 +57,12 @@ pub struct LbSettings {
     /// everything or answering OVERLOAD to every caller. 0 (the default) turns it off: Lars'
     /// behaviour. In `0..=99` (at 100 no route could ever be more overloaded than that).
     pub panic_threshold: u32,
+    /// Push-empty protection: percent (0..=100) of a shard's routes with hosts that may lose
+    /// every host in one burst (empty dns answers within `update_timeout` of each other) that
+    /// no route edit accounts for (the dns did not mark it `removed`). An unaccounted empty
+    /// answer waits one `update_timeout`; if its burst is larger, the route keeps its last hosts.
+    /// 100 turns the protection off for unmarked answers. Default 50.
+    pub push_empty_threshold: u8,
 }
 
 impl Default for LbSettings {
@@ -74,6 +80,7 @@ impl Default for LbSettings {
             overload_timeout: 15,
             update_timeout: 15,
             panic_threshold: 0,
+            push_empty_threshold: 50,
         }
     }
 }
@@ -130,6 +137,13 @@ impl LbSettings {
                     "{} is not a percent of a route's hosts (0..=99: panic when more than this percent are overloaded; 0 turns panic mode off)",
                     self.panic_threshold
                 ),
+            ));
+        }
+        if self.push_empty_threshold > 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "loadbalance.push_empty_threshold",
+                "a percentage, 0..=100",
             ));
         }
         Ok(())
@@ -193,7 +207,7 @@ mod tests {
     #[test]
     fn out_of_range_values_name_the_key_and_reason() {
         type Spoil = fn(&mut LbSettings);
-        let cases: [(Spoil, &str); 10] = [
+        let cases: [(Spoil, &str); 11] = [
             (|l| l.probe_num = 0, "loadbalance.probe_num"),
             (|l| l.init_succ_cnt = 0, "loadbalance.init_succ_cnt"),
             (|l| l.init_err_cnt = 0, "loadbalance.init_err_cnt"),
@@ -207,6 +221,10 @@ mod tests {
             (|l| l.idle_timeout = 0, "loadbalance.idle_timeout"),
             (|l| l.update_timeout = 0, "loadbalance.update_timeout"),
             (|l| l.panic_threshold = 100, "loadbalance.panic_threshold"),
+            (
+                |l| l.push_empty_threshold = 101,
+                "loadbalance.push_empty_threshold",
+            ),
         ];
         for (spoil, key) in cases {
             let mut lb = LbSettings::default();

@@ -25,6 +25,18 @@
 //! stay empty) until the dns connection next dropped. Lars asks the same for empty routes; this
 //! applies it to every route.
 //!
+//! # Push-empty protection
+//! A dns answer with no hosts for a route that has hosts empties it only when it is *accounted
+//! for*: lars-rs' dns marks it `removed` (a route edit removed the route). An unmarked one — a
+//! dns restarted on a wrong database, a C++ dns, a table emptied by hand — is not applied at
+//! once: the route keeps serving its last hosts (*waiting*) for one `update_timeout`, the time
+//! in which the other routes of the same fault empty too. The first unmarked empty answer at
+//! least `update_timeout` later (the route's next re-ask brings one) decides: if the waiting
+//! routes whose empty answers came within `update_timeout` of this one's are more than
+//! `push_empty_threshold` percent of the routes with hosts, the route is *held back* (it keeps
+//! its hosts until dns gives it hosts or a `removed` answer); otherwise the empty answer is
+//! applied. The rule counts this shard's routes only (`docs/FAIL_STATIC.md`).
+//!
 //! # After a dns reconnect
 //! The table does nothing: the dns uplink owns the agent's subscriptions (which shards asked
 //! for which key) and asks the new connection for every one of them once, so a pulling route's
@@ -107,6 +119,22 @@ pub enum DnsUpdateOutcome {
     NotHeld,
     /// The route's hosts are now the answer's (none: a negative-cache entry).
     Applied(HostsUpdate),
+    /// An unaccounted empty answer for a route with hosts: the route keeps serving them while
+    /// the rule waits to see how many routes empty (`first`: this answer started the wait).
+    Waiting {
+        /// Whether this answer started the wait (log it).
+        first: bool,
+    },
+    /// An unaccounted empty answer for a route held back: it keeps serving its last hosts
+    /// (`newly`: this answer decided it; count and log it).
+    HeldBack {
+        /// Whether this answer decided the hold.
+        newly: bool,
+        /// The routes of the burst it belongs to.
+        burst: usize,
+        /// The routes with hosts the threshold is a percentage of.
+        base: usize,
+    },
 }
 
 /// A route and its dns bookkeeping.
@@ -117,6 +145,11 @@ struct Held {
     pulling_since: Option<Millis>,
     /// When a dns answer was last applied; `None` before the first.
     last_update: Option<Millis>,
+    /// When an unaccounted empty answer came that is not applied: the route serves its last
+    /// hosts since (waiting, or held back).
+    empty_since: Option<Millis>,
+    /// Push-empty protection decided to keep the route's hosts.
+    held_back: bool,
 }
 
 impl Held {
@@ -126,6 +159,8 @@ impl Held {
             route: Route::new(Arc::clone(settings)),
             pulling_since: Some(now),
             last_update: None,
+            empty_since: None,
+            held_back: false,
         }
     }
 
@@ -156,6 +191,8 @@ pub struct RouteTable {
     reported: Vec<RouteKey>,
     /// The sum of the routes' host counts.
     hosts: usize,
+    /// Routes serving their last hosts against an unaccounted empty answer (waiting or held).
+    kept: usize,
 }
 
 impl RouteTable {
@@ -166,6 +203,7 @@ impl RouteTable {
             routes: HashMap::default(),
             reported: Vec::new(),
             hosts: 0,
+            kept: 0,
         }
     }
 
@@ -223,23 +261,106 @@ impl RouteTable {
 
     /// A dns answer (reply or push) for `key`: the route's hosts become `hosts` (see
     /// [`Route::update_hosts`]; none keeps the route as a negative-cache entry), it is no longer
-    /// pulling, and its last update is `now`. An answer for a key the table does not hold is
-    /// ignored.
+    /// pulling, and its last update is `now`. An answer with no hosts for a route that has some
+    /// is applied at once only when `removed` (a route edit accounts for it); otherwise
+    /// push-empty protection decides (see the module docs). An answer for a key the table does
+    /// not hold is ignored.
     pub fn apply_dns_update(
         &mut self,
         key: RouteKey,
         hosts: &[HostAddr],
+        removed: bool,
         now: Millis,
     ) -> DnsUpdateOutcome {
         let Some(held) = self.routes.get_mut(&key) else {
             return DnsUpdateOutcome::NotHeld;
         };
-        let before = held.route.len();
-        let update = held.route.update_hosts(hosts, now);
         held.pulling_since = None;
         held.last_update = Some(now);
+        if hosts.is_empty() && !removed && !held.route.is_empty() {
+            let (since, held_back) = (held.empty_since, held.held_back);
+            if let Some(outcome) = self.judge_empty(key, since, held_back, now) {
+                return outcome;
+            }
+        }
+        let Some(held) = self.routes.get_mut(&key) else {
+            return DnsUpdateOutcome::NotHeld;
+        };
+        if held.empty_since.take().is_some() {
+            held.held_back = false;
+            self.kept -= 1;
+        }
+        let before = held.route.len();
+        let update = held.route.update_hosts(hosts, now);
         self.hosts = self.hosts - before + update.hosts;
         DnsUpdateOutcome::Applied(update)
+    }
+
+    /// Push-empty protection for an unaccounted empty answer at `now` to the route of `key`,
+    /// which has hosts, waits since `since` (if it does) and is `held_back` (or not): what to
+    /// answer instead of applying it, or `None` to apply it.
+    fn judge_empty(
+        &mut self,
+        key: RouteKey,
+        since: Option<Millis>,
+        held_back: bool,
+        now: Millis,
+    ) -> Option<DnsUpdateOutcome> {
+        let Some(since) = since else {
+            if let Some(held) = self.routes.get_mut(&key) {
+                held.empty_since = Some(now);
+                self.kept += 1;
+            }
+            return Some(DnsUpdateOutcome::Waiting { first: true });
+        };
+        let (burst, base) = (self.burst_around(since), self.routes_with_hosts());
+        if held_back {
+            return Some(DnsUpdateOutcome::HeldBack {
+                newly: false,
+                burst,
+                base,
+            });
+        }
+        if now.since(since) < Millis::from_secs(self.settings.update_timeout) {
+            return Some(DnsUpdateOutcome::Waiting { first: false });
+        }
+        let threshold = u128::from(self.settings.push_empty_threshold);
+        if burst as u128 * 100 <= threshold * base as u128 {
+            return None;
+        }
+        if let Some(held) = self.routes.get_mut(&key) {
+            held.held_back = true;
+        }
+        Some(DnsUpdateOutcome::HeldBack {
+            newly: true,
+            burst,
+            base,
+        })
+    }
+
+    /// Routes whose unaccounted empty answer came within `update_timeout` of `since`: one fault
+    /// emptying many routes at once.
+    fn burst_around(&self, since: Millis) -> usize {
+        let window = Millis::from_secs(self.settings.update_timeout);
+        self.routes
+            .values()
+            .filter_map(|held| held.empty_since)
+            .filter(|&t| t.max(since).since(t.min(since)) <= window)
+            .count()
+    }
+
+    /// Routes with at least one host (those kept against an empty answer included).
+    fn routes_with_hosts(&self) -> usize {
+        self.routes
+            .values()
+            .filter(|held| !held.route.is_empty())
+            .count()
+    }
+
+    /// Routes serving their last hosts against an unaccounted empty answer (waiting or held
+    /// back).
+    pub fn kept_count(&self) -> usize {
+        self.kept
     }
 
     /// The [`DnsAsk`] for `key` could not be sent (the dns ring was full): the route is no longer
@@ -332,6 +453,8 @@ impl RouteTable {
             route,
             pulling_since: None,
             last_update: None,
+            empty_since: None,
+            held_back: false,
         });
         true
     }
@@ -358,7 +481,7 @@ impl RouteTable {
     }
 
     /// Every route with hosts and their addresses, in no order: what the route cache keeps.
-    pub fn routes_with_hosts(&self) -> impl Iterator<Item = (RouteKey, HostAddrs<'_>)> + '_ {
+    pub fn held_routes(&self) -> impl Iterator<Item = (RouteKey, HostAddrs<'_>)> + '_ {
         self.routes
             .iter()
             .filter(|(_, held)| !held.route.is_empty())
@@ -409,7 +532,7 @@ mod tests {
     fn table_with(ids: &[u8], now: Millis) -> RouteTable {
         let mut table = RouteTable::new(LbSettings::default());
         table.get_host(KEY, now);
-        table.apply_dns_update(KEY, &hosts(ids), now);
+        table.apply_dns_update(KEY, &hosts(ids), false, now);
         table
     }
 
@@ -435,7 +558,7 @@ mod tests {
         );
         assert_eq!(table.ask_if_due(RouteKey::new(9, 9), secs(2)), None);
         // dns answers: no longer stale.
-        table.apply_dns_update(KEY, &hosts(&[2, 3]), secs(3));
+        table.apply_dns_update(KEY, &hosts(&[2, 3]), false, secs(3));
         assert!(!table.is_stale(KEY));
         assert_eq!(table.stale_count(), 0);
         assert_eq!(table.host_count(), 2);
@@ -465,13 +588,13 @@ mod tests {
     }
 
     #[test]
-    fn routes_with_hosts_leave_out_negative_entries() {
+    fn held_routes_leave_out_negative_entries() {
         let mut table = table_with(&[1, 2], secs(0));
         table.get_host(RouteKey::new(4, 4), secs(0));
-        table.apply_dns_update(RouteKey::new(4, 4), &[], secs(0));
+        table.apply_dns_update(RouteKey::new(4, 4), &[], false, secs(0));
         table.preload(RouteKey::new(6, 6), &hosts(&[3]), secs(0));
         let mut routes: Vec<(RouteKey, Vec<HostAddr>)> = table
-            .routes_with_hosts()
+            .held_routes()
             .map(|(key, addrs)| (key, addrs.collect()))
             .collect();
         routes.sort();
@@ -489,7 +612,7 @@ mod tests {
         };
         let mut table = RouteTable::new(lb);
         table.get_host(KEY, secs(0));
-        table.apply_dns_update(KEY, &hosts(&[1]), secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(0));
         for _ in 0..15 {
             table.report(KEY, addr(1), 1, secs(1));
         }
@@ -543,7 +666,7 @@ mod tests {
     fn a_dns_answer_serves_hosts_and_stops_pulling() {
         let mut table = RouteTable::new(LbSettings::default());
         table.get_host(KEY, secs(1));
-        let outcome = table.apply_dns_update(KEY, &hosts(&[1, 2]), secs(2));
+        let outcome = table.apply_dns_update(KEY, &hosts(&[1, 2]), false, secs(2));
         assert_eq!(
             outcome,
             DnsUpdateOutcome::Applied(HostsUpdate {
@@ -582,7 +705,7 @@ mod tests {
         let (answer, dns) = table.get_host(KEY, secs(30));
         assert_eq!((answer, dns), (HostAnswer::Host(addr(1)), None));
         // The answer arrives: NEW again, fresh for another update_timeout.
-        table.apply_dns_update(KEY, &hosts(&[1, 2]), secs(31));
+        table.apply_dns_update(KEY, &hosts(&[1, 2]), false, secs(31));
         assert_eq!(table.get_host(KEY, secs(46)).1, None);
         assert_eq!(table.get_host(KEY, secs(47)).1, ask(KEY));
     }
@@ -598,7 +721,7 @@ mod tests {
     #[test]
     fn an_empty_dns_answer_keeps_a_negative_entry_asked_at_most_once_per_update_timeout() {
         let mut table = table_with(&[1, 2], secs(0));
-        let outcome = table.apply_dns_update(KEY, &[], secs(5));
+        let outcome = table.apply_dns_update(KEY, &[], true, secs(5));
         assert_eq!(
             outcome,
             DnsUpdateOutcome::Applied(HostsUpdate {
@@ -617,7 +740,7 @@ mod tests {
             if dns.is_some() {
                 asks.push(t);
                 // dns still has nothing.
-                table.apply_dns_update(KEY, &[], t.plus(ms(50)));
+                table.apply_dns_update(KEY, &[], true, t.plus(ms(50)));
             }
             t = t.plus(ms(100));
         }
@@ -652,7 +775,7 @@ mod tests {
     fn an_update_for_a_key_not_held_is_ignored() {
         let mut table = RouteTable::new(LbSettings::default());
         assert_eq!(
-            table.apply_dns_update(KEY, &hosts(&[1]), secs(1)),
+            table.apply_dns_update(KEY, &hosts(&[1]), false, secs(1)),
             DnsUpdateOutcome::NotHeld
         );
         assert_eq!((table.route_count(), table.host_count()), (0, 0));
@@ -665,7 +788,7 @@ mod tests {
             table.report(KEY, addr(2), 1, secs(1));
         }
         table.report(KEY, addr(3), 0, secs(1));
-        let outcome = table.apply_dns_update(KEY, &hosts(&[2, 3, 4]), secs(2));
+        let outcome = table.apply_dns_update(KEY, &hosts(&[2, 3, 4]), false, secs(2));
         assert_eq!(
             outcome,
             DnsUpdateOutcome::Applied(HostsUpdate {
@@ -748,7 +871,7 @@ mod tests {
         let mut table = table_with(&[1, 2], secs(0));
         for key in [other, quiet] {
             table.get_host(key, secs(0));
-            table.apply_dns_update(key, &hosts(&[7]), secs(0));
+            table.apply_dns_update(key, &hosts(&[7]), false, secs(0));
         }
         table.report(KEY, addr(1), 0, secs(1));
         table.report(KEY, addr(1), 0, secs(1));
@@ -806,9 +929,9 @@ mod tests {
     fn statistics_of_a_route_emptied_by_dns_are_dropped() {
         let mut table = table_with(&[1], secs(0));
         table.report(KEY, addr(1), 0, secs(1));
-        table.apply_dns_update(KEY, &[], secs(2));
+        table.apply_dns_update(KEY, &[], true, secs(2));
         assert!(table.take_reports(Ipv4Addr::LOCALHOST, 1).is_empty());
-        table.apply_dns_update(KEY, &hosts(&[1]), secs(3));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(3));
         table.report(KEY, addr(1), 0, secs(4));
         assert_eq!(table.take_reports(Ipv4Addr::LOCALHOST, 2).len(), 1);
     }
@@ -849,7 +972,7 @@ mod tests {
             assert_eq!(list.len(), 5);
             if n % 997 == 0 {
                 // The periodic re-pull answers with the same hosts now and then.
-                table.apply_dns_update(KEY, &same_hosts, now);
+                table.apply_dns_update(KEY, &same_hosts, false, now);
             }
         }
         assert_eq!(alloc_counter::allocations(), before);
@@ -869,7 +992,7 @@ mod tests {
             list.extend((0..HOSTS).map(|h| {
                 HostAddr::new(Ipv4Addr::from(0x0a00_0000 + (r as u32) * HOSTS + h), 8000)
             }));
-            table.apply_dns_update(key, &list, secs(0));
+            table.apply_dns_update(key, &list, false, secs(0));
         }
         drop(list);
         let bytes = alloc_counter::live_bytes() - before;
@@ -885,5 +1008,166 @@ mod tests {
         );
         assert!(per_host < 200.0, "{per_host} bytes per host");
         drop(table);
+    }
+
+    /// A table holding routes `(1, 1..=n)` with one host each, answered at `now`.
+    fn table_of(n: i32, now: Millis) -> RouteTable {
+        let mut table = RouteTable::new(LbSettings::default());
+        for cmdid in 1..=n {
+            let key = RouteKey::new(1, cmdid);
+            table.get_host(key, now);
+            table.apply_dns_update(key, &hosts(&[cmdid as u8]), false, now);
+        }
+        table
+    }
+
+    fn empty(table: &mut RouteTable, cmdid: i32, removed: bool, now: Millis) -> DnsUpdateOutcome {
+        table.apply_dns_update(RouteKey::new(1, cmdid), &[], removed, now)
+    }
+
+    fn serves(table: &mut RouteTable, cmdid: i32, now: Millis) -> bool {
+        matches!(
+            table.get_host(RouteKey::new(1, cmdid), now).0,
+            HostAnswer::Host(_)
+        )
+    }
+
+    #[test]
+    fn an_empty_answer_marked_removed_empties_the_route_at_once() {
+        let mut table = table_of(6, secs(0));
+        assert!(matches!(
+            empty(&mut table, 1, true, secs(1)),
+            DnsUpdateOutcome::Applied(_)
+        ));
+        assert!(!serves(&mut table, 1, secs(1)));
+        assert_eq!(table.kept_count(), 0);
+    }
+
+    #[test]
+    fn every_route_emptied_at_once_unaccounted_keeps_its_hosts_and_is_held_back() {
+        let mut table = table_of(6, secs(0));
+        for cmdid in 1..=6 {
+            assert_eq!(
+                empty(&mut table, cmdid, false, secs(1)),
+                DnsUpdateOutcome::Waiting { first: true }
+            );
+        }
+        assert_eq!(table.kept_count(), 6);
+        assert!((1..=6).all(|c| serves(&mut table, c, secs(2))));
+        // Within update_timeout nothing is decided.
+        assert_eq!(
+            empty(&mut table, 1, false, secs(15)),
+            DnsUpdateOutcome::Waiting { first: false }
+        );
+        // The re-asks after update_timeout decide: 6 of 6 is more than 50 %.
+        for cmdid in 1..=6 {
+            assert_eq!(
+                empty(&mut table, cmdid, false, secs(17)),
+                DnsUpdateOutcome::HeldBack {
+                    newly: true,
+                    burst: 6,
+                    base: 6
+                }
+            );
+        }
+        assert_eq!(
+            empty(&mut table, 1, false, secs(40)),
+            DnsUpdateOutcome::HeldBack {
+                newly: false,
+                burst: 6,
+                base: 6
+            }
+        );
+        assert!((1..=6).all(|c| serves(&mut table, c, secs(41))));
+        assert_eq!((table.kept_count(), table.host_count()), (6, 6));
+        // Hosts from dns, or a removal, release a held route.
+        let update = table.apply_dns_update(RouteKey::new(1, 1), &hosts(&[9]), false, secs(42));
+        assert!(matches!(update, DnsUpdateOutcome::Applied(_)));
+        assert!(matches!(
+            empty(&mut table, 2, true, secs(42)),
+            DnsUpdateOutcome::Applied(_)
+        ));
+        assert!(!serves(&mut table, 2, secs(42)));
+        assert_eq!(table.kept_count(), 4);
+    }
+
+    #[test]
+    fn one_unaccounted_empty_of_many_is_applied_after_update_timeout() {
+        // What a C++ dns sends for `lars route del` of one route: no `removed` mark.
+        let mut table = table_of(6, secs(0));
+        assert_eq!(
+            empty(&mut table, 3, false, secs(1)),
+            DnsUpdateOutcome::Waiting { first: true }
+        );
+        assert!(serves(&mut table, 3, secs(10)));
+        assert!(matches!(
+            empty(&mut table, 3, false, secs(17)),
+            DnsUpdateOutcome::Applied(_)
+        ));
+        assert!(!serves(&mut table, 3, secs(17)));
+        assert_eq!(table.kept_count(), 0);
+    }
+
+    #[test]
+    fn the_burst_counts_empty_answers_within_update_timeout_of_each_other_only() {
+        let mut table = table_of(4, secs(0));
+        // Three routes empty 20 s apart: never more than one at once (1 of 4, 25 %).
+        for (cmdid, at) in [(1, 1), (2, 21), (3, 41)] {
+            empty(&mut table, cmdid, false, secs(at));
+            let outcome = empty(&mut table, cmdid, false, secs(at + 16));
+            assert!(
+                matches!(outcome, DnsUpdateOutcome::Applied(_)),
+                "{cmdid}: {outcome:?}"
+            );
+        }
+        // Three of four at once: 75 %, more than 50 %.
+        let mut table = table_of(4, secs(0));
+        for cmdid in 1..=3 {
+            empty(&mut table, cmdid, false, secs(1));
+        }
+        let outcome = empty(&mut table, 1, false, secs(17));
+        assert_eq!(
+            outcome,
+            DnsUpdateOutcome::HeldBack {
+                newly: true,
+                burst: 3,
+                base: 4
+            }
+        );
+    }
+
+    #[test]
+    fn threshold_100_applies_unmarked_empties_after_the_wait_and_a_one_route_shard_is_protected() {
+        let settings = LbSettings {
+            push_empty_threshold: 100,
+            ..LbSettings::default()
+        };
+        let mut table = RouteTable::new(settings);
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(0));
+        table.apply_dns_update(KEY, &[], false, secs(1));
+        let outcome = table.apply_dns_update(KEY, &[], false, secs(17));
+        assert!(
+            matches!(outcome, DnsUpdateOutcome::Applied(_)),
+            "{outcome:?}"
+        );
+        // With the default, the only route of a shard emptied unaccounted is 100 %: held.
+        let mut table = table_of(1, secs(0));
+        empty(&mut table, 1, false, secs(1));
+        assert!(matches!(
+            empty(&mut table, 1, false, secs(17)),
+            DnsUpdateOutcome::HeldBack { .. }
+        ));
+    }
+
+    #[test]
+    fn an_empty_answer_for_a_route_without_hosts_is_applied_as_before() {
+        let mut table = RouteTable::new(LbSettings::default());
+        table.get_host(KEY, secs(0));
+        assert!(matches!(
+            table.apply_dns_update(KEY, &[], false, secs(1)),
+            DnsUpdateOutcome::Applied(_)
+        ));
+        assert_eq!(table.kept_count(), 0);
     }
 }

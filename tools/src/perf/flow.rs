@@ -996,6 +996,7 @@ mod tests {
                 modid: 1,
                 cmdid,
                 host: vec![HostInfo { ip: 1, port: 2 }; hosts],
+                removed: false,
             })
         };
         r.receive(&answer(1, 0), r.at(10));
@@ -1131,6 +1132,7 @@ mod tests {
             modid: -3,
             cmdid: 9,
             host: vec![HostInfo { ip: -5, port: 1 }; 3],
+            removed: false,
         };
         let mut buf = [0u8; 256];
         let len = encode_datagram(&Message::ApiGetRouteResponse(answer), &mut buf).unwrap();

@@ -1,0 +1,111 @@
+//! Push-empty protection end to end, as processes: real `lars-dns` and `lars-agent` on the
+//! embedded store, the `lars` CLI for route edits, the caller's client library, and the agent's
+//! metrics. A dns restarted on an empty database must not empty the agent's routes; a
+//! `lars route del` must still reach it within 2 s.
+
+mod common;
+
+use common::{System, eventually};
+use lars_store::StoreUrl;
+use lars_wire::{ClientError, HostAddr, RetCode};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const ROUTES: i32 = 4;
+const MODID: i32 = 40;
+
+fn host(cmdid: i32) -> HostAddr {
+    HostAddr::new(Ipv4Addr::new(10, 40, 0, cmdid as u8), 9000)
+}
+
+fn edit(system: &System, op: &str, cmdid: i32) {
+    let (modid, cmdid_s) = (MODID.to_string(), cmdid.to_string());
+    let h = host(cmdid);
+    let (ip, port) = (h.ip.to_string(), h.port.to_string());
+    match op {
+        "add" => system.lars(&["route", "add", &modid, &cmdid_s, &ip, &port]),
+        _ => system.lars(&["route", "del", &modid, &cmdid_s]),
+    };
+}
+
+/// A system with `ROUTES` routes served by its agent, which runs with `lb` in `[loadbalance]`.
+fn system_serving_routes(lb: &str) -> System {
+    let mut system = System::start();
+    for cmdid in 1..=ROUTES {
+        edit(&system, "add", cmdid);
+    }
+    system.agent = None;
+    system.start_agent(&[], &format!("[loadbalance]\n{lb}"));
+    let mut client = system.client();
+    for cmdid in 1..=ROUTES {
+        eventually(
+            "the route reaches the agent",
+            Duration::from_secs(5),
+            || client.get_host(MODID, cmdid).ok(),
+        );
+    }
+    system
+}
+
+#[test]
+fn dns_restarted_on_an_empty_database_leaves_every_route_served() {
+    // Re-asked every second, so the agent sees the empty answers twice soon.
+    let mut system = system_serving_routes("update_timeout = 1");
+    let mut client = system.client();
+    // An initialised Lars database without these routes: one edit made and undone.
+    system.store = StoreUrl::Sqlite(system.dir.path().join("empty.db"));
+    edit(&system, "add", 99);
+    edit(&system, "del", 99);
+    system.dns.take().unwrap().kill();
+    system.start_dns();
+
+    let mut answers = 0;
+    eventually("every route is held back", Duration::from_secs(20), || {
+        for cmdid in 1..=ROUTES {
+            assert_eq!(
+                client
+                    .get_host(MODID, cmdid)
+                    .expect("served, never NOEXIST"),
+                host(cmdid)
+            );
+            answers += 1;
+        }
+        (system.stat_sum("lars_agent_push_empty_held_total") == ROUTES as u64).then_some(())
+    });
+    assert_eq!(
+        system.stat_sum("lars_agent_push_empty_kept_routes"),
+        ROUTES as u64
+    );
+    // Held: the routes keep being served.
+    for _ in 0..3 {
+        for cmdid in 1..=ROUTES {
+            assert_eq!(client.get_host(MODID, cmdid).ok(), Some(host(cmdid)));
+        }
+    }
+    println!("{answers} answers, none NOEXIST");
+}
+
+#[test]
+fn route_del_of_one_route_reaches_the_agent_and_deleting_most_one_by_one_works() {
+    // The default update_timeout (15 s): a removal must not wait for it.
+    let system = system_serving_routes("");
+    let mut client = system.client();
+    for cmdid in 1..ROUTES {
+        edit(&system, "del", cmdid);
+        eventually(
+            "the removal reaches the agent",
+            Duration::from_secs(2),
+            || {
+                matches!(
+                    client.get_host(MODID, cmdid),
+                    Err(ClientError::Refused(RetCode::NoExist))
+                )
+                .then_some(())
+            },
+        );
+        assert!(client.get_route(MODID, cmdid).unwrap().is_empty());
+    }
+    assert_eq!(client.get_host(MODID, ROUTES).unwrap(), host(ROUTES));
+    assert_eq!(system.stat_sum("lars_agent_push_empty_held_total"), 0);
+    assert_eq!(system.stat_sum("lars_agent_push_empty_kept_routes"), 0);
+}

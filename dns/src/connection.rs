@@ -340,3 +340,104 @@ impl Drop for Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::{CHANGE_BACKLOG, RouteChanges};
+    use crate::snapshot::RouteSnapshot;
+    use lars_wire::HostAddr;
+    use lars_wire::messages::GetRouteResponse;
+    use std::net::Ipv4Addr;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    const KEYS: i32 = 50;
+
+    /// Every key (1, 0..KEYS) with `hosts` hosts.
+    fn snapshot(version: i64, hosts: u8) -> Arc<RouteSnapshot> {
+        let table = (0..KEYS)
+            .map(|cmdid| {
+                let list = (1..=hosts)
+                    .map(|last| HostAddr::new(Ipv4Addr::new(10, 0, 0, last), 80))
+                    .collect();
+                (RouteKey::new(1, cmdid), list)
+            })
+            .collect();
+        Arc::new(RouteSnapshot::build(version, table).0)
+    }
+
+    async fn next(
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+        decoder: &mut FrameDecoder,
+    ) -> GetRouteResponse {
+        loop {
+            if let Some(frame) = decoder.decode(buf).unwrap() {
+                match frame.decode().unwrap() {
+                    Message::GetRouteResponse(r) => return r,
+                    other => panic!("dns sent {other:?}"),
+                }
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(buf));
+            assert!(
+                read.await.expect("a frame within 5 s").unwrap() > 0,
+                "closed"
+            );
+        }
+    }
+
+    /// On the current-thread runtime the connection task runs only when the test yields, so
+    /// sending more batches than the broadcast keeps makes it lag for sure.
+    #[tokio::test]
+    async fn a_connection_that_missed_change_batches_is_caught_up_on_every_subscription() {
+        // A queue smaller than the subscriptions: the catch-up is paced by it.
+        let shared = Arc::new(DnsShared::new(16, Duration::from_secs(30)));
+        shared.snapshot.store(snapshot(1, 1));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut agent = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let served = tokio::spawn(serve(stream, peer, shared.clone(), shutdown));
+
+        let mut asks = BytesMut::new();
+        for cmdid in 0..KEYS {
+            lars_wire::frame::encode_get_route_request(1, cmdid, &mut asks);
+        }
+        agent.write_all(&asks).await.unwrap();
+        let (mut buf, mut decoder) = (BytesMut::new(), FrameDecoder::new());
+        for cmdid in 0..KEYS {
+            let answer = next(&mut agent, &mut buf, &mut decoder).await;
+            assert_eq!((answer.cmdid, answer.host.len()), (cmdid, 1));
+        }
+
+        // Every route gets a second host, but the batches that would say so are lost: each
+        // names an unrelated key, and there are more of them than the broadcast keeps.
+        let newer = snapshot(2, 2);
+        shared.snapshot.store(newer.clone());
+        for _ in 0..CHANGE_BACKLOG + 10 {
+            let changes = RouteChanges {
+                snapshot: newer.clone(),
+                keys: HashSet::from([RouteKey::new(9, 9)]),
+            };
+            shared.changes.send(Arc::new(changes)).unwrap();
+        }
+
+        let mut caught_up = HashSet::new();
+        while caught_up.len() < KEYS as usize {
+            let push = next(&mut agent, &mut buf, &mut decoder).await;
+            assert_eq!((push.modid, push.host.len()), (1, 2), "{push:?}");
+            assert!(caught_up.insert(push.cmdid), "{} pushed twice", push.cmdid);
+        }
+        let stats = &shared.stats;
+        assert_eq!(DnsStats::get(&stats.lags), 1);
+        assert_eq!(DnsStats::get(&stats.caught_up), KEYS as u64);
+        assert_eq!(DnsStats::get(&stats.owed_keys), 0);
+
+        drop(agent);
+        served.await.unwrap();
+        assert_eq!(DnsStats::get(&stats.peer_closed), 1);
+    }
+}

@@ -28,10 +28,14 @@ pub struct SyncConfig {
     /// Reload every route at least this often even without a version change, in seconds.
     pub full_reload_secs: u64,
     /// Frames a connection may have waiting to be written. Answers to the agent's requests take
-    /// at most half and wait for room (the agent's requests are not read meanwhile); a push that
-    /// finds the queue full closes the connection, so an agent that stops reading holds no more
-    /// than this and never holds up pushes to the others.
+    /// at most half and wait for room (the agent's requests are not read meanwhile); a change
+    /// that finds the queue full is remembered as owed (once per key) and written from the newest
+    /// routes when room comes, so a slow agent is caught up, never cut off, and holds no more
+    /// than this plus one mark per subscription.
     pub write_queue_frames: usize,
+    /// How long an agent may read nothing at all while frames wait for it before it is
+    /// disconnected (and logged and counted as a slow reader), in milliseconds.
+    pub stalled_reader_timeout_ms: u64,
     /// Longest wait between retries while the database is unreachable, in milliseconds.
     pub db_retry_max_ms: u64,
     /// Push-empty protection: percent (0..=100) of the routes with hosts that may lose every
@@ -50,6 +54,7 @@ impl Default for SyncConfig {
             version_poll_ms: 1000,
             full_reload_secs: 10,
             write_queue_frames: 4096,
+            stalled_reader_timeout_ms: 30_000,
             db_retry_max_ms: 5000,
             push_empty_threshold: 50,
             route_change_retention_secs: 600,
@@ -83,6 +88,11 @@ impl ServiceConfig for DnsConfig {
             origin,
             "dns.write_queue_frames",
             self.dns.write_queue_frames as u64,
+        )?;
+        at_least_one(
+            origin,
+            "dns.stalled_reader_timeout_ms",
+            self.dns.stalled_reader_timeout_ms,
         )?;
         at_least_one(origin, "dns.db_retry_max_ms", self.dns.db_retry_max_ms)?;
         if self.dns.push_empty_threshold > 100 {
@@ -124,6 +134,11 @@ impl DnsConfig {
     /// The full reload period.
     pub fn full_reload(&self) -> Duration {
         Duration::from_secs(self.dns.full_reload_secs)
+    }
+
+    /// How long an agent may read nothing while frames wait for it.
+    pub fn stalled_reader_timeout(&self) -> Duration {
+        Duration::from_millis(self.dns.stalled_reader_timeout_ms)
     }
 
     /// The longest retry wait while the database is down.
@@ -191,6 +206,14 @@ mod tests {
                 .push_empty_threshold,
             100
         );
+    }
+
+    #[test]
+    fn zero_stalled_reader_timeout_is_refused_with_its_key() {
+        let err = parse("[dns]\nstalled_reader_timeout_ms = 0\n").unwrap_err();
+        assert!(err.contains("dns.stalled_reader_timeout_ms"), "{err}");
+        let set = parse("[dns]\nstalled_reader_timeout_ms = 1500\n").unwrap();
+        assert_eq!(set.stalled_reader_timeout(), Duration::from_millis(1500));
     }
 
     #[test]

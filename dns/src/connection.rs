@@ -1,36 +1,54 @@
 //! One agent connection: reads `GetRouteRequest` frames, subscribes the connection to each key
 //! and answers it from the current snapshot, and forwards pushed route changes for the keys it
 //! subscribed to. Writes go through the connection's own [`WriteQueue`] to a writer task, so
-//! nobody else ever waits for this agent, with two rules:
+//! nobody else ever waits for this agent, with three rules:
 //!
 //! - an answer waits for room: while the request at hand has none, the connection reads no more
 //!   requests (the agent's writes then back up in TCP), but still takes pushes and shutdown. An
 //!   agent re-asking every route it holds after a reconnect is served at the pace it reads.
-//! - a push never waits: one that finds the queue full closes the connection and is logged,
-//!   because the agent has stopped reading. Answers take at most half the queue, so a burst of
-//!   them leaves room for the pushes of an agent that does read.
+//! - a push never waits and is never dropped: a changed key that finds the queue full is *owed*
+//!   ([`Subscriptions::owe`]), once however often it changes, and while any key is owed new
+//!   changes join the owed keys. As the queue drains, owed keys are written from the snapshot
+//!   current then, each once: a slow agent is caught up with the newest state of what changed,
+//!   and its connection holds one queue plus one mark per subscription, however many changes it
+//!   missed. A connection that missed whole change batches (broadcast lag) owes every
+//!   subscription. Answers take at most half the queue, so a burst of them leaves room for
+//!   pushes.
+//! - an agent that reads nothing at all is closed: when the socket takes no byte for
+//!   `stalled_reader_timeout` while frames wait ([`WriterEnd::Stalled`]), the connection is
+//!   closed, logged and counted as a slow reader.
 //!
-//! So an agent that asks without ever reading holds one write queue (plus one write in flight)
-//! and one read buffer at most: it is no longer read from (counted in `paused`), and the next
-//! pushes for its keys close it. A protocol error closes this connection only.
+//! At shutdown the writer gets [`SHUTDOWN_DRAIN`] to hand over what is queued; an agent that does
+//! not take it by then is cut (logged and counted), so a stalled agent never holds up a stop.
+//! A protocol error closes this connection only.
 //!
 //! Requests are decoded one at a time; the one waiting for room is kept as its key, and its answer
 //! is read from the snapshot only once it has a place in the queue, when the connection also
-//! subscribes to it. So an answer is never older than a push queued before it.
+//! subscribes to it. Every frame, answer, push or owed key, is read from the snapshot current when
+//! it takes its place in the queue, and snapshots only move forward, so an answer is never older
+//! than a push queued before it, nor a push older than an answer.
 
-use crate::shared::{DnsShared, RouteChanges};
+use crate::shared::DnsShared;
 use crate::stats::DnsStats;
 use crate::subscriptions::Subscriptions;
-use crate::write_queue::{AnswerSlot, QueueError, WriteQueue};
+use crate::write_queue::{AnswerSlot, PushSlot, QueueError, WriteQueue, WriterEnd};
 use bytes::BytesMut;
 use lars_wire::RouteKey;
 use lars_wire::{FrameDecoder, Message, WireError};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+
+/// How long a connection's writer may go on handing queued frames to the agent once the service
+/// stops. An agent that reads takes a whole queue (4,096 frames, a few MB) in milliseconds even
+/// over a WAN link; waiting longer for one that does not only delays the restart.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -40,20 +58,27 @@ enum Close {
     ReadError(std::io::Error),
     Protocol(WireError),
     UnexpectedMessage(i32),
-    QueueFull,
+    /// The writer is gone; why is in its [`WriterEnd`].
     WriterGone,
+    /// The writer ended, for this reason.
+    Writer(WriterEnd),
 }
 
 impl From<QueueError> for Close {
     fn from(e: QueueError) -> Close {
         match e {
-            QueueError::Full => Close::QueueFull,
-            QueueError::WriterGone => Close::WriterGone,
+            // Only `WriteQueue::push` reports a full queue, and the connection does not use it.
+            QueueError::Full | QueueError::WriterGone => Close::WriterGone,
         }
     }
 }
 
-/// Serves one accepted connection until the peer closes, misbehaves or falls behind, or the
+/// The writer task's end, a panicked or aborted writer counting as a failed write.
+fn writer_end(joined: Result<WriterEnd, tokio::task::JoinError>) -> WriterEnd {
+    joined.unwrap_or_else(|e| WriterEnd::Failed(std::io::Error::other(e)))
+}
+
+/// Serves one accepted connection until the peer closes, misbehaves or stops reading, or the
 /// service shuts down.
 pub async fn serve(
     stream: TcpStream,
@@ -65,7 +90,7 @@ pub async fn serve(
     let mut changes = shared.changes.subscribe();
     let (mut reader, writer) = stream.into_split();
     let (queue, queued) = WriteQueue::new(shared.write_queue);
-    let writer = tokio::spawn(queued.write_to(writer));
+    let mut writer = tokio::spawn(queued.write_to(writer, shared.stalled_reader_timeout));
     let mut conn = Connection {
         peer,
         queue,
@@ -97,12 +122,17 @@ pub async fn serve(
                     break close;
                 }
             }
+            slot = conn.queue.push_slot(), if conn.subs.owes_any() => {
+                if let Err(close) = slot.map_err(Close::from).and_then(|slot| conn.catch_up(slot)) {
+                    break close;
+                }
+            }
             change = changes.recv() => {
                 let pushed = match change {
-                    Ok(batch) => conn.push(&batch),
+                    Ok(batch) => conn.push(&batch.keys),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        debug!(%peer, missed, "connection lagged behind route changes; resending its routes");
-                        conn.resend_all()
+                        conn.lagged(missed);
+                        Ok(())
                     }
                     Err(broadcast::error::RecvError::Closed) => Err(Close::Shutdown),
                 };
@@ -110,12 +140,19 @@ pub async fn serve(
                     break close;
                 }
             }
+            end = &mut writer => break Close::Writer(writer_end(end)),
             _ = shutdown.changed() => break Close::Shutdown,
         }
     };
+    // A queue error means the writer has ended or is ending: its end says why.
+    let close = match close {
+        Close::WriterGone => Close::Writer(writer_end((&mut writer).await)),
+        close => close,
+    };
 
     let subscriptions = conn.subs.len();
-    let stats = &conn.shared.stats;
+    let owed = conn.subs.owed();
+    let stats = conn.shared.stats.clone();
     match &close {
         Close::PeerClosed => {
             DnsStats::inc(&stats.peer_closed);
@@ -134,25 +171,44 @@ pub async fn serve(
             DnsStats::inc(&stats.protocol_errors);
             warn!(%peer, msgid, "unexpected message id (dns only takes GetRouteRequest, id 1); closing connection");
         }
-        Close::QueueFull => {
+        Close::Writer(WriterEnd::Stalled) => {
             DnsStats::inc(&stats.slow_closed);
-            warn!(%peer, queue = conn.shared.write_queue, "agent is not reading its pushes (write queue full); closing connection");
+            warn!(%peer, subscriptions, owed, timeout = ?conn.shared.stalled_reader_timeout,
+                "agent read nothing for the stalled-reader timeout; closing connection");
         }
-        Close::WriterGone => {
+        Close::Writer(WriterEnd::Failed(e)) => {
             DnsStats::inc(&stats.write_errors);
-            debug!(%peer, "connection write failed");
+            debug!(%peer, error = %e, "connection write failed");
+        }
+        Close::Writer(WriterEnd::Drained) | Close::WriterGone => {
+            DnsStats::inc(&stats.write_errors);
+            debug!(%peer, "connection writer ended early");
         }
     }
-    let abort = matches!(
-        close,
-        Close::QueueFull | Close::Protocol(_) | Close::UnexpectedMessage(_)
-    );
     drop(conn);
-    if abort {
-        writer.abort();
-    } else {
-        // The writer flushes what was queued, then closes its half.
-        let _ = writer.await;
+    match close {
+        // The writer has ended already.
+        Close::Writer(_) | Close::WriterGone => {}
+        Close::Protocol(_) | Close::UnexpectedMessage(_) => writer.abort(),
+        Close::Shutdown => drain(writer, peer, &stats).await,
+        // The writer flushes what was queued, then closes its half; an agent that reads nothing
+        // meanwhile is cut by the stalled-reader timeout.
+        Close::PeerClosed | Close::ReadError(_) => {
+            let _ = writer.await;
+        }
+    }
+}
+
+/// Lets the writer hand the agent what is queued for at most [`SHUTDOWN_DRAIN`], then cuts it.
+async fn drain(mut writer: JoinHandle<WriterEnd>, peer: SocketAddr, stats: &DnsStats) {
+    match tokio::time::timeout(SHUTDOWN_DRAIN, &mut writer).await {
+        Ok(end) => debug!(%peer, end = ?writer_end(end), "connection drained at shutdown"),
+        Err(_) => {
+            writer.abort();
+            DnsStats::inc(&stats.drain_cut);
+            warn!(%peer, drain = ?SHUTDOWN_DRAIN,
+                "agent did not take its last frames at shutdown; cutting the connection");
+        }
     }
 }
 
@@ -221,21 +277,57 @@ impl Connection {
         slot.send(self.shared.snapshot.load().frame(key));
     }
 
-    /// Queues the changed routes this connection subscribed to.
-    fn push(&mut self, changes: &RouteChanges) -> Result<(), Close> {
-        for key in self.subs.matching(&changes.keys) {
-            self.queue.push(changes.snapshot.frame(key))?;
-            DnsStats::inc(&self.shared.stats.pushes);
+    /// Queues the changed routes this connection subscribed to, from the current snapshot; those
+    /// without room, and all of them while the connection is catching up, become owed.
+    fn push(&mut self, changed: &HashSet<RouteKey>) -> Result<(), Close> {
+        let snapshot = self.shared.snapshot.load();
+        let was_owing = self.subs.owed();
+        for key in self.subs.matching(changed) {
+            if self.subs.owes_any() {
+                self.subs.owe(key);
+                continue;
+            }
+            match self.queue.try_push_slot()? {
+                Some(slot) => {
+                    slot.send(snapshot.frame(key));
+                    DnsStats::inc(&self.shared.stats.pushes);
+                }
+                None => {
+                    self.subs.owe(key);
+                }
+            }
+        }
+        if was_owing == 0 && self.subs.owes_any() {
+            info!(peer = %self.peer, queue = self.shared.write_queue, owed = self.subs.owed(),
+                "agent is behind on route changes (write queue full); catching it up as it reads");
         }
         Ok(())
     }
 
-    /// Queues every subscribed route from the current snapshot (after missing change batches).
-    fn resend_all(&mut self) -> Result<(), Close> {
-        let snapshot = self.shared.snapshot.load_full();
-        for key in self.subs.keys() {
-            self.queue.push(snapshot.frame(key))?;
-            DnsStats::inc(&self.shared.stats.pushes);
+    /// After missing `missed` change batches: every subscribed route is owed.
+    fn lagged(&mut self, missed: u64) {
+        DnsStats::inc(&self.shared.stats.lags);
+        let owed = self.subs.owe_all();
+        info!(peer = %self.peer, missed, owed,
+            "connection missed route change batches; catching the agent up on every route it holds");
+    }
+
+    /// Writes owed keys from the current snapshot into `slot` and whatever more room there is.
+    fn catch_up(&mut self, mut slot: PushSlot) -> Result<(), Close> {
+        let snapshot = self.shared.snapshot.load();
+        let stats = &self.shared.stats;
+        while let Some(key) = self.subs.next_owed() {
+            slot.send(snapshot.frame(key));
+            DnsStats::inc(&stats.pushes);
+            DnsStats::inc(&stats.caught_up);
+            if !self.subs.owes_any() {
+                info!(peer = %self.peer, "agent caught up on route changes");
+                break;
+            }
+            match self.queue.try_push_slot()? {
+                Some(more) => slot = more,
+                None => break,
+            }
         }
         Ok(())
     }
@@ -246,5 +338,106 @@ impl Drop for Connection {
         if self.waiting.is_some() {
             DnsStats::sub(&self.shared.stats.paused, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::{CHANGE_BACKLOG, RouteChanges};
+    use crate::snapshot::RouteSnapshot;
+    use lars_wire::HostAddr;
+    use lars_wire::messages::GetRouteResponse;
+    use std::net::Ipv4Addr;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    const KEYS: i32 = 50;
+
+    /// Every key (1, 0..KEYS) with `hosts` hosts.
+    fn snapshot(version: i64, hosts: u8) -> Arc<RouteSnapshot> {
+        let table = (0..KEYS)
+            .map(|cmdid| {
+                let list = (1..=hosts)
+                    .map(|last| HostAddr::new(Ipv4Addr::new(10, 0, 0, last), 80))
+                    .collect();
+                (RouteKey::new(1, cmdid), list)
+            })
+            .collect();
+        Arc::new(RouteSnapshot::build(version, table).0)
+    }
+
+    async fn next(
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+        decoder: &mut FrameDecoder,
+    ) -> GetRouteResponse {
+        loop {
+            if let Some(frame) = decoder.decode(buf).unwrap() {
+                match frame.decode().unwrap() {
+                    Message::GetRouteResponse(r) => return r,
+                    other => panic!("dns sent {other:?}"),
+                }
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(buf));
+            assert!(
+                read.await.expect("a frame within 5 s").unwrap() > 0,
+                "closed"
+            );
+        }
+    }
+
+    /// On the current-thread runtime the connection task runs only when the test yields, so
+    /// sending more batches than the broadcast keeps makes it lag for sure.
+    #[tokio::test]
+    async fn a_connection_that_missed_change_batches_is_caught_up_on_every_subscription() {
+        // A queue smaller than the subscriptions: the catch-up is paced by it.
+        let shared = Arc::new(DnsShared::new(16, Duration::from_secs(30)));
+        shared.snapshot.store(snapshot(1, 1));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut agent = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let served = tokio::spawn(serve(stream, peer, shared.clone(), shutdown));
+
+        let mut asks = BytesMut::new();
+        for cmdid in 0..KEYS {
+            lars_wire::frame::encode_get_route_request(1, cmdid, &mut asks);
+        }
+        agent.write_all(&asks).await.unwrap();
+        let (mut buf, mut decoder) = (BytesMut::new(), FrameDecoder::new());
+        for cmdid in 0..KEYS {
+            let answer = next(&mut agent, &mut buf, &mut decoder).await;
+            assert_eq!((answer.cmdid, answer.host.len()), (cmdid, 1));
+        }
+
+        // Every route gets a second host, but the batches that would say so are lost: each
+        // names an unrelated key, and there are more of them than the broadcast keeps.
+        let newer = snapshot(2, 2);
+        shared.snapshot.store(newer.clone());
+        for _ in 0..CHANGE_BACKLOG + 10 {
+            let changes = RouteChanges {
+                snapshot: newer.clone(),
+                keys: HashSet::from([RouteKey::new(9, 9)]),
+            };
+            shared.changes.send(Arc::new(changes)).unwrap();
+        }
+
+        let mut caught_up = HashSet::new();
+        while caught_up.len() < KEYS as usize {
+            let push = next(&mut agent, &mut buf, &mut decoder).await;
+            assert_eq!((push.modid, push.host.len()), (1, 2), "{push:?}");
+            assert!(caught_up.insert(push.cmdid), "{} pushed twice", push.cmdid);
+        }
+        let stats = &shared.stats;
+        assert_eq!(DnsStats::get(&stats.lags), 1);
+        assert_eq!(DnsStats::get(&stats.caught_up), KEYS as u64);
+        assert_eq!(DnsStats::get(&stats.owed_keys), 0);
+
+        drop(agent);
+        served.await.unwrap();
+        assert_eq!(DnsStats::get(&stats.peer_closed), 1);
     }
 }

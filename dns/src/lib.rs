@@ -7,8 +7,9 @@
 //! (and reloads fully every 10 s), swaps in a new snapshot, and broadcasts the changed keys; every
 //! connection pushes the ones it subscribed to. Each connection writes through its own bounded
 //! [`write_queue`], so a slow agent never holds up the others: an agent that asks faster than it
-//! reads is no longer read from until its answers have room, and one that stops reading is closed
-//! when a push finds its queue full ([`connection`]).
+//! reads is no longer read from until its answers have room; one that reads slowly is caught up
+//! with the newest state of each key that changed meanwhile, once per key; and only one that
+//! reads nothing at all for `stalled_reader_timeout_ms` is closed ([`connection`]).
 //!
 //! ```text
 //!  lars route add ──► RouteData/RouteChange/RouteVersion ──poll──► RouteSync ──swap──► snapshot

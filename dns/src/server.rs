@@ -1,6 +1,8 @@
 //! The dns service as a whole: binds the listener, starts the route synchroniser, and accepts
 //! agent connections up to `maxConn` once the first snapshot is loaded (until then connections
-//! wait in the kernel's backlog rather than being told that every route is empty).
+//! wait in the kernel's backlog rather than being told that every route is empty). At shutdown
+//! it stops accepting, gives the connections a bounded time to hand their agents what is queued,
+//! and cuts the rest, so a stalled agent never holds up a stop.
 
 use crate::config::DnsConfig;
 use crate::connection;
@@ -20,6 +22,10 @@ use tracing::{info, warn};
 
 /// Refused connections logged one by one; after that one line per this many.
 const REFUSALS_LOGGED_EVERY: u64 = 1000;
+
+/// How long a stopping service waits for all its connections: the per-connection drain and as
+/// much again for the connections' own closing.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(2 * connection::SHUTDOWN_DRAIN.as_secs());
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +61,10 @@ impl DnsServer {
         let addr = listener
             .local_addr()
             .map_err(|source| DnsError::Bind { addr: want, source })?;
-        let shared = Arc::new(DnsShared::new(config.dns.write_queue_frames));
+        let shared = Arc::new(DnsShared::new(
+            config.dns.write_queue_frames,
+            config.stalled_reader_timeout(),
+        ));
         let timing = SyncTiming {
             version_poll: config.version_poll(),
             full_reload: config.full_reload(),
@@ -142,12 +151,21 @@ impl DnsServer {
         }
         info!(connections = connections.len(), "lars-dns stopping");
         drop(listener);
+        // Each connection bounds its own drain (`connection::SHUTDOWN_DRAIN`); this bounds the
+        // rest, such as a connection whose agent closed its side and that is flushing to it.
         let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain)
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, drain)
             .await
             .is_err()
         {
+            let cut = connections.len();
+            shared
+                .stats
+                .drain_cut
+                .fetch_add(cut as u64, std::sync::atomic::Ordering::Relaxed);
+            warn!(cut, deadline = ?SHUTDOWN_DEADLINE, "connections still writing at the shutdown deadline; cutting them");
             connections.abort_all();
+            while connections.join_next().await.is_some() {}
         }
         let _ = sync_task.await;
         info!(stats = %shared.stats, "lars-dns stopped");

@@ -29,13 +29,22 @@ pub struct DnsStats {
     pub write_errors: AtomicU64,
     /// Connections closed for a protocol error (bad length, unknown msgid, undecodable body).
     pub protocol_errors: AtomicU64,
-    /// Connections closed because a push found their write queue full (the agent stopped
-    /// reading).
+    /// Connections closed because the agent read nothing for the stalled-reader timeout while
+    /// frames waited for it.
     pub slow_closed: AtomicU64,
     /// Connections whose requests are not being read now, because the answer at hand waits for
     /// room in their write queue: an agent asking faster than it reads (for a moment), or one
-    /// that does not read at all (until a push finds its queue full).
+    /// that does not read at all (until the stalled-reader timeout closes it).
     pub paused: AtomicU64,
+    /// Keys owed now, over all connections: changed while their connection's write queue had no
+    /// room, to be written from the newest snapshot once it has. At most one per subscription.
+    pub owed_keys: AtomicU64,
+    /// Owed keys written (catch-up pushes; also counted in `pushes`).
+    pub caught_up: AtomicU64,
+    /// Times a connection missed change batches (broadcast lag) and owed every subscription.
+    pub lags: AtomicU64,
+    /// Connections cut at shutdown because their agent did not take its last frames in time.
+    pub drain_cut: AtomicU64,
     /// `GetRouteRequest`s read.
     pub requests_received: AtomicU64,
     /// `GetRouteRequest`s answered.
@@ -74,6 +83,10 @@ impl Default for DnsStats {
             protocol_errors: AtomicU64::default(),
             slow_closed: AtomicU64::default(),
             paused: AtomicU64::default(),
+            owed_keys: AtomicU64::default(),
+            caught_up: AtomicU64::default(),
+            lags: AtomicU64::default(),
+            drain_cut: AtomicU64::default(),
             requests_received: AtomicU64::default(),
             requests: AtomicU64::default(),
             subscriptions: AtomicU64::default(),
@@ -99,7 +112,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 20] = [
+pub static FIELDS: [Field<DnsStats>; 24] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -149,6 +162,26 @@ pub static FIELDS: [Field<DnsStats>; 20] = [
         "lars_dns_connections_paused",
         "Connections not read from until their answers have room.",
         read!(paused),
+    ),
+    Field::gauge(
+        "lars_dns_owed_keys",
+        "Subscribed keys changed while their connection's write queue was full, to be written once it has room.",
+        read!(owed_keys),
+    ),
+    Field::counter(
+        "lars_dns_catch_up_pushes_total",
+        "Owed keys written from the newest snapshot (also in lars_dns_pushes_total).",
+        read!(caught_up),
+    ),
+    Field::counter(
+        "lars_dns_change_lags_total",
+        "Times a connection missed route change batches and owed every subscription.",
+        read!(lags),
+    ),
+    Field::counter(
+        "lars_dns_shutdown_cut_total",
+        "Connections cut at shutdown because the agent did not take its last frames in time.",
+        read!(drain_cut),
     ),
     Field::counter(
         "lars_dns_requests_total",
@@ -248,14 +281,18 @@ impl fmt::Display for DnsStats {
         write!(
             f,
             "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
-             paused={} requests={} subscriptions={} pushes={} polls={} reloads={} db_errors={} \
-             version={} routes={} push_empty_held={}",
+             paused={} owed_keys={} caught_up={} lags={} drain_cut={} requests={} subscriptions={} \
+             pushes={} polls={} reloads={} db_errors={} version={} routes={} push_empty_held={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
             g(&self.protocol_errors),
             g(&self.slow_closed),
             g(&self.paused),
+            g(&self.owed_keys),
+            g(&self.caught_up),
+            g(&self.lags),
+            g(&self.drain_cut),
             g(&self.requests),
             g(&self.subscriptions),
             g(&self.pushes),

@@ -1,24 +1,34 @@
 //! One connection's subscription set: the keys an agent asked for on that connection, which are
-//! the keys it gets pushes for. Owned by the connection's task alone (no locks); dropping it
-//! with the connection drops every subscription the connection had.
+//! the keys it gets pushes for, and among them the keys it is *owed*: those that changed while
+//! its write queue had no room for the push. An owed key is remembered once however often it
+//! changes, and written from the snapshot current when room comes, so a connection that falls
+//! behind holds at most one mark per subscription, never one per change. Owned by the
+//! connection's task alone (no locks); dropping it with the connection drops every subscription
+//! and owed key the connection had.
 
 use crate::stats::DnsStats;
 use lars_wire::RouteKey;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-/// The keys one connection is subscribed to.
+/// The keys one connection is subscribed to, and those it is owed.
 #[derive(Debug)]
 pub struct Subscriptions {
     keys: HashSet<RouteKey>,
+    /// Owed keys, each once; `owed_order` holds the same keys in the order they became owed, so
+    /// the oldest debt is paid first and taking one is O(1).
+    owed: HashSet<RouteKey>,
+    owed_order: VecDeque<RouteKey>,
     stats: Arc<DnsStats>,
 }
 
 impl Subscriptions {
-    /// An empty set that keeps the service-wide subscription gauge up to date.
+    /// An empty set that keeps the service-wide subscription and owed-key gauges up to date.
     pub fn new(stats: Arc<DnsStats>) -> Subscriptions {
         Subscriptions {
             keys: HashSet::new(),
+            owed: HashSet::new(),
+            owed_order: VecDeque::new(),
             stats,
         }
     }
@@ -68,11 +78,57 @@ impl Subscriptions {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Marks subscribed `key` owed; true when it was not owed yet. A key not subscribed is
+    /// ignored.
+    pub fn owe(&mut self, key: RouteKey) -> bool {
+        if !self.keys.contains(&key) || !self.owed.insert(key) {
+            return false;
+        }
+        self.owed_order.push_back(key);
+        DnsStats::inc(&self.stats.owed_keys);
+        true
+    }
+
+    /// Marks every subscribed key owed (after change batches were missed); returns how many
+    /// became owed.
+    pub fn owe_all(&mut self) -> usize {
+        let before = self.owed.len();
+        for &key in &self.keys {
+            if self.owed.insert(key) {
+                self.owed_order.push_back(key);
+            }
+        }
+        let added = self.owed.len() - before;
+        self.stats
+            .owed_keys
+            .fetch_add(added as u64, std::sync::atomic::Ordering::Relaxed);
+        added
+    }
+
+    /// Whether any key is owed.
+    pub fn owes_any(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
+    /// Number of owed keys.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Takes the key owed longest, which is no longer owed then.
+    pub fn next_owed(&mut self) -> Option<RouteKey> {
+        let key = self.owed_order.pop_front()?;
+        self.owed.remove(&key);
+        DnsStats::sub(&self.stats.owed_keys, 1);
+        Some(key)
+    }
 }
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         DnsStats::sub(&self.stats.subscriptions, self.keys.len() as u64);
+        DnsStats::sub(&self.stats.owed_keys, self.owed.len() as u64);
     }
 }
 
@@ -89,8 +145,11 @@ mod tests {
         assert!(!subs.subscribe(RouteKey::new(1, 1)));
         assert!(subs.subscribe(RouteKey::new(1, 2)));
         assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 2);
+        subs.owe(RouteKey::new(1, 2));
+        assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 1);
         drop(subs);
         assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -100,5 +159,49 @@ mod tests {
         subs.subscribe(RouteKey::new(2, 2));
         let changed = HashSet::from([RouteKey::new(2, 2), RouteKey::new(3, 3)]);
         assert_eq!(subs.matching(&changed), vec![RouteKey::new(2, 2)]);
+    }
+
+    #[test]
+    fn a_key_changed_many_times_is_owed_once_oldest_first() {
+        let stats = Arc::new(DnsStats::default());
+        let mut subs = Subscriptions::new(stats.clone());
+        let (a, b) = (RouteKey::new(1, 1), RouteKey::new(1, 2));
+        subs.subscribe(a);
+        subs.subscribe(b);
+        for _ in 0..1000 {
+            subs.owe(b);
+            subs.owe(a);
+        }
+        assert_eq!(subs.owed(), 2);
+        assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 2);
+        assert_eq!(subs.next_owed(), Some(b));
+        assert_eq!(subs.next_owed(), Some(a));
+        assert_eq!(subs.next_owed(), None);
+        assert!(!subs.owes_any());
+        assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 0);
+        // Paid, then changed again: owed again.
+        assert!(subs.owe(a));
+    }
+
+    #[test]
+    fn only_subscribed_keys_are_owed() {
+        let mut subs = Subscriptions::new(Arc::new(DnsStats::default()));
+        assert!(!subs.owe(RouteKey::new(9, 9)));
+        assert!(!subs.owes_any());
+    }
+
+    #[test]
+    fn owing_all_marks_each_subscription_once() {
+        let stats = Arc::new(DnsStats::default());
+        let mut subs = Subscriptions::new(stats.clone());
+        for cmdid in 0..100 {
+            subs.subscribe(RouteKey::new(1, cmdid));
+        }
+        subs.owe(RouteKey::new(1, 7));
+        assert_eq!(subs.owe_all(), 99);
+        assert_eq!(subs.owe_all(), 0);
+        assert_eq!(subs.owed(), 100);
+        assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 100);
+        assert_eq!(subs.next_owed(), Some(RouteKey::new(1, 7)), "oldest first");
     }
 }

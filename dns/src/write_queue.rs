@@ -6,19 +6,23 @@
 //!   ([`WriteQueue::answer_slot`]): the connection reads no further requests meanwhile, so an
 //!   agent that asks faster than it reads (one re-asking 100,000 routes after a reconnect) is
 //!   slowed down by TCP, never closed;
-//! - **pushes** never wait ([`WriteQueue::push`]): a push that finds the queue full means the
-//!   agent has stopped reading, and the caller closes the connection. The half that answers
-//!   cannot take is what keeps a burst of answers in flight from making a reading agent look
-//!   stalled to the next push.
+//! - **pushes** take any free place and never wait in the queue: [`WriteQueue::try_push_slot`]
+//!   says at once whether there is room, and a connection that finds none remembers the key
+//!   instead (the agent is caught up from the newest snapshot once [`WriteQueue::push_slot`]
+//!   finds room again, see [`crate::connection`]). The half that answers cannot take is what
+//!   keeps a burst of answers from crowding out the pushes of an agent that reads.
 //!
 //! Frames leave in the order they were queued, answers and pushes alike. The writer takes up to
 //! 256 frames at a time out of the queue for one write; an answer keeps its place in the answers'
 //! half until it has been written. So whatever the agent does, a connection holds at most one
-//! queue of frames plus one write in flight. Used by [`crate::connection`] only; the writer is the
-//! only task that touches the connection's write half.
+//! queue of frames plus one write in flight. The writer is also the judge of a stalled reader:
+//! when the socket takes no byte for `stalled_after` while it has a write pending, it gives up and
+//! says so ([`WriterEnd::Stalled`]). Used by [`crate::connection`] only; the writer is the only
+//! task that touches the connection's write half.
 
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
@@ -28,12 +32,24 @@ const WRITE_BATCH: usize = 256;
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    /// Every place in the queue is taken (only pushes see this; answers wait).
+    /// Every place in the queue is taken (only [`WriteQueue::push`] says so; answers wait).
     #[error("write queue full")]
     Full,
-    /// The writer has stopped (the socket failed).
+    /// The writer has stopped (the socket failed or the agent stalled).
     #[error("connection writer gone")]
     WriterGone,
+}
+
+/// How the writer task ended.
+#[derive(Debug)]
+pub enum WriterEnd {
+    /// Every [`WriteQueue`] was dropped and everything queued was written.
+    Drained,
+    /// The socket took no byte for the stalled-reader timeout while a write was pending: the
+    /// agent reads nothing.
+    Stalled,
+    /// A write failed.
+    Failed(std::io::Error),
 }
 
 /// The sending side of one connection's write queue.
@@ -56,6 +72,12 @@ pub struct QueuedFrames {
 pub struct AnswerSlot {
     frame: mpsc::OwnedPermit<Queued>,
     answer: OwnedSemaphorePermit,
+}
+
+/// A place in the queue held for one push, built (like an answer) only once the place is there.
+#[derive(Debug)]
+pub struct PushSlot {
+    frame: mpsc::OwnedPermit<Queued>,
 }
 
 #[derive(Debug)]
@@ -84,11 +106,9 @@ impl WriteQueue {
             Err(TryAcquireError::NoPermits) => return Ok(None),
             Err(TryAcquireError::Closed) => return Err(QueueError::WriterGone),
         };
-        match self.frames.clone().try_reserve_owned() {
-            Ok(frame) => Ok(Some(AnswerSlot { frame, answer })),
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(None),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::WriterGone),
-        }
+        Ok(self
+            .try_push_slot()?
+            .map(|PushSlot { frame }| AnswerSlot { frame, answer }))
     }
 
     /// Waits until there is a place for an answer. Cancel-safe: dropping the future gives back
@@ -100,26 +120,35 @@ impl WriteQueue {
             .acquire_owned()
             .await
             .map_err(|_| QueueError::WriterGone)?;
+        let PushSlot { frame } = self.push_slot().await?;
+        Ok(AnswerSlot { frame, answer })
+    }
+
+    /// A place for a push if there is one now.
+    pub fn try_push_slot(&self) -> Result<Option<PushSlot>, QueueError> {
+        match self.frames.clone().try_reserve_owned() {
+            Ok(frame) => Ok(Some(PushSlot { frame })),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::WriterGone),
+        }
+    }
+
+    /// Waits until there is a place for a push. Cancel-safe, as [`WriteQueue::answer_slot`].
+    pub async fn push_slot(&self) -> Result<PushSlot, QueueError> {
         let frame = self
             .frames
             .clone()
             .reserve_owned()
             .await
             .map_err(|_| QueueError::WriterGone)?;
-        Ok(AnswerSlot { frame, answer })
+        Ok(PushSlot { frame })
     }
 
-    /// Queues a pushed frame without waiting; [`QueueError::Full`] when the agent is that far
-    /// behind.
+    /// Queues a pushed frame without waiting; [`QueueError::Full`] when there is no room.
     pub fn push(&self, frame: Bytes) -> Result<(), QueueError> {
-        let queued = Queued {
-            frame,
-            _answer: None,
-        };
-        self.frames.try_send(queued).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::WriterGone,
-        })
+        let slot = self.try_push_slot()?.ok_or(QueueError::Full)?;
+        slot.send(frame);
+        Ok(())
     }
 }
 
@@ -133,30 +162,64 @@ impl AnswerSlot {
     }
 }
 
+impl PushSlot {
+    /// Queues the push in the place held for it.
+    pub fn send(self, frame: Bytes) {
+        self.frame.send(Queued {
+            frame,
+            _answer: None,
+        });
+    }
+}
+
 impl QueuedFrames {
     /// Writes queued frames into `writer` until every [`WriteQueue`] is dropped (then shuts the
-    /// write side down) or a write fails.
-    pub async fn write_to<W: AsyncWrite + Unpin>(mut self, mut writer: W) {
+    /// write side down), a write fails, or the socket takes no byte for `stalled_after` while a
+    /// write is pending.
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        mut self,
+        mut writer: W,
+        stalled_after: Duration,
+    ) -> WriterEnd {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         let mut out = BytesMut::new();
         while self.frames.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-            let result = if let [one] = &batch[..] {
-                writer.write_all(&one.frame).await
+            let bytes = if let [one] = &batch[..] {
+                &one.frame[..]
             } else {
                 out.clear();
                 for queued in &batch {
                     out.extend_from_slice(&queued.frame);
                 }
-                writer.write_all(&out).await
+                &out[..]
             };
+            let written = write_all(&mut writer, bytes, stalled_after).await;
             // Gives the written answers' places back.
             batch.clear();
-            if result.is_err() {
-                return;
+            if let Err(end) = written {
+                return end;
             }
         }
         let _ = writer.shutdown().await;
+        WriterEnd::Drained
     }
+}
+
+/// Writes all of `bytes`, as long as each write takes at least one byte within `stalled_after`.
+async fn write_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut bytes: &[u8],
+    stalled_after: Duration,
+) -> Result<(), WriterEnd> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stalled_after, writer.write(bytes)).await {
+            Err(_) => return Err(WriterEnd::Stalled),
+            Ok(Ok(0)) => return Err(WriterEnd::Failed(std::io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => return Err(WriterEnd::Failed(e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -229,15 +292,62 @@ mod tests {
         queue.push(frame(2)).unwrap();
 
         let (socket, mut agent) = tokio::io::duplex(64);
-        let writer = tokio::spawn(queued.write_to(socket));
+        let writer = tokio::spawn(queued.write_to(socket, Duration::from_secs(10)));
         let slot = queue.answer_slot().await.unwrap();
         slot.send(frame(3));
         queue.push(frame(4)).unwrap();
         drop(queue);
-        writer.await.unwrap();
+        assert!(matches!(writer.await.unwrap(), WriterEnd::Drained));
 
         let mut written = Vec::new();
         agent.read_to_end(&mut written).await.unwrap();
         assert_eq!(written, [1, 2, 3, 4], "in the order queued");
+    }
+
+    #[tokio::test]
+    async fn a_push_slot_waits_for_room_and_keeps_the_order() {
+        let (queue, queued) = WriteQueue::new(2);
+        queue.push(frame(1)).unwrap();
+        queue.push(frame(2)).unwrap();
+        assert!(queue.try_push_slot().unwrap().is_none());
+        assert_eq!(queue.push(frame(9)), Err(QueueError::Full));
+
+        let (socket, mut agent) = tokio::io::duplex(64);
+        let writer = tokio::spawn(queued.write_to(socket, Duration::from_secs(10)));
+        queue.push_slot().await.unwrap().send(frame(3));
+        drop(queue);
+        assert!(matches!(writer.await.unwrap(), WriterEnd::Drained));
+        let mut written = Vec::new();
+        agent.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_nothing_stalls_the_writer() {
+        let (queue, queued) = WriteQueue::new(8);
+        // More than the 4-byte pipe takes while nobody reads it.
+        for i in 0..8 {
+            queue.push(frame(i)).unwrap();
+        }
+        let (socket, _agent) = tokio::io::duplex(4);
+        let end = queued.write_to(socket, Duration::from_millis(100)).await;
+        assert!(matches!(end, WriterEnd::Stalled), "{end:?}");
+        assert_eq!(queue.push(frame(1)), Err(QueueError::WriterGone));
+    }
+
+    #[tokio::test]
+    async fn a_reader_taking_a_byte_at_a_time_is_not_stalled() {
+        let (queue, queued) = WriteQueue::new(64);
+        for i in 0..64 {
+            queue.push(frame(i)).unwrap();
+        }
+        drop(queue);
+        // The pipe takes one byte at a time: every write makes progress, none takes everything.
+        let (socket, mut agent) = tokio::io::duplex(1);
+        let writer = tokio::spawn(queued.write_to(socket, Duration::from_secs(5)));
+        let mut written = Vec::new();
+        agent.read_to_end(&mut written).await.unwrap();
+        assert_eq!(written, (0..64).collect::<Vec<u8>>());
+        assert!(matches!(writer.await.unwrap(), WriterEnd::Drained));
     }
 }

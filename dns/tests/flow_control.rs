@@ -1,7 +1,8 @@
 //! Flow control on one connection, over real TCP: a burst of requests far larger than the write
 //! queue is answered in full (the agent is slowed down, never closed, even when a push comes in
-//! the middle), while an agent that stops reading is no longer read from, is closed by the pushes
-//! that find its queue full, and never holds up the others.
+//! the middle), while an agent that stops reading is no longer read from, owes no more than its
+//! subscriptions however many changes come, is closed once it has read nothing for the
+//! stalled-reader timeout, and never holds up the others.
 
 mod common;
 
@@ -121,11 +122,11 @@ async fn a_push_during_a_burst_finds_room_and_the_agent_stays_connected() {
         .unwrap();
     let stats = dns.stats.clone();
     eventually(
-        "the change is pushed or found no room",
+        "the change is pushed or owed",
         Duration::from_secs(5),
         || {
             let done = lars_dns::DnsStats::get(&stats.pushes)
-                + lars_dns::DnsStats::get(&stats.slow_closed)
+                + lars_dns::DnsStats::get(&stats.owed_keys)
                 > 0;
             async move { done }
         },
@@ -169,8 +170,8 @@ async fn a_push_during_a_burst_finds_room_and_the_agent_stays_connected() {
 
 /// An agent that asks over and over without reading a byte. Once its socket buffers and its
 /// answers' half of the write queue are full it is no longer read from, while every other
-/// connection is served; the pushes for its key then pile up in its queue until one finds it full
-/// and the service closes it.
+/// connection is served; the changes to its key leave it owing that one key (not one frame per
+/// change), and once it has read nothing for the stalled-reader timeout the service closes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_stops_reading_is_closed_and_others_still_get_pushes() {
     const FLOOD: usize = 1_000_000;
@@ -184,7 +185,11 @@ async fn an_agent_that_stops_reading_is_closed_and_others_still_get_pushes() {
             .await
             .unwrap();
     }
-    let dns = TestDns::start(db.url(), |c| c.dns.write_queue_frames = 4).await;
+    let dns = TestDns::start(db.url(), |c| {
+        c.dns.write_queue_frames = 4;
+        c.dns.stalled_reader_timeout_ms = 1_000;
+    })
+    .await;
     let mut reader = TestAgent::connect(dns.addr).await;
     assert_eq!(reader.route(40, 1).await.host.len(), 50);
     let mut stalled = TestAgent::connect(dns.addr).await;
@@ -209,11 +214,18 @@ async fn an_agent_that_stops_reading_is_closed_and_others_still_get_pushes() {
     let mut newcomer = TestAgent::connect(dns.addr).await;
     assert_eq!(newcomer.route(40, 1).await.host.len(), 50);
 
-    // Every change pushes (40, 1) to all three; the stalled agent's pushes stay in its queue.
+    // Every change pushes (40, 1) to all three; the stalled agent's stay in its queue, then the
+    // key is owed, once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while dns.get(|s| &s.slow_closed) == 0 {
         assert!(
-            route_hosts < 70,
-            "20 pushes and the stalled agent is still open"
+            tokio::time::Instant::now() < deadline,
+            "{} changes and the stalled agent is still open",
+            route_hosts - 50
+        );
+        assert!(
+            dns.get(|s| &s.owed_keys) <= 1,
+            "one subscription, one owed key"
         );
         route_hosts += 1;
         store
@@ -239,6 +251,11 @@ async fn an_agent_that_stops_reading_is_closed_and_others_still_get_pushes() {
     .await;
     assert_eq!(dns.get(|s| &s.slow_closed), 1);
     assert_eq!(dns.get(|s| &s.paused), 0);
+    assert_eq!(
+        dns.get(|s| &s.owed_keys),
+        0,
+        "the closed agent's debt is gone"
+    );
     assert!(
         dns.get(|s| &s.requests) < FLOOD as u64,
         "the stalled agent's requests stopped being read long before its flood ended"

@@ -90,7 +90,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Every reason, in [`WorkerStats::drops`] order.
+    /// Every reason, in `WorkerStats::drops` order.
     pub const ALL: [DropReason; 6] = [
         DropReason::Short,
         DropReason::BadLength,
@@ -456,27 +456,10 @@ impl Collector for AgentStats {
     }
 }
 
-/// Reads one sample, `name{labels}` with `labels` as the text writes them (empty for none),
-/// from a scrape's text, through [`lars_service::metrics::Samples`].
-pub fn sample(text: &str, name: &str, labels: &str) -> Option<u64> {
-    let selector = if labels.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    lars_service::metrics::Samples::parse(text)
-        .select(&selector)
-        .map(|v| v as u64)
-}
-
-/// The sum of a metric over every label set.
-pub fn sum(text: &str, name: &str) -> u64 {
-    lars_service::metrics::Samples::parse(text).sum(name, &[]) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lars_service::metrics::Samples;
 
     #[test]
     fn rendered_counters_read_back() {
@@ -485,33 +468,31 @@ mod tests {
         stats.workers[0].dropped(DropReason::BadBody);
         stats.workers[0].replies[3].inc();
         stats.dns.up.set(1);
-        let text = stats.render();
-        assert_eq!(sample(&text, "lars_agent_workers", ""), Some(2));
+        let samples = Samples::parse(&stats.render());
+        assert_eq!(samples.get("lars_agent_workers", &[]), Some(2.0));
         assert_eq!(
-            sample(&text, "lars_agent_get_host_total", "worker=\"1\""),
-            Some(7)
+            samples.get("lars_agent_get_host_total", &[("worker", "1")]),
+            Some(7.0)
         );
         assert_eq!(
-            sample(
-                &text,
+            samples.get(
                 "lars_agent_drops_total",
-                "worker=\"0\",reason=\"bad_body\""
+                &[("worker", "0"), ("reason", "bad_body")]
             ),
-            Some(1)
+            Some(1.0)
         );
         assert_eq!(
-            sample(
-                &text,
+            samples.get(
                 "lars_agent_replies_total",
-                "worker=\"0\",retcode=\"noexist\""
+                &[("worker", "0"), ("retcode", "noexist")]
             ),
-            Some(1)
+            Some(1.0)
         );
         assert_eq!(
-            sample(&text, "lars_agent_uplink_up", "uplink=\"dns\""),
-            Some(1)
+            samples.get("lars_agent_uplink_up", &[("uplink", "dns")]),
+            Some(1.0)
         );
-        assert_eq!(sum(&text, "lars_agent_get_host_total"), 7);
-        assert_eq!(sum(&text, "lars_agent_drops_total"), 1);
+        assert_eq!(samples.sum("lars_agent_get_host_total", &[]), 7.0);
+        assert_eq!(samples.sum("lars_agent_drops_total", &[]), 1.0);
     }
 }

@@ -59,7 +59,7 @@ fn auto_falls_back_to_portable_when_the_probe_is_told_to_fail() {
     system.start_agent(&["env", "LARS_AGENT_FORCE_URING_FAILURE=1"], "");
     let agent = system.agent();
     let stats = system.agent_stats();
-    for worker in 0..system.stat("lars_agent_workers", "") {
+    for worker in 0..system.stat("lars_agent_workers", &[]) {
         assert_eq!(driver_of(&stats, worker).as_deref(), Some("portable"));
     }
     assert_eq!(agent.field("io"), "portable");

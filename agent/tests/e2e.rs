@@ -134,17 +134,17 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
     eventually(
         "the agent notices dns is gone",
         Duration::from_secs(5),
-        || (system.stat("lars_agent_uplink_up", "uplink=\"dns\"") == 0).then_some(()),
+        || (system.stat("lars_agent_uplink_up", &[("uplink", "dns")]) == 0).then_some(()),
     );
     add(&system, 3, 3, host(2));
     // Let the reconnect backoff reach its longest wait (100, 200, 400, 800, then 1000 ms): the
     // change must still arrive within one longest wait of dns coming back.
-    let failures = system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"");
+    let failures = system.stat("lars_agent_uplink_failures_total", &[("uplink", "dns")]);
     eventually(
         "the dns uplink's backoff reaches its longest wait",
         Duration::from_secs(10),
         || {
-            (system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"") >= failures + 4)
+            (system.stat("lars_agent_uplink_failures_total", &[("uplink", "dns")]) >= failures + 4)
                 .then_some(())
         },
     );
@@ -160,7 +160,7 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
         "change arrived {:?} after lars-dns was back",
         back.elapsed()
     );
-    assert!(system.stat("lars_agent_uplink_reconnects_total", "uplink=\"dns\"") >= 1);
+    assert!(system.stat("lars_agent_uplink_reconnects_total", &[("uplink", "dns")]) >= 1);
 }
 
 fn a_reporter_restart_loses_no_routes_final_statistics(io: &'static str) {
@@ -184,8 +184,8 @@ fn a_reporter_restart_loses_no_routes_final_statistics(io: &'static str) {
         "the agent holds statistics for the reporter it lost",
         Duration::from_secs(5),
         || {
-            (system.stat("lars_agent_uplink_up", "uplink=\"report\"") == 0
-                && system.stat("lars_agent_uplink_pending", "uplink=\"report\"") >= 1)
+            (system.stat("lars_agent_uplink_up", &[("uplink", "report")]) == 0
+                && system.stat("lars_agent_uplink_pending", &[("uplink", "report")]) >= 1)
                 .then_some(())
         },
     );

@@ -1,17 +1,18 @@
 //! Process-level harness for the agent's end-to-end tests: the real `lars-dns`, `lars-reporter`,
 //! `lars-agent` and `lars` binaries on ports the OS picks, sharing one embedded store.
 
+// Each test binary uses its own part of the harness.
 #![allow(dead_code)]
 
-use lars_agent::stats::{sample, sum};
+use lars_service::metrics::{Samples, scrape};
 use lars_store::StoreUrl;
 use lars_wire::{Client, ClientConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use lars_service::testing::ServiceProcess as Service;
+pub use lars_service::testing::{ServiceProcess as Service, eventually};
 
 /// Path of a workspace binary, built once per test process so it is never stale.
 pub fn binary(name: &str) -> PathBuf {
@@ -66,34 +67,38 @@ macro_rules! on_both_drivers {
     };
 }
 
-/// The driver worker `worker` runs, as the stats text `text` says
+/// The driver worker `worker` runs, as its metrics say
 /// (`lars_agent_worker_driver{worker="W",driver="D"} 1`).
-pub fn driver_of(text: &str, worker: u64) -> Option<String> {
-    let prefix = format!("lars_agent_worker_driver{{worker=\"{worker}\",driver=\"");
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(&prefix)?;
-        let (driver, value) = rest.split_once("\"} ")?;
-        (value.trim() == "1").then(|| driver.to_string())
-    })
+pub fn driver_of(samples: &Samples, worker: u64) -> Option<String> {
+    let worker = worker.to_string();
+    samples
+        .iter()
+        .find(|s| {
+            s.name == "lars_agent_worker_driver"
+                && s.value == 1.0
+                && s.labels.get("worker") == Some(&worker)
+        })
+        .and_then(|s| s.labels.get("driver").cloned())
 }
 
-/// Every worker's driver, once the stats endpoint at `addr` names one for each (the agent's
+/// Every worker's driver, once the metrics endpoint at `addr` names one for each (the agent's
 /// readiness: a worker's driver gauge appears once its loop runs).
 pub fn drivers_when_ready(addr: SocketAddr) -> Vec<String> {
     eventually(
-        "the stats endpoint names every worker's driver",
+        "the metrics endpoint names every worker's driver",
         Duration::from_secs(10),
         || {
-            let text = lars_agent::admin::fetch(addr, Duration::from_secs(2)).ok()?;
-            let workers = sample(&text, "lars_agent_workers", "")?;
-            (0..workers).map(|w| driver_of(&text, w)).collect()
+            let samples = scrape(&addr.to_string(), Duration::from_secs(2)).ok()?;
+            let workers = samples.get("lars_agent_workers", &[])? as u64;
+            (0..workers)
+                .map(|w| driver_of(&samples, w))
+                .collect::<Option<Vec<_>>>()
         },
     )
 }
 
 impl System {
     /// Starts dns and reporter (on OS-chosen ports) and an agent pointed at them.
-    #[allow(dead_code)]
     pub fn start() -> System {
         System::start_on(DEFAULT_IO)
     }
@@ -188,18 +193,21 @@ impl System {
         .unwrap()
     }
 
-    /// The agent's counters.
-    pub fn agent_stats(&self) -> String {
-        let addr: SocketAddr = self.agent().field("stats").parse().unwrap();
-        lars_agent::admin::fetch(addr, Duration::from_secs(2)).expect("agent stats")
+    /// The agent's counters now.
+    pub fn agent_stats(&self) -> Samples {
+        self.agent().scrape()
     }
 
-    pub fn stat(&self, name: &str, labels: &str) -> u64 {
-        sample(&self.agent_stats(), name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}}"))
+    /// One of the agent's counters, `name` with exactly `labels`; fails the test when absent.
+    pub fn stat(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.agent_stats()
+            .get(name, labels)
+            .unwrap_or_else(|| panic!("no {name}{labels:?}")) as u64
     }
 
+    /// The sum of one of the agent's counters over every label set.
     pub fn stat_sum(&self, name: &str) -> u64 {
-        sum(&self.agent_stats(), name)
+        self.agent_stats().sum(name, &[]) as u64
     }
 
     /// Runs the `lars` CLI against the system's store.
@@ -216,20 +224,5 @@ impl System {
             String::from_utf8_lossy(&out.stderr)
         );
         out
-    }
-}
-
-/// Retries `check` until it returns Some, failing after `within`.
-pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -174,10 +174,7 @@ impl Agent {
                 .collect();
             dns_rxs.push(dns_rx);
             report_rxs.push(report_rx);
-            links.push(WorkerLink {
-                inbox: inbox_tx,
-                wake: wake.clone(),
-            });
+            links.push(WorkerLink { inbox: inbox_tx });
             setups.push(WorkerSetup {
                 worker,
                 core,
@@ -366,7 +363,7 @@ fn worker_cores(wanted: &[usize]) -> Result<Vec<Option<core_affinity::CoreId>>, 
     Ok(chosen.into_iter().map(Some).collect())
 }
 
-/// Binds `shards` shard sockets on `ip` with [`bind_udp`]: ports `base_port + i`, or, when
+/// Binds `shards` shard sockets on `ip` with `bind_udp`: ports `base_port + i`, or, when
 /// `base_port` is 0, a range of consecutive ports starting at one the OS picks. Returns the first
 /// port and the sockets in shard order.
 pub fn bind_shards(

@@ -49,10 +49,8 @@ pub const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 
 /// One worker as the dns uplink sees it.
 pub struct WorkerLink {
-    /// Route updates for it.
+    /// Route updates for it (the ring wakes the worker).
     pub inbox: WorkerInboxTx,
-    /// Its wake-up.
-    pub wake: Wake,
 }
 
 /// Everything the dns uplink is started with.
@@ -118,11 +116,6 @@ impl Subscriptions {
     /// Subscribed keys.
     pub fn len(&self) -> usize {
         self.shards.len()
-    }
-
-    /// Whether nothing is subscribed.
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
     }
 }
 
@@ -357,11 +350,13 @@ impl InboxOverflow {
     }
 
     /// How many updates are waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// Whether none is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
@@ -468,10 +463,7 @@ mod tests {
             addrs: vec![dns],
             requests: vec![requests_rx],
             wake: uplink_wake,
-            workers: vec![WorkerLink {
-                inbox,
-                wake: worker_wake.clone(),
-            }],
+            workers: vec![WorkerLink { inbox }],
             config,
             stats: stats.clone(),
             stop: stop.clone(),

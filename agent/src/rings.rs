@@ -125,6 +125,7 @@ impl<T> RingRx<T> {
     }
 
     /// Whether the ring is empty now.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }

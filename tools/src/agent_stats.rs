@@ -104,7 +104,7 @@ pub fn format_stats(samples: &Samples) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lars_agent::stats::{AgentStats, DropReason};
+    use lars_agent::{AgentStats, DropReason};
     use std::sync::Arc;
 
     #[test]

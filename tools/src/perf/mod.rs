@@ -43,7 +43,8 @@ pub fn run(plan: &Plan) -> i32 {
             report.exit_code()
         }
         Err(e) => {
-            eprintln!("lars-perf: {e}");
+            // `{:#}` prints the error and its causes, which the message itself leaves out.
+            eprintln!("lars-perf: {:#}", anyhow::Error::from(e));
             1
         }
     }

@@ -8,7 +8,7 @@ use lars_service::metrics::{MetricsError, MetricsThread};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A running stats endpoint.
+/// A running metrics endpoint.
 #[derive(Debug)]
 pub struct Admin {
     endpoint: MetricsThread,

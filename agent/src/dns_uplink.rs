@@ -233,7 +233,7 @@ impl DnsUplink {
         for (overflow, worker) in self.overflows.iter_mut().zip(&mut self.workers) {
             waiting += overflow.push(&mut worker.inbox);
         }
-        self.stats.backlog.set(waiting as u64);
+        self.stats.overflow.set(waiting as u64);
         waiting > 0
     }
 
@@ -683,7 +683,7 @@ mod tests {
         );
         assert_eq!(stats.worker_ring_drops.get(), 0);
         assert_eq!(stats.received.get(), ROUTES as u64);
-        assert_eq!(stats.backlog.get(), 0);
+        assert_eq!(stats.overflow.get(), 0);
 
         stop.raise();
         tokio::time::timeout(Duration::from_secs(5), uplink)

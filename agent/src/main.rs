@@ -10,8 +10,8 @@ use tracing::info;
 /// lars-agent: tells local callers which host to call for a (modid, cmdid), over UDP.
 ///
 /// Runs one worker per CPU it may use (see `taskset`), pulls routes from lars-dns and uploads
-/// call statistics to lars-reporter. Counters are served on the stats address (`[agent]
-/// stats_addr`, read them with `lars agent-stats`). Logs go to stderr; RUST_LOG sets the level.
+/// call statistics to lars-reporter. Its counters are served by its metrics endpoint on `[agent]
+/// stats_addr` (read them with `lars agent-stats`). Logs go to stderr; RUST_LOG sets the level.
 #[derive(FromArgs)]
 struct Args {
     /// config file (TOML, see conf/lars_agent.toml); built-in defaults when absent

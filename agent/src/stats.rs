@@ -1,10 +1,10 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts) and per uplink (up or
-//! down, reconnects, messages, drops, backlog). Each value has exactly one writer thread and is a
-//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
-//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
-//! time ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
-//! [`PER_WORKER`] and [`PER_UPLINK`].
+//! down, reconnects, messages, drops, the dns uplink's inbox overflow). Each value has exactly
+//! one writer thread and is a relaxed atomic, so counting costs a load and a store (no locked
+//! instruction) and reading never stops the writer. [`AgentStats`] is a `prometheus-client`
+//! collector that reads them at scrape time ([`AgentStats::metrics`]), served by the metrics
+//! endpoint (`admin`); the names and labels are the tables `PER_WORKER` and `PER_UPLINK`.
 
 use lars_service::metrics::prometheus_client::collector::Collector;
 use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;
@@ -185,8 +185,9 @@ pub struct UplinkStats {
     /// Items held while disconnected (routes waiting to be re-requested or statistics waiting
     /// to be sent).
     pub pending: Gauge,
-    /// Messages for workers waiting for room in a worker's full ring.
-    pub backlog: Gauge,
+    /// Route updates in the dns uplink's inbox overflow: refused by a worker's full inbox,
+    /// waiting for room in it.
+    pub overflow: Gauge,
 }
 
 /// Every counter of one agent.
@@ -386,10 +387,10 @@ pub const PER_UPLINK: &[PerUplink] = &[
         |u| u.pending.get(),
     ),
     (
-        "lars_agent_uplink_backlog",
-        "Messages for workers waiting for room in a full ring.",
+        "lars_agent_uplink_overflow",
+        "Route updates waiting for room in a worker's full inbox.",
         Kind::Gauge,
-        |u| u.backlog.get(),
+        |u| u.overflow.get(),
     ),
 ];
 

@@ -6,7 +6,7 @@
 
 use lars_service::metrics::{Samples, scrape};
 use lars_store::StoreUrl;
-use lars_wire::{Client, ClientConfig};
+use lars_wire::{Client, ClientConfig, HostAddr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -131,32 +131,33 @@ impl System {
 
     /// (Re)starts lars-dns, on the same port as before if it ran before.
     pub fn start_dns(&mut self) {
-        let config = self.write(
-            "dns.toml",
-            &format!(
-                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n[dns]\nversion_poll_ms = 200\n",
-                self.dns_port, self.store
-            ),
-        );
-        let dns = start("lars-dns", &[], &["--config", &config]);
-        let addr: SocketAddr = dns.field("addr").parse().unwrap();
-        self.dns_port = addr.port();
+        let (dns, port) =
+            self.start_central("lars-dns", self.dns_port, "[dns]\nversion_poll_ms = 200\n");
+        self.dns_port = port;
         self.dns = Some(dns);
     }
 
     /// (Re)starts lars-reporter, on the same port as before if it ran before.
     pub fn start_reporter(&mut self) {
+        let (reporter, port) = self.start_central("lars-reporter", self.reporter_port, "");
+        self.reporter_port = port;
+        self.reporter = Some(reporter);
+    }
+
+    /// Starts central service `name` on the system's store, listening on `port` (0: the OS
+    /// picks) with its metrics endpoint on a port the OS picks and `extra` config sections;
+    /// returns it and the port it listens on.
+    fn start_central(&self, name: &str, port: u16, extra: &str) -> (Service, u16) {
         let config = self.write(
-            "reporter.toml",
+            &format!("{name}.toml"),
             &format!(
-                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
-                self.reporter_port, self.store
+                "[reactor]\nport = {port}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n{extra}",
+                self.store
             ),
         );
-        let reporter = start("lars-reporter", &[], &["--config", &config]);
-        let addr: SocketAddr = reporter.field("addr").parse().unwrap();
-        self.reporter_port = addr.port();
-        self.reporter = Some(reporter);
+        let service = start(name, &[], &["--config", &config]);
+        let addr: SocketAddr = service.field("addr").parse().unwrap();
+        (service, addr.port())
     }
 
     /// Starts an agent under `prefix` (e.g. `["taskset", "-c", "0"]`) with `extra` config lines
@@ -210,6 +211,18 @@ impl System {
         self.agent_stats().sum(name, &[]) as u64
     }
 
+    /// Adds `host` to route `(modid, cmdid)` with `lars route add`.
+    pub fn add_host(&self, modid: i32, cmdid: i32, host: HostAddr) {
+        self.lars(&[
+            "route",
+            "add",
+            &modid.to_string(),
+            &cmdid.to_string(),
+            &host.ip.to_string(),
+            &host.port.to_string(),
+        ]);
+    }
+
     /// Runs the `lars` CLI against the system's store.
     pub fn lars(&self, args: &[&str]) -> Output {
         let store = self.store.to_string();
@@ -225,4 +238,12 @@ impl System {
         );
         out
     }
+}
+
+/// Asks `client` for a host of `(modid, cmdid)` until the agent has the route (its first ask
+/// makes the agent pull it from dns); returns the host picked.
+pub fn served(client: &mut Client, modid: i32, cmdid: i32) -> HostAddr {
+    eventually("the route is served", Duration::from_secs(5), || {
+        client.get_host(modid, cmdid).ok()
+    })
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use argh::FromArgs;
 use lars_agent::{Agent, AgentConfig};
-use lars_service::signals::StopSignals;
+use lars_service::signals::BlockingStopSignals;
 use std::path::PathBuf;
 use tracing::info;
 
@@ -28,14 +28,7 @@ fn main() -> anyhow::Result<()> {
     };
     // The signal handlers go in before the agent starts, so a SIGTERM or SIGINT that comes as
     // soon as it says it is serving stops it cleanly rather than killing it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    let signals = {
-        let _context = runtime.enter();
-        StopSignals::install()
-    };
+    let signals = BlockingStopSignals::install().context("starting the signal runtime")?;
     let agent = Agent::start(&config).context("starting lars-agent")?;
     let stats = agent
         .stats_addr()
@@ -49,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         stats = %stats,
         "lars-agent serving"
     );
-    runtime.block_on(StopSignals::wait_or_forever(signals));
+    signals.wait();
     agent.stop();
     Ok(())
 }

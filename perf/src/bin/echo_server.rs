@@ -17,7 +17,7 @@ use argh::FromArgs;
 use lars_agent::{
     DatagramLoop, DatagramService, Driver, DriverChoice, DriverError, LoopControl, bind_shards,
 };
-use lars_service::signals::StopSignals;
+use lars_service::signals::BlockingStopSignals;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -106,19 +106,12 @@ fn main() -> anyhow::Result<()> {
         result.with_context(|| format!("worker {worker} cannot start its {driver} driver"))?;
     }
     // Handlers first, so a signal sent as soon as the line below is read stops it cleanly.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    let signals = {
-        let _context = runtime.enter();
-        StopSignals::install()
-    };
+    let signals = BlockingStopSignals::install().context("starting the signal runtime")?;
     eprintln!(
         "echo-server serving base_port={base_port} shards={} workers={workers} io={driver}",
         args.shards
     );
-    runtime.block_on(StopSignals::wait_or_forever(signals));
+    signals.wait();
     Ok(())
 }
 

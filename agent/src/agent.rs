@@ -299,11 +299,6 @@ impl Agent {
         self.admin.as_ref().map(Admin::addr)
     }
 
-    /// The counters.
-    pub fn stats(&self) -> Arc<AgentStats> {
-        self.stats.clone()
-    }
-
     /// Stops everything: the workers hand over their last statistics, the report uplink sends
     /// them if it can, then the uplinks and the stats endpoint stop.
     pub fn stop(mut self) {

@@ -29,7 +29,8 @@ port_of() { field "$1" addr | sed 's/.*://'; }
 # services STORE: starts lars-dns and lars-reporter on STORE (ports from the OS); sets DNS, REP.
 services() {
     local store=$1
-    printf '[reactor]\nport = 0\n' > "$work/svc.toml"
+    # Port 0 for the metrics endpoints too, so a bench never collides with a running Lars.
+    printf '[reactor]\nport = 0\n[metrics]\naddr = "127.0.0.1:0"\n' > "$work/svc.toml"
     start "$work/dns.log" "$BIN/lars-dns" --config "$work/svc.toml" --store "$store"
     start "$work/rep.log" "$BIN/lars-reporter" --config "$work/svc.toml" --store "$store"
     DNS=$(port_of "$work/dns.log"); REP=$(port_of "$work/rep.log")

@@ -7,9 +7,8 @@ use crate::stats::AgentStats;
 use lars_service::metrics::{MetricsError, MetricsThread};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// A running stats endpoint.
+/// A running metrics endpoint.
 #[derive(Debug)]
 pub struct Admin {
     endpoint: MetricsThread,
@@ -39,18 +38,12 @@ impl Admin {
     }
 }
 
-/// Fetches the counters' text from a running agent's endpoint, through
-/// [`lars_service::metrics::fetch_blocking`]; never call it from async code.
-pub fn fetch(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
-    lars_service::metrics::fetch_blocking(&addr.to_string(), timeout)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lars_service::metrics::Samples;
+    use lars_service::metrics::scrape;
     use lars_service::testing::{assert_idle_clients_do_not_block, assert_serves_metrics};
+    use std::time::Duration;
 
     fn start(stats: Arc<AgentStats>) -> Admin {
         Admin::start("127.0.0.1:0".parse().unwrap(), stats).unwrap()
@@ -62,9 +55,9 @@ mod tests {
         stats.workers[0].get_host.add(3);
         let admin = start(stats);
         assert_serves_metrics(admin.addr(), &["# TYPE lars_agent_get_host_total counter"]);
-        let text = fetch(admin.addr(), Duration::from_secs(5)).unwrap();
+        let samples = scrape(&admin.addr().to_string(), Duration::from_secs(5)).unwrap();
         assert_eq!(
-            Samples::parse(&text).get("lars_agent_get_host_total", &[("worker", "0")]),
+            samples.get("lars_agent_get_host_total", &[("worker", "0")]),
             Some(3.0)
         );
         admin.stop();

@@ -211,10 +211,7 @@ impl Agent {
             });
             dns_rxs.push(dns_rx);
             report_rxs.push(report_rx);
-            links.push(WorkerLink {
-                inbox: inbox_tx,
-                wake: wake.clone(),
-            });
+            links.push(WorkerLink { inbox: inbox_tx });
             setups.push(WorkerSetup {
                 worker,
                 core,
@@ -366,11 +363,6 @@ impl Agent {
         self.admin.as_ref().map(Admin::addr)
     }
 
-    /// The counters.
-    pub fn stats(&self) -> Arc<AgentStats> {
-        self.stats.clone()
-    }
-
     /// Stops everything: the workers hand over their last statistics and routes, the report
     /// uplink sends the statistics if it can and the cache writer writes the routes, then the
     /// uplinks and the stats endpoint stop.
@@ -436,7 +428,7 @@ fn worker_cores(wanted: &[usize]) -> Result<Vec<Option<core_affinity::CoreId>>, 
     Ok(chosen.into_iter().map(Some).collect())
 }
 
-/// Binds `shards` shard sockets on `ip` with [`bind_udp`]: ports `base_port + i`, or, when
+/// Binds `shards` shard sockets on `ip` with `bind_udp`: ports `base_port + i`, or, when
 /// `base_port` is 0, a range of consecutive ports starting at one the OS picks. Returns the first
 /// port and the sockets in shard order.
 pub fn bind_shards(

@@ -68,7 +68,7 @@ impl Default for DataPlaneConfig {
     }
 }
 
-/// Which I/O driver the workers run (`[agent] io`): see [`crate::io`].
+/// Which I/O driver the workers run (`[agent] io`): see the `io` module.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DriverChoice {
     /// `"auto"` (the default): `io-uring` when io_uring can be set up here (probed once at

@@ -49,10 +49,8 @@ pub const OVERFLOW_RETRY: Duration = Duration::from_millis(1);
 
 /// One worker as the dns uplink sees it.
 pub struct WorkerLink {
-    /// Route updates for it.
+    /// Route updates for it (the ring wakes the worker).
     pub inbox: WorkerInboxTx,
-    /// Its wake-up.
-    pub wake: Wake,
 }
 
 /// Everything the dns uplink is started with.
@@ -118,11 +116,6 @@ impl Subscriptions {
     /// Subscribed keys.
     pub fn len(&self) -> usize {
         self.shards.len()
-    }
-
-    /// Whether nothing is subscribed.
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
     }
 }
 
@@ -240,7 +233,7 @@ impl DnsUplink {
         for (overflow, worker) in self.overflows.iter_mut().zip(&mut self.workers) {
             waiting += overflow.push(&mut worker.inbox);
         }
-        self.stats.backlog.set(waiting as u64);
+        self.stats.overflow.set(waiting as u64);
         waiting > 0
     }
 
@@ -358,11 +351,13 @@ impl InboxOverflow {
     }
 
     /// How many updates are waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// Whether none is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
@@ -470,10 +465,7 @@ mod tests {
             addrs: vec![dns],
             requests: vec![requests_rx],
             wake: uplink_wake,
-            workers: vec![WorkerLink {
-                inbox,
-                wake: worker_wake.clone(),
-            }],
+            workers: vec![WorkerLink { inbox }],
             config,
             stats: stats.clone(),
             stop: stop.clone(),
@@ -695,7 +687,7 @@ mod tests {
         );
         assert_eq!(stats.worker_ring_drops.get(), 0);
         assert_eq!(stats.received.get(), ROUTES as u64);
-        assert_eq!(stats.backlog.get(), 0);
+        assert_eq!(stats.overflow.get(), 0);
 
         stop.raise();
         tokio::time::timeout(Duration::from_secs(5), uplink)

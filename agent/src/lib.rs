@@ -2,23 +2,29 @@
 //! and `get_route` over UDP, pulls routes from lars-dns and uploads call statistics to
 //! lars-reporter.
 //!
-//! The files are the parts of the agent:
+//! The files are the parts of the agent (all private to the crate):
 //! - `lb/`: the load-balancing rules, the decision-making core — plain sans-I/O code that takes
 //!   the time as an argument: `settings` (Lars' thresholds), `host` (one host's idle/overload
 //!   state machine), `route` (picks and probes), `table` (a shard's routes: when to ask dns, the
-//!   statistics to upload). Its types are re-exported here ([`Route`], [`RouteTable`], ...);
-//! - `clock`: the agent's time, [`Millis`], which the rules take as an argument;
-//! - [`shard`]: one shard's request handling (datagram in, reply bytes out), also without I/O;
-//! - [`worker`]: one pinned thread per CPU with its own I/O loop, owning its shards;
-//! - [`io`]: everything that touches the sockets: the seam a worker serves through and its two
+//!   statistics to upload);
+//! - `clock`: the agent's time, `Millis`, which the rules take as an argument;
+//! - `shard`: one shard's request handling (datagram in, reply bytes out), also without I/O;
+//! - `worker`: one pinned thread per CPU with its own I/O loop, owning its shards;
+//! - `io`: everything that touches the sockets: the seam a worker serves through and its two
 //!   drivers, the hand-written `io-uring` loop and the `portable` epoll loop (the crate's only
 //!   `unsafe`);
-//! - [`rings`]: the SPSC rings between the workers and the uplinks;
-//! - [`uplink`], [`dns_uplink`], [`report_uplink`]: the TCP clients to lars-dns and lars-reporter;
-//! - [`cache`]: the route cache file a restarted agent serves from before dns answers, and the
+//! - `rings`: the SPSC rings between the workers and the uplinks;
+//! - `uplink`, `dns_uplink`, `report_uplink`: the TCP clients to lars-dns and lars-reporter;
+//! - `cache`: the route cache file a restarted agent serves from before dns answers, and the
 //!   thread that writes it;
-//! - [`stats`], [`admin`]: the counters and the endpoint that serves them;
-//! - [`config`], [`agent`]: the settings and the assembly of a running agent.
+//! - `stats`, `admin`: the counters and the metrics endpoint that serves them;
+//! - `config`, `agent`: the settings and the assembly of a running agent.
+//!
+//! The public API is what the `lars-agent` binary, the benchmarks and the tests use: [`Agent`]
+//! started from an [`AgentConfig`]; [`AgentStats`] and [`DropReason`], the counters it serves;
+//! and the I/O seam on its own — [`bind_shards`], [`DriverChoice`] resolved to a [`Driver`] by
+//! [`resolve_driver`], a [`DatagramLoop`] serving a [`DatagramService`] — which the benchmarks'
+//! echo server runs to measure the data plane without the agent's request handling.
 //!
 //! ```text
 //!  callers ──UDP──► worker 0 [shards 0, 2] ──DnsRequest──► dns uplink ──TCP──► lars-dns
@@ -30,30 +36,30 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod agent;
-pub mod cache;
+pub(crate) mod admin;
+pub(crate) mod agent;
+pub(crate) mod cache;
 pub(crate) mod clock;
-pub mod config;
-pub mod dns_uplink;
-pub mod io;
+pub(crate) mod config;
+pub(crate) mod dns_uplink;
+pub(crate) mod io;
 pub(crate) mod lb;
-pub mod log_limit;
-pub mod report_uplink;
-pub mod rings;
-pub mod shard;
-pub mod stats;
-pub mod uplink;
-pub mod worker;
+pub(crate) mod log_limit;
+pub(crate) mod report_uplink;
+pub(crate) mod rings;
+pub(crate) mod shard;
+pub(crate) mod stats;
+pub(crate) mod uplink;
+pub(crate) mod worker;
 
-pub use agent::{Agent, AgentError};
-pub use clock::Millis;
-pub use config::AgentConfig;
-pub use lb::{
-    DnsAsk, DnsUpdateOutcome, HostAddrs, HostAnswer, HostState, HostTransition, HostsUpdate,
-    LbSettings, OverloadReason, PanicTransition, Pick, RecoverReason, ReportOutcome, Route,
-    RouteTable, UnknownHost,
+pub use agent::{Agent, AgentError, bind_shards};
+pub use cache::{FILE_NAME as ROUTE_CACHE_FILE, encode as encode_route_cache};
+pub use config::{AgentConfig, DriverChoice};
+pub use io::{
+    DATAGRAM_BUFFER, DatagramLoop, DatagramService, Driver, DriverError, LoopControl,
+    resolve as resolve_driver,
 };
+pub use stats::{AgentStats, DropReason};
 
 /// Test-only global allocator that counts, per thread, the allocations made and the bytes live,
 /// so that tests can pin "no allocation per pick/report" and the memory per host exactly, without

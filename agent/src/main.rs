@@ -3,15 +3,15 @@
 use anyhow::Context;
 use argh::FromArgs;
 use lars_agent::{Agent, AgentConfig};
-use lars_service::signals::StopSignals;
+use lars_service::signals::BlockingStopSignals;
 use std::path::PathBuf;
 use tracing::info;
 
 /// lars-agent: tells local callers which host to call for a (modid, cmdid), over UDP.
 ///
 /// Runs one worker per CPU it may use (see `taskset`), pulls routes from lars-dns and uploads
-/// call statistics to lars-reporter. Counters are served on the stats address (`[agent]
-/// stats_addr`, read them with `lars agent-stats`). Logs go to stderr; RUST_LOG sets the level.
+/// call statistics to lars-reporter. Its counters are served by its metrics endpoint on `[agent]
+/// stats_addr` (read them with `lars agent-stats`). Logs go to stderr; RUST_LOG sets the level.
 #[derive(FromArgs)]
 struct Args {
     /// config file (TOML, see conf/lars_agent.toml); built-in defaults when absent
@@ -34,14 +34,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The signal handlers go in before the agent starts, so a SIGTERM or SIGINT that comes as
     // soon as it says it is serving stops it cleanly rather than killing it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    let signals = {
-        let _context = runtime.enter();
-        StopSignals::install()
-    };
+    let signals = BlockingStopSignals::install().context("starting the signal runtime")?;
     let agent = Agent::start(&config).context("starting lars-agent")?;
     let stats = agent
         .stats_addr()
@@ -55,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         stats = %stats,
         "lars-agent serving"
     );
-    runtime.block_on(StopSignals::wait_or_forever(signals));
+    signals.wait();
     agent.stop();
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! non-empty, so a busy ring costs no syscall and a producer never blocks. A full ring refuses
 //! the item and the producer counts the drop: the data plane never waits on an uplink. (The dns
 //! uplink, which is not on the data plane, first keeps what a worker's full inbox refused in a
-//! bounded backlog of its own and pushes it again as the worker makes room; see
+//! bounded overflow of its own and pushes it again as the worker makes room; see
 //! [`crate::dns_uplink`].)
 //!
 //! | ring | producer | consumer | carries |
@@ -126,6 +126,7 @@ impl<T> RingRx<T> {
     }
 
     /// Whether the ring is empty now.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }

@@ -1,11 +1,11 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts), per uplink (up or
-//! down, reconnects, messages, drops, backlog) and for the route cache (routes loaded, writes,
-//! write failures). Each value has exactly one writer thread and is a relaxed atomic, so counting
-//! costs a load and a store (no locked instruction) and reading never stops the writer.
-//! [`AgentStats`] is a `prometheus-client` collector that reads them at scrape time
-//! ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
-//! [`PER_WORKER`], [`PER_UPLINK`] and [`PER_CACHE`].
+//! down, reconnects, messages, drops, the dns uplink's inbox overflow) and for the route cache
+//! (routes loaded, writes, write failures). Each value has exactly one writer thread and is a
+//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
+//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
+//! time ([`AgentStats::metrics`]), served by the metrics endpoint (`admin`); the names and labels
+//! are the tables `PER_WORKER`, `PER_UPLINK` and `PER_CACHE`.
 
 use lars_service::metrics::prometheus_client::collector::Collector;
 use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;
@@ -91,7 +91,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Every reason, in [`WorkerStats::drops`] order.
+    /// Every reason, in `WorkerStats::drops` order.
     pub const ALL: [DropReason; 6] = [
         DropReason::Short,
         DropReason::BadLength,
@@ -212,8 +212,9 @@ pub struct UplinkStats {
     /// Items held while disconnected (routes waiting to be re-requested or statistics waiting
     /// to be sent).
     pub pending: Gauge,
-    /// Messages for workers waiting for room in a worker's full ring.
-    pub backlog: Gauge,
+    /// Route updates in the dns uplink's inbox overflow: refused by a worker's full inbox,
+    /// waiting for room in it.
+    pub overflow: Gauge,
 }
 
 /// Every counter of one agent.
@@ -483,10 +484,10 @@ pub const PER_UPLINK: &[PerUplink] = &[
         |u| u.pending.get(),
     ),
     (
-        "lars_agent_uplink_backlog",
-        "Messages for workers waiting for room in a full ring.",
+        "lars_agent_uplink_overflow",
+        "Route updates waiting for room in a worker's full inbox.",
         Kind::Gauge,
-        |u| u.backlog.get(),
+        |u| u.overflow.get(),
     ),
 ];
 
@@ -556,27 +557,10 @@ impl Collector for AgentStats {
     }
 }
 
-/// Reads one sample, `name{labels}` with `labels` as the text writes them (empty for none),
-/// from a scrape's text, through [`lars_service::metrics::Samples`].
-pub fn sample(text: &str, name: &str, labels: &str) -> Option<u64> {
-    let selector = if labels.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    lars_service::metrics::Samples::parse(text)
-        .select(&selector)
-        .map(|v| v as u64)
-}
-
-/// The sum of a metric over every label set.
-pub fn sum(text: &str, name: &str) -> u64 {
-    lars_service::metrics::Samples::parse(text).sum(name, &[]) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lars_service::metrics::Samples;
 
     #[test]
     fn rendered_counters_read_back() {
@@ -588,41 +572,39 @@ mod tests {
         stats.cache.loaded.add(3);
         stats.workers[0].panic_entered.add(2);
         stats.workers[0].panic_left.inc();
-        let text = stats.render();
+        let samples = Samples::parse(&stats.render());
         assert_eq!(
-            sample(&text, "lars_agent_cache_loaded_routes_total", ""),
-            Some(3)
+            samples.get("lars_agent_cache_loaded_routes_total", &[]),
+            Some(3.0)
         );
         assert_eq!(
-            sample(&text, "lars_agent_panic_routes", "worker=\"0\""),
-            Some(1)
+            samples.get("lars_agent_panic_routes", &[("worker", "0")]),
+            Some(1.0)
         );
-        assert_eq!(sample(&text, "lars_agent_workers", ""), Some(2));
+        assert_eq!(samples.get("lars_agent_workers", &[]), Some(2.0));
         assert_eq!(
-            sample(&text, "lars_agent_get_host_total", "worker=\"1\""),
-            Some(7)
+            samples.get("lars_agent_get_host_total", &[("worker", "1")]),
+            Some(7.0)
         );
         assert_eq!(
-            sample(
-                &text,
+            samples.get(
                 "lars_agent_drops_total",
-                "worker=\"0\",reason=\"bad_body\""
+                &[("worker", "0"), ("reason", "bad_body")]
             ),
-            Some(1)
+            Some(1.0)
         );
         assert_eq!(
-            sample(
-                &text,
+            samples.get(
                 "lars_agent_replies_total",
-                "worker=\"0\",retcode=\"noexist\""
+                &[("worker", "0"), ("retcode", "noexist")]
             ),
-            Some(1)
+            Some(1.0)
         );
         assert_eq!(
-            sample(&text, "lars_agent_uplink_up", "uplink=\"dns\""),
-            Some(1)
+            samples.get("lars_agent_uplink_up", &[("uplink", "dns")]),
+            Some(1.0)
         );
-        assert_eq!(sum(&text, "lars_agent_get_host_total"), 7);
-        assert_eq!(sum(&text, "lars_agent_drops_total"), 1);
+        assert_eq!(samples.sum("lars_agent_get_host_total", &[]), 7.0);
+        assert_eq!(samples.sum("lars_agent_drops_total", &[]), 1.0);
     }
 }

@@ -22,7 +22,7 @@ fn host(last: u8) -> HostAddr {
 }
 
 fn cache_file(system: &System) -> PathBuf {
-    system.state_dir().join(lars_agent::cache::FILE_NAME)
+    system.state_dir().join(lars_agent::ROUTE_CACHE_FILE)
 }
 
 /// Asks for each route until the agent serves it from dns.
@@ -40,7 +40,7 @@ fn wait_for_cached_routes(system: &System, routes: u64) {
     eventually(
         "the route cache holds the routes",
         Duration::from_secs(5),
-        || (system.stat("lars_agent_cache_routes", "") == routes).then_some(()),
+        || (system.stat("lars_agent_cache_routes", &[]) == routes).then_some(()),
     );
 }
 
@@ -70,11 +70,11 @@ fn an_agent_killed_while_dns_is_down_serves_its_routes_from_the_cache_at_its_fir
         .expect("the first request is answered from the cache");
     assert!(first == host(1) || first == host(2), "{first}");
     assert_eq!(client.get_host(2, 3).expect("from the cache"), host(3));
-    assert_eq!(system.stat("lars_agent_cache_loaded_routes_total", ""), 2);
+    assert_eq!(system.stat("lars_agent_cache_loaded_routes_total", &[]), 2);
     eventually("both routes count as stale", Duration::from_secs(5), || {
         (system.stat_sum("lars_agent_routes_stale") == 2).then_some(())
     });
-    let replies = lars_service::metrics::Samples::parse(&system.agent_stats());
+    let replies = system.agent_stats();
     assert_eq!(
         replies.sum("lars_agent_replies_total", &[("retcode", "succ")]),
         2.0
@@ -105,8 +105,8 @@ fn a_clean_stop_writes_the_routes_a_restart_then_serves_at_once() {
     wait_for_cached_routes(&system, 1);
     // A second route held within the hour: only the stop can write it.
     serve(&system, &[(5, 5)]);
-    assert_eq!(system.stat("lars_agent_cache_writes_total", ""), 1);
-    assert_eq!(system.stat("lars_agent_cache_routes", ""), 1);
+    assert_eq!(system.stat("lars_agent_cache_writes_total", &[]), 1);
+    assert_eq!(system.stat("lars_agent_cache_routes", &[]), 1);
 
     system.dns.take().unwrap().kill();
     let status = system.agent.take().unwrap().terminate();
@@ -116,7 +116,7 @@ fn a_clean_stop_writes_the_routes_a_restart_then_serves_at_once() {
     let mut client = system.client();
     assert_eq!(client.get_host(5, 5).expect("written at the stop"), host(5));
     assert_eq!(client.get_host(4, 4).expect("written first"), host(4));
-    assert_eq!(system.stat("lars_agent_cache_loaded_routes_total", ""), 2);
+    assert_eq!(system.stat("lars_agent_cache_loaded_routes_total", &[]), 2);
 }
 
 #[test]
@@ -130,13 +130,13 @@ fn a_corrupt_old_or_foreign_cache_is_named_ignored_and_routes_come_from_dns() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let good = lars_agent::cache::encode([(RouteKey::new(6, 6), &stray[..])], now_ms);
+    let good = lars_agent::encode_route_cache([(RouteKey::new(6, 6), &stray[..])], now_ms);
     let mut truncated = good.clone();
     truncated.truncate(good.len() - 3);
     let mut version = good.clone();
     version[8..12].copy_from_slice(&2u32.to_le_bytes());
     let two_days_ago = now_ms - 2 * 86_400_000;
-    let old = lars_agent::cache::encode([(RouteKey::new(6, 6), &stray[..])], two_days_ago);
+    let old = lars_agent::encode_route_cache([(RouteKey::new(6, 6), &stray[..])], two_days_ago);
     let random: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -159,7 +159,7 @@ fn a_corrupt_old_or_foreign_cache_is_named_ignored_and_routes_come_from_dns() {
             "{what}: {line}"
         );
         assert_eq!(
-            system.stat("lars_agent_cache_loaded_routes_total", ""),
+            system.stat("lars_agent_cache_loaded_routes_total", &[]),
             0,
             "{what}"
         );

@@ -10,7 +10,7 @@ on_both_drivers!(
     a_reporter_restart_loses_no_routes_final_statistics,
 );
 
-use common::{System, eventually};
+use common::{System, eventually, served};
 use lars_store::{CallStatusRow, Store};
 use lars_wire::HostAddr;
 use lars_wire::{ClientError, RetCode};
@@ -21,17 +21,6 @@ fn host(last: u8) -> HostAddr {
     HostAddr::new(Ipv4Addr::new(10, 7, 0, last), 8000 + u16::from(last))
 }
 
-fn add(system: &System, modid: i32, cmdid: i32, h: HostAddr) {
-    system.lars(&[
-        "route",
-        "add",
-        &modid.to_string(),
-        &cmdid.to_string(),
-        &h.ip.to_string(),
-        &h.port.to_string(),
-    ]);
-}
-
 fn routes(client: &mut lars_wire::Client, modid: i32, cmdid: i32) -> Vec<HostAddr> {
     let mut hosts = client.get_route(modid, cmdid).expect("get_route answers");
     hosts.sort_by_key(|h| (h.ip, h.port));
@@ -40,8 +29,8 @@ fn routes(client: &mut lars_wire::Client, modid: i32, cmdid: i32) -> Vec<HostAdd
 
 fn first_get_host_is_noexist_then_the_route_is_served_and_edits_arrive(io: &'static str) {
     let system = System::start_on(io);
-    add(&system, 1, 1, host(1));
-    add(&system, 1, 1, host(2));
+    system.add_host(1, 1, host(1));
+    system.add_host(1, 1, host(2));
     let mut client = system.client();
     assert!(matches!(
         client.get_host(1, 1),
@@ -58,7 +47,7 @@ fn first_get_host_is_noexist_then_the_route_is_served_and_edits_arrive(io: &'sta
         (routes(&mut client, 1, 1) == vec![host(1), host(2)]).then_some(())
     });
 
-    add(&system, 1, 1, host(3));
+    system.add_host(1, 1, host(3));
     eventually("an added host arrives", Duration::from_secs(5), || {
         (routes(&mut client, 1, 1).len() == 3).then_some(())
     });
@@ -85,12 +74,9 @@ fn first_get_host_is_noexist_then_the_route_is_served_and_edits_arrive(io: &'sta
 
 fn reports_reach_the_reporters_store(io: &'static str) {
     let system = System::start_on(io);
-    add(&system, 2, 5, host(1));
+    system.add_host(2, 5, host(1));
     let mut client = system.client();
-    let _ = client.get_host(2, 5);
-    let picked = eventually("route served", Duration::from_secs(5), || {
-        client.get_host(2, 5).ok()
-    });
+    let picked = served(&mut client, 2, 5);
     for _ in 0..7 {
         client.report(2, 5, picked, 0).unwrap();
     }
@@ -115,12 +101,9 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
     io: &'static str,
 ) {
     let mut system = System::start_on(io);
-    add(&system, 3, 3, host(1));
+    system.add_host(3, 3, host(1));
     let mut client = system.client();
-    let _ = client.get_host(3, 3);
-    eventually("route served", Duration::from_secs(5), || {
-        client.get_host(3, 3).ok()
-    });
+    served(&mut client, 3, 3);
 
     system.dns.take().unwrap().kill();
     // Served from the agent's cache, without an error, while dns is gone.
@@ -134,17 +117,17 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
     eventually(
         "the agent notices dns is gone",
         Duration::from_secs(5),
-        || (system.stat("lars_agent_uplink_up", "uplink=\"dns\"") == 0).then_some(()),
+        || (system.stat("lars_agent_uplink_up", &[("uplink", "dns")]) == 0).then_some(()),
     );
-    add(&system, 3, 3, host(2));
+    system.add_host(3, 3, host(2));
     // Let the reconnect backoff reach its longest wait (100, 200, 400, 800, then 1000 ms): the
     // change must still arrive within one longest wait of dns coming back.
-    let failures = system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"");
+    let failures = system.stat("lars_agent_uplink_failures_total", &[("uplink", "dns")]);
     eventually(
         "the dns uplink's backoff reaches its longest wait",
         Duration::from_secs(10),
         || {
-            (system.stat("lars_agent_uplink_failures_total", "uplink=\"dns\"") >= failures + 4)
+            (system.stat("lars_agent_uplink_failures_total", &[("uplink", "dns")]) >= failures + 4)
                 .then_some(())
         },
     );
@@ -160,17 +143,14 @@ fn dns_down_keeps_answers_and_changes_made_meanwhile_arrive_soon_after_it_is_bac
         "change arrived {:?} after lars-dns was back",
         back.elapsed()
     );
-    assert!(system.stat("lars_agent_uplink_reconnects_total", "uplink=\"dns\"") >= 1);
+    assert!(system.stat("lars_agent_uplink_reconnects_total", &[("uplink", "dns")]) >= 1);
 }
 
 fn a_reporter_restart_loses_no_routes_final_statistics(io: &'static str) {
     let mut system = System::start_on(io);
-    add(&system, 4, 4, host(1));
+    system.add_host(4, 4, host(1));
     let mut client = system.client();
-    let _ = client.get_host(4, 4);
-    let picked = eventually("route served", Duration::from_secs(5), || {
-        client.get_host(4, 4).ok()
-    });
+    let picked = served(&mut client, 4, 4);
     for _ in 0..5 {
         client.report(4, 4, picked, 0).unwrap();
     }
@@ -184,8 +164,8 @@ fn a_reporter_restart_loses_no_routes_final_statistics(io: &'static str) {
         "the agent holds statistics for the reporter it lost",
         Duration::from_secs(5),
         || {
-            (system.stat("lars_agent_uplink_up", "uplink=\"report\"") == 0
-                && system.stat("lars_agent_uplink_pending", "uplink=\"report\"") >= 1)
+            (system.stat("lars_agent_uplink_up", &[("uplink", "report")]) == 0
+                && system.stat("lars_agent_uplink_pending", &[("uplink", "report")]) >= 1)
                 .then_some(())
         },
     );

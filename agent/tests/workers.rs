@@ -9,9 +9,9 @@ fn workers_under(cpus: &str) -> (u64, Vec<u64>) {
     let mut system = System::start();
     system.agent.take();
     system.start_agent(&["taskset", "-c", cpus], "");
-    let workers = system.stat("lars_agent_workers", "");
+    let workers = system.stat("lars_agent_workers", &[]);
     let cores = (0..workers)
-        .map(|w| system.stat("lars_agent_worker_core", &format!("worker=\"{w}\"")))
+        .map(|w| system.stat("lars_agent_worker_core", &[("worker", &w.to_string())]))
         .collect();
     (workers, cores)
 }

@@ -1,6 +1,8 @@
 //! SIGINT and SIGTERM as a graceful shutdown: handlers installed before a service says it is
 //! serving (so no signal meets the default action and kills it half-way), and a `watch` channel
-//! that turns true when either arrives, which every task of a service selects on.
+//! that turns true when either arrives, which every task of a service selects on. Processes whose
+//! work runs on threads of their own (the agent, the benchmarks' echo server) wait with
+//! [`BlockingStopSignals`] instead.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -41,6 +43,36 @@ impl StopSignals {
                 std::future::pending().await
             }
         }
+    }
+}
+
+/// [`StopSignals`] for a process without a tokio runtime of its own: the handlers sit on a small
+/// current-thread runtime this owns, and [`BlockingStopSignals::wait`] blocks the calling thread.
+#[derive(Debug)]
+pub struct BlockingStopSignals {
+    runtime: tokio::runtime::Runtime,
+    installed: std::io::Result<StopSignals>,
+}
+
+impl BlockingStopSignals {
+    /// Builds the runtime and installs the handlers on it; fails only when the runtime cannot
+    /// be built (handlers that cannot be installed are reported by [`BlockingStopSignals::wait`]).
+    pub fn install() -> std::io::Result<BlockingStopSignals> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let installed = {
+            let _context = runtime.enter();
+            StopSignals::install()
+        };
+        Ok(BlockingStopSignals { runtime, installed })
+    }
+
+    /// Blocks until the first SIGTERM or SIGINT since [`BlockingStopSignals::install`], as
+    /// [`StopSignals::wait_or_forever`] does; never call it from async code.
+    pub fn wait(self) {
+        self.runtime
+            .block_on(StopSignals::wait_or_forever(self.installed));
     }
 }
 

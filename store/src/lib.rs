@@ -1,4 +1,4 @@
-//! Route and call-statistics storage for Lars (SPEC §5).
+//! Route and call-statistics storage for Lars.
 //!
 //! Owns the database: the route table the dns service serves (`RouteData`), its version and
 //! change log (`RouteVersion`, `RouteChange`), and the call statistics the reporter writes

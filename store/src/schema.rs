@@ -1,4 +1,4 @@
-//! The table definitions of both backends (SPEC §5, Lars' own table and column names).
+//! The table definitions of both backends (Lars' own table and column names).
 //!
 //! The MySQL DDL lives in `conf/lars_dns.sql`, the file operators also feed to `mysql` by hand;
 //! it is compiled in and split into statements here. SQLite needs its own dialect

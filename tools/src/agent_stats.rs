@@ -1,4 +1,4 @@
-//! `lars agent-stats`: reads a running agent's counters from its stats endpoint and shows them as
+//! `lars agent-stats`: reads a running agent's counters from its metrics endpoint and shows them as
 //! a table (or the raw Prometheus text with `--raw`).
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use std::time::Duration;
 /// How long to wait for the agent's answer: it is on this host and answers in microseconds.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Fetches and prints the counters of the agent whose stats endpoint is `addr`.
+/// Fetches and prints the counters of the agent whose metrics endpoint is `addr`.
 pub fn run(addr: SocketAddr, raw: bool) -> anyhow::Result<()> {
     let text = lars_service::metrics::fetch_blocking(&addr.to_string(), FETCH_TIMEOUT)
         .with_context(|| format!("cannot read agent stats from {addr} (is lars-agent running, with stats_addr = \"{addr}\"?)"))?;
@@ -104,7 +104,7 @@ pub fn format_stats(samples: &Samples) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lars_agent::stats::{AgentStats, DropReason};
+    use lars_agent::{AgentStats, DropReason};
     use std::sync::Arc;
 
     #[test]

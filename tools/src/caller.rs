@@ -206,7 +206,7 @@ pub fn simulator(agent: &AgentAddr, modid: i32, cmdid: i32, plan: &SimulatorPlan
                     }
                 }
                 if let Err(e) = client.report(modid, cmdid, host, retcode) {
-                    eprintln!("lars: report failed: {e}");
+                    eprintln!("lars: report failed: {:#}", anyhow::Error::from(e));
                 }
                 if plan.verbose {
                     let outcome = if retcode == 0 { "succ" } else { "ERR " };

@@ -2,12 +2,14 @@
 //! this test on the embedded store): gethost, getroute, report, simulator, example and
 //! agent-stats, with the exit codes scripts rely on.
 
+mod common;
+
 use lars_dns::{DnsConfig, DnsServer};
 use lars_service::testing::ServiceProcess;
 use lars_store::Store;
 use lars_store::testing::TestDb;
 use lars_wire::{HostAddr, RouteKey};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -55,28 +57,7 @@ impl Setup {
             });
             port
         });
-        let nowhere = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nstate_dir = \"\"\n\
-                 [dnsserver]\nip = \"127.0.0.1\"\nport = {dns_port}\n\
-                 [reporter]\nip = \"127.0.0.1\"\nport = {nowhere}\n"
-            ),
-        )
-        .unwrap();
-        let binary = lars_service::testing::workspace_binary(
-            env!("CARGO_MANIFEST_DIR"),
-            "lars-agent",
-            "lars-agent",
-        );
-        let agent = ServiceProcess::start(&binary, &[], &["--config", config.to_str().unwrap()]);
+        let (agent, dir) = common::agent(dns_port, common::nowhere());
         Setup {
             _db: db,
             _runtime: runtime,

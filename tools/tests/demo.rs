@@ -24,6 +24,17 @@ fn the_demo_shows_a_host_overloaded_and_recovered() {
             "the demo did not show `{step}`:\n{stdout}\n{stderr}"
         );
     }
+    // It names every service's metrics endpoint, on ports the OS picked rather than the shipped
+    // 7788/7789/8890 a running Lars would hold.
+    for service in ["lars-dns", "lars-reporter", "lars-agent"] {
+        let named = format!("{service} http://127.0.0.1:");
+        let port = stdout
+            .split_once(&named)
+            .and_then(|(_, rest)| rest.split_once("/metrics"))
+            .and_then(|(port, _)| port.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("the demo did not print `{named}PORT/metrics`:\n{stdout}"));
+        assert!(![7788, 7789, 8890].contains(&port), "{service} on {port}");
+    }
     // The failing host is taken out of the rotation: picked far less often than the others while
     // it fails.
     let window = stdout

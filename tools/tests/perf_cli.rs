@@ -3,9 +3,11 @@
 //! against a real `lars-agent` (the summary, JSON with the counts, and the keys the agent was
 //! asked for), and with bad arguments (status 2). Each run lasts about a second.
 
+mod common;
+
 use lars_service::testing::ServiceProcess as Server;
 use serde_json::Value;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Command, Output};
 
 /// A short run: no warm-up to speak of, one second measured, a timeout long enough for a
@@ -55,23 +57,8 @@ fn start(name: &str, args: &[&str]) -> Server {
 /// A lars-agent on OS-chosen ports whose dns and reporter are nowhere, so every `get_host` is
 /// answered NOEXIST at once.
 fn agent() -> (Server, tempfile::TempDir) {
-    let nowhere = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("lars_agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nstate_dir = \"\"\n\
-             [dnsserver]\nip = \"127.0.0.1\"\nport = {nowhere}\n\
-             [reporter]\nip = \"127.0.0.1\"\nport = {nowhere}\n"
-        ),
-    )
-    .unwrap();
-    let agent = start("lars-agent", &["--config", config.to_str().unwrap()]);
-    (agent, dir)
+    let nowhere = common::nowhere();
+    common::agent(nowhere, nowhere)
 }
 
 fn u64_at(json: &Value, path: &[&str]) -> u64 {

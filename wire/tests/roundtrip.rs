@@ -251,7 +251,7 @@ fn check_decoded(msgid: i32, decoded: &Result<Message, WireError>) {
 // An independent model of the framing rules, and a chunked feeder.
 // ------------------------------------------------------------------------------------------------
 
-/// What a stream holds by the rules of SPEC section 1, worked out without the code under test:
+/// What a stream holds by the framing rules (docs/PROTOCOL.md, "Frames"), worked out without the code under test:
 /// the whole frames up to the first bad header, and the error of that header if there is one.
 fn model_stream(stream: &[u8]) -> (Vec<(i32, &[u8])>, Option<WireError>) {
     let mut frames = Vec::new();
@@ -526,7 +526,7 @@ fn assemble(pieces: &[Piece]) -> Vec<u8> {
     stream
 }
 
-/// The datagram rules of SPEC section 1, worked out without the code under test.
+/// The datagram rules (docs/PROTOCOL.md, "Frames"), worked out without the code under test.
 fn model_datagram(datagram: &[u8]) -> Result<(i32, &[u8]), WireError> {
     if datagram.len() < 8 {
         return Err(WireError::ShortDatagram {

@@ -65,9 +65,9 @@ pub trait DatagramService {
 /// Which driver runs a loop (what `[agent] io` resolves to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
-    /// [`uring::EventLoop`].
+    /// The hand-written io_uring loop (`io::uring::EventLoop`).
     IoUring,
-    /// [`portable::EventLoop`].
+    /// The epoll loop (`io::portable::EventLoop`).
     Portable,
 }
 
@@ -119,7 +119,7 @@ pub enum DriverError {
     Epoll(#[source] std::io::Error),
 }
 
-/// The driver `choice` means on this machine: `auto` probes io_uring once ([`uring::probe`])
+/// The driver `choice` means on this machine: `auto` probes io_uring once (`uring::probe`)
 /// and falls back to `portable` when it cannot be set up, saying why in one `warn!` line.
 pub fn resolve(choice: DriverChoice) -> Driver {
     match choice {

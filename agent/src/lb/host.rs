@@ -1,7 +1,7 @@
 //! One host of a route and its state machine: *idle* (picked in turn) or *overloaded* (picked
 //! only as a probe), and the four `report` rules that move it between the two.
 //!
-//! Plain data, no I/O, no clock, no locks; a [`Route`](super::Route) owns its hosts, feeds them
+//! Plain data, no I/O, no clock, no locks; a [`Route`](super::route::Route) owns its hosts, feeds them
 //! each caller's report with the current time ([`HostState::report`]), and moves a host between
 //! its idle and overload lists when the answer says it changed state. Reporting allocates
 //! nothing.
@@ -29,7 +29,7 @@ use crate::clock::Millis;
 /// One host of a route and its load-balancing state, with the Lars field names.
 ///
 /// 48 bytes (pinned by a test): six `u32` counters, two [`Millis`], the address, and `overload`
-/// in the padding after it. Handed out by shared reference only; the [`Route`](super::Route)
+/// in the padding after it. Handed out by shared reference only; the [`Route`](super::route::Route)
 /// changes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostState {

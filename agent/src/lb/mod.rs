@@ -35,8 +35,8 @@ pub(crate) mod route;
 pub(crate) mod settings;
 pub(crate) mod table;
 
-pub use host::{HostState, HostTransition, OverloadReason, RecoverReason};
-pub use route::{HostAddrs, HostsUpdate, PanicTransition, Pick, Route, UnknownHost};
+pub use host::HostTransition;
+pub use route::{HostsUpdate, PanicTransition};
 pub use settings::LbSettings;
 pub use table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable};
 
@@ -48,7 +48,8 @@ pub(crate) mod test_support {
 
     use lars_wire::HostAddr;
 
-    use super::{HostTransition, LbSettings, Route};
+    use super::route::Route;
+    use super::{HostTransition, LbSettings};
     use crate::clock::Millis;
 
     /// `10.0.0.last:9000`.

@@ -150,6 +150,7 @@ impl Route {
     }
 
     /// Every host, in the order dns first named them.
+    #[cfg(test)]
     pub fn hosts(&self) -> impl ExactSizeIterator<Item = &HostState> + '_ {
         self.hosts.iter()
     }
@@ -160,26 +161,31 @@ impl Route {
     }
 
     /// The state of the host at `addr`, if the route has it.
+    #[cfg(test)]
     pub fn host(&self, addr: HostAddr) -> Option<&HostState> {
         self.find(addr).map(|i| &self.hosts[i as usize])
     }
 
     /// The idle list, head (next pick) first.
+    #[cfg(test)]
     pub fn idle_hosts(&self) -> impl ExactSizeIterator<Item = HostAddr> + '_ {
         self.idle.iter().map(|&i| self.hosts[i as usize].addr())
     }
 
     /// The overload list, head (next probe) first.
+    #[cfg(test)]
     pub fn overload_hosts(&self) -> impl ExactSizeIterator<Item = HostAddr> + '_ {
         self.overload.iter().map(|&i| self.hosts[i as usize].addr())
     }
 
     /// Lars' `access_cnt`: picks since the overload list was last probed.
+    #[cfg(test)]
     pub fn access_cnt(&self) -> u32 {
         self.access_cnt
     }
 
     /// Whether the route is in panic mode now.
+    #[cfg(test)]
     pub fn in_panic(&self) -> bool {
         self.panic
     }

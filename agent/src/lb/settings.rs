@@ -2,7 +2,7 @@
 //! Lars' key names and defaults, and the check of their ranges.
 //!
 //! Plain data, no I/O, no clock, no locks. The config loader reads and validates it once at
-//! start; every [`Route`](super::Route) then shares one read-only copy.
+//! start; every [`Route`](super::route::Route) then shares one read-only copy.
 
 use lars_service::ConfigError;
 use serde::Deserialize;

@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 use lars_wire::ip::ip_to_wire;
-use lars_wire::messages::{GetRouteRequest, ReportStatusRequest};
+use lars_wire::messages::ReportStatusRequest;
 use lars_wire::{HostAddr, RetCode, RouteKey};
 
 use super::LbSettings;
@@ -56,19 +56,12 @@ use super::host::HostTransition;
 use super::route::{HostAddrs, HostsUpdate, PanicTransition, Pick, Route};
 use crate::clock::Millis;
 
-/// "Ask dns for this route": the worker puts [`DnsAsk::request`] on its dns uplink ring, and
+/// "Ask dns for this route": the worker puts a `DnsRequest` for `key` on its dns uplink ring, and
 /// calls [`RouteTable::pull_not_sent`] if the ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsAsk {
     /// The route to pull.
     pub key: RouteKey,
-}
-
-impl DnsAsk {
-    /// The message for dns.
-    pub fn request(&self) -> GetRouteRequest {
-        self.key.request()
-    }
 }
 
 /// The answer to a caller's `get_host`.
@@ -93,6 +86,7 @@ impl HostAnswer {
     }
 
     /// The host to put in the `GetHostResponse`, if any.
+    #[cfg(test)]
     pub fn host(&self) -> Option<HostAddr> {
         match self {
             HostAnswer::Host(host) => Some(*host),
@@ -205,11 +199,6 @@ impl RouteTable {
             hosts: 0,
             kept: 0,
         }
-    }
-
-    /// The settings the routes follow.
-    pub fn settings(&self) -> &LbSettings {
-        &self.settings
     }
 
     /// A caller's `get_host`: the answer, and a dns ask to send if one is
@@ -394,11 +383,13 @@ impl RouteTable {
     }
 
     /// The route of `key`, if held.
+    #[cfg(test)]
     pub fn route(&self, key: RouteKey) -> Option<&Route> {
         self.routes.get(&key).map(|held| &held.route)
     }
 
     /// Whether the route of `key` waits for a dns answer; `None` if not held.
+    #[cfg(test)]
     pub fn is_pulling(&self, key: RouteKey) -> Option<bool> {
         self.routes
             .get(&key)
@@ -461,6 +452,7 @@ impl RouteTable {
 
     /// Whether the route of `key` serves hosts that dns has not answered since the agent started
     /// (it came from the route cache); false for a key not held.
+    #[cfg(test)]
     pub fn is_stale(&self, key: RouteKey) -> bool {
         self.routes.get(&key).is_some_and(Held::is_stale)
     }
@@ -505,10 +497,10 @@ impl Held {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HostState, OverloadReason, RecoverReason};
+    use super::super::host::{HostState, OverloadReason, RecoverReason};
     use super::*;
     use crate::alloc_counter;
-    use lars_wire::messages::HostCallResult;
+    use lars_wire::messages::{GetRouteRequest, HostCallResult};
 
     const KEY: RouteKey = RouteKey::new(1, 2);
 
@@ -646,7 +638,7 @@ mod tests {
         }
         assert_eq!(HostAnswer::NoExist.retcode(), RetCode::NoExist);
         assert_eq!(
-            ask(KEY).unwrap().request(),
+            ask(KEY).unwrap().key.request(),
             GetRouteRequest { modid: 1, cmdid: 2 }
         );
     }

@@ -1,17 +1,18 @@
 //! Process-level harness for the agent's end-to-end tests: the real `lars-dns`, `lars-reporter`,
 //! `lars-agent` and `lars` binaries on ports the OS picks, sharing one embedded store.
 
+// Each test binary uses its own part of the harness.
 #![allow(dead_code)]
 
-use lars_agent::stats::{sample, sum};
+use lars_service::metrics::{Samples, scrape};
 use lars_store::StoreUrl;
-use lars_wire::{Client, ClientConfig};
+use lars_wire::{Client, ClientConfig, HostAddr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use lars_service::testing::ServiceProcess as Service;
+pub use lars_service::testing::{ServiceProcess as Service, eventually};
 
 /// Path of a workspace binary, built once per test process so it is never stale.
 pub fn binary(name: &str) -> PathBuf {
@@ -66,34 +67,38 @@ macro_rules! on_both_drivers {
     };
 }
 
-/// The driver worker `worker` runs, as the stats text `text` says
+/// The driver worker `worker` runs, as its metrics say
 /// (`lars_agent_worker_driver{worker="W",driver="D"} 1`).
-pub fn driver_of(text: &str, worker: u64) -> Option<String> {
-    let prefix = format!("lars_agent_worker_driver{{worker=\"{worker}\",driver=\"");
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(&prefix)?;
-        let (driver, value) = rest.split_once("\"} ")?;
-        (value.trim() == "1").then(|| driver.to_string())
-    })
+pub fn driver_of(samples: &Samples, worker: u64) -> Option<String> {
+    let worker = worker.to_string();
+    samples
+        .iter()
+        .find(|s| {
+            s.name == "lars_agent_worker_driver"
+                && s.value == 1.0
+                && s.labels.get("worker") == Some(&worker)
+        })
+        .and_then(|s| s.labels.get("driver").cloned())
 }
 
-/// Every worker's driver, once the stats endpoint at `addr` names one for each (the agent's
+/// Every worker's driver, once the metrics endpoint at `addr` names one for each (the agent's
 /// readiness: a worker's driver gauge appears once its loop runs).
 pub fn drivers_when_ready(addr: SocketAddr) -> Vec<String> {
     eventually(
-        "the stats endpoint names every worker's driver",
+        "the metrics endpoint names every worker's driver",
         Duration::from_secs(10),
         || {
-            let text = lars_agent::admin::fetch(addr, Duration::from_secs(2)).ok()?;
-            let workers = sample(&text, "lars_agent_workers", "")?;
-            (0..workers).map(|w| driver_of(&text, w)).collect()
+            let samples = scrape(&addr.to_string(), Duration::from_secs(2)).ok()?;
+            let workers = samples.get("lars_agent_workers", &[])? as u64;
+            (0..workers)
+                .map(|w| driver_of(&samples, w))
+                .collect::<Option<Vec<_>>>()
         },
     )
 }
 
 impl System {
     /// Starts dns and reporter (on OS-chosen ports) and an agent pointed at them.
-    #[allow(dead_code)]
     pub fn start() -> System {
         System::start_on(DEFAULT_IO)
     }
@@ -131,32 +136,33 @@ impl System {
 
     /// (Re)starts lars-dns, on the same port as before if it ran before.
     pub fn start_dns(&mut self) {
-        let config = self.write(
-            "dns.toml",
-            &format!(
-                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n[dns]\nversion_poll_ms = 200\n",
-                self.dns_port, self.store
-            ),
-        );
-        let dns = start("lars-dns", &[], &["--config", &config]);
-        let addr: SocketAddr = dns.field("addr").parse().unwrap();
-        self.dns_port = addr.port();
+        let (dns, port) =
+            self.start_central("lars-dns", self.dns_port, "[dns]\nversion_poll_ms = 200\n");
+        self.dns_port = port;
         self.dns = Some(dns);
     }
 
     /// (Re)starts lars-reporter, on the same port as before if it ran before.
     pub fn start_reporter(&mut self) {
+        let (reporter, port) = self.start_central("lars-reporter", self.reporter_port, "");
+        self.reporter_port = port;
+        self.reporter = Some(reporter);
+    }
+
+    /// Starts central service `name` on the system's store, listening on `port` (0: the OS
+    /// picks) with its metrics endpoint on a port the OS picks and `extra` config sections;
+    /// returns it and the port it listens on.
+    fn start_central(&self, name: &str, port: u16, extra: &str) -> (Service, u16) {
         let config = self.write(
-            "reporter.toml",
+            &format!("{name}.toml"),
             &format!(
-                "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
-                self.reporter_port, self.store
+                "[reactor]\nport = {port}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n{extra}",
+                self.store
             ),
         );
-        let reporter = start("lars-reporter", &[], &["--config", &config]);
-        let addr: SocketAddr = reporter.field("addr").parse().unwrap();
-        self.reporter_port = addr.port();
-        self.reporter = Some(reporter);
+        let service = start(name, &[], &["--config", &config]);
+        let addr: SocketAddr = service.field("addr").parse().unwrap();
+        (service, addr.port())
     }
 
     /// Starts an agent under `prefix` (e.g. `["taskset", "-c", "0"]`) with `extra` config lines
@@ -201,18 +207,33 @@ impl System {
         .unwrap()
     }
 
-    /// The agent's counters.
-    pub fn agent_stats(&self) -> String {
-        let addr: SocketAddr = self.agent().field("stats").parse().unwrap();
-        lars_agent::admin::fetch(addr, Duration::from_secs(2)).expect("agent stats")
+    /// The agent's counters now.
+    pub fn agent_stats(&self) -> Samples {
+        self.agent().scrape()
     }
 
-    pub fn stat(&self, name: &str, labels: &str) -> u64 {
-        sample(&self.agent_stats(), name, labels).unwrap_or_else(|| panic!("no {name}{{{labels}}}"))
+    /// One of the agent's counters, `name` with exactly `labels`; fails the test when absent.
+    pub fn stat(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.agent_stats()
+            .get(name, labels)
+            .unwrap_or_else(|| panic!("no {name}{labels:?}")) as u64
     }
 
+    /// The sum of one of the agent's counters over every label set.
     pub fn stat_sum(&self, name: &str) -> u64 {
-        sum(&self.agent_stats(), name)
+        self.agent_stats().sum(name, &[]) as u64
+    }
+
+    /// Adds `host` to route `(modid, cmdid)` with `lars route add`.
+    pub fn add_host(&self, modid: i32, cmdid: i32, host: HostAddr) {
+        self.lars(&[
+            "route",
+            "add",
+            &modid.to_string(),
+            &cmdid.to_string(),
+            &host.ip.to_string(),
+            &host.port.to_string(),
+        ]);
     }
 
     /// Adds `host` to the route `(modid, cmdid)` with the `lars` CLI.
@@ -244,17 +265,10 @@ impl System {
     }
 }
 
-/// Retries `check` until it returns Some, failing after `within`.
-pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Asks `client` for a host of `(modid, cmdid)` until the agent has the route (its first ask
+/// makes the agent pull it from dns); returns the host picked.
+pub fn served(client: &mut Client, modid: i32, cmdid: i32) -> HostAddr {
+    eventually("the route is served", Duration::from_secs(5), || {
+        client.get_host(modid, cmdid).ok()
+    })
 }

@@ -2,7 +2,7 @@
 //! exactly the agent's I/O setup — one worker thread per CPU of the affinity mask, each pinned
 //! to its CPU (`core_affinity`) and running its own loop of the agent's driver
 //! ([`DatagramLoop`], chosen with `--io` like `[agent] io` and resolved the same way); `shards`
-//! sockets on consecutive ports bound with [`lars_agent::agent::bind_shards`], shard `i` on
+//! sockets on consecutive ports bound with [`lars_agent::bind_shards`], shard `i` on
 //! worker `i % workers` — that sends every datagram back to its sender unchanged, doing no work
 //! in between. `lars-perf --target echo` loads it with the same `GetHostRequest` datagrams it
 //! sends the agent, so the gap between the two runs is what the agent's request handling costs.
@@ -14,10 +14,10 @@
 
 use anyhow::Context;
 use argh::FromArgs;
-use lars_agent::agent::bind_shards;
-use lars_agent::config::DriverChoice;
-use lars_agent::io::{self, DatagramLoop, DatagramService, Driver, DriverError, LoopControl};
-use lars_service::signals::StopSignals;
+use lars_agent::{
+    DatagramLoop, DatagramService, Driver, DriverChoice, DriverError, LoopControl, bind_shards,
+};
+use lars_service::signals::BlockingStopSignals;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         _ => vec![None],
     };
     let workers = cores.len();
-    let driver = io::resolve(args.io);
+    let driver = lars_agent::resolve_driver(args.io);
     let (base_port, sockets) =
         bind_shards(args.ip, args.base_port, args.shards).context("binding the shard sockets")?;
     let mut sockets: Vec<Option<UdpSocket>> = sockets.into_iter().map(Some).collect();
@@ -106,19 +106,12 @@ fn main() -> anyhow::Result<()> {
         result.with_context(|| format!("worker {worker} cannot start its {driver} driver"))?;
     }
     // Handlers first, so a signal sent as soon as the line below is read stops it cleanly.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    let signals = {
-        let _context = runtime.enter();
-        StopSignals::install()
-    };
+    let signals = BlockingStopSignals::install().context("starting the signal runtime")?;
     eprintln!(
         "echo-server serving base_port={base_port} shards={} workers={workers} io={driver}",
         args.shards
     );
-    runtime.block_on(StopSignals::wait_or_forever(signals));
+    signals.wait();
     Ok(())
 }
 

@@ -220,7 +220,9 @@ async fn serve(listener: TcpListener, metrics: ServiceMetrics, mut stop: watch::
                 .serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(%peer, error = %e, "metrics connection failed"),
+                Ok(Err(e)) => {
+                    debug!(%peer, error = &e as &dyn std::error::Error, "metrics connection failed");
+                }
                 Err(_) => debug!(%peer, "metrics connection timed out"),
             }
             drop(permit);

@@ -274,19 +274,6 @@ impl Samples {
             .map(|s| s.value)
             .sum()
     }
-
-    /// The value of a selector as the text format writes a sample: `name` or
-    /// `name{label="value",...}`, with exactly those labels.
-    pub fn select(&self, selector: &str) -> Option<f64> {
-        let wanted = Samples::parse(&format!("{selector} 0"));
-        let wanted = wanted.samples.first()?;
-        let labels: Vec<(&str, &str)> = wanted
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.get(&wanted.name, &labels)
-    }
 }
 
 /// A bucket bound or quantile as the text format writes it.
@@ -338,20 +325,6 @@ lars_wait_seconds_bucket{le=\"+Inf\"} 2
         assert_eq!(s.sum("lars_x_total", &[("worker", "1")]), 5.0);
         assert_eq!(s.sum("lars_x_total", &[("reason", "short")]), 7.0);
         assert_eq!(s.sum("lars_x", &[]), 0.0);
-    }
-
-    #[test]
-    fn a_selector_reads_as_the_text_writes_it() {
-        let s = Samples::parse(TEXT);
-        assert_eq!(
-            s.select("lars_x_total{worker=\"1\",reason=\"bad_body\"}"),
-            Some(1.0)
-        );
-        assert_eq!(s.select("lars_up"), Some(1.0));
-        assert_eq!(
-            s.select("lars_x_total{worker=\"9\",reason=\"short\"}"),
-            None
-        );
     }
 
     #[test]

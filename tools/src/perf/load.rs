@@ -41,10 +41,10 @@ const SECOND: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A generator socket could not be opened.
-    #[error("cannot open a UDP socket: {0}")]
+    #[error("cannot open a UDP socket")]
     Socket(#[source] io::Error),
     /// A generator thread could not be started.
-    #[error("cannot start generator thread {thread}: {source}")]
+    #[error("cannot start generator thread {thread}")]
     Thread {
         /// The thread's number.
         thread: usize,
@@ -376,6 +376,27 @@ async fn drive(
             _ = socket.writable(), if blocked => {}
             _ = alarm.rung(), if precise && wake.is_some() => {}
             () = coarse, if !precise && wake.is_some() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_their_cause_once_through_source() {
+        let errors = [
+            LoadError::Socket(io::Error::other("no buffer space")),
+            LoadError::Thread {
+                thread: 3,
+                source: io::Error::other("no buffer space"),
+            },
+        ];
+        for error in errors {
+            assert!(!error.to_string().contains("no buffer space"), "{error}");
+            let chain = format!("{:#}", anyhow::Error::from(error));
+            assert_eq!(chain.matches("no buffer space").count(), 1, "{chain}");
         }
     }
 }

@@ -1,6 +1,6 @@
-//! `lars-perf`, the load generator of SPEC §7: drives lars-agent (or a bare UDP echo server)
-//! with `get_host`, `get_route` and `report` requests from threads × sockets × requests in
-//! flight, in a closed loop or an open loop at a fixed rate (latency corrected for coordinated
+//! `lars-perf`, the load generator: drives lars-agent (or a bare UDP echo server) with
+//! `get_host`, `get_route` and `report` requests from threads × sockets × requests in flight,
+//! in a closed loop or an open loop at a fixed rate (latency corrected for coordinated
 //! omission), and reports throughput and HDR-histogram latency percentiles as a summary or as
 //! JSON. `src/bin/lars_perf.rs` only calls [`main`].
 //!
@@ -43,7 +43,8 @@ pub fn run(plan: &Plan) -> i32 {
             report.exit_code()
         }
         Err(e) => {
-            eprintln!("lars-perf: {e}");
+            // `{:#}` prints the error and its causes, which the message itself leaves out.
+            eprintln!("lars-perf: {:#}", anyhow::Error::from(e));
             1
         }
     }

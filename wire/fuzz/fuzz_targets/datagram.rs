@@ -4,8 +4,8 @@
 //! The input is tried twice: as the datagram itself (so the header checks see arbitrary
 //! headers), and as a message id (first byte, 0..=9) and a body behind a header that tells the
 //! truth about its length (so every run reaches the protobuf decoder). Beyond "never panics", it
-//! checks that the datagram errors follow the rules of SPEC section 1 and that a datagram that
-//! decodes re-encodes to one that decodes to the same message.
+//! checks that the datagram errors follow the framing rules of docs/PROTOCOL.md ("Frames") and
+//! that a datagram that decodes re-encodes to one that decodes to the same message.
 
 #![no_main]
 

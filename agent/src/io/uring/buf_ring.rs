@@ -109,11 +109,6 @@ impl BufRing {
         self.bgid
     }
 
-    /// Number of buffers.
-    pub fn count(&self) -> u16 {
-        self.count
-    }
-
     /// The first `len` bytes of buffer `bid`, which the kernel filled and handed to us in a
     /// completion (so it does not write to it until it is recycled).
     pub fn filled(&self, bid: u16, len: usize) -> &[u8] {

@@ -98,9 +98,4 @@ impl SendPool {
     pub fn len(&self) -> usize {
         self.slots.len()
     }
-
-    /// Whether no slot was made yet.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
 }

@@ -201,14 +201,7 @@ async fn services_create_a_missing_sqlite_file_with_the_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_leave_an_sqlite_file_with_other_tables_alone() {
-    let db = TestDb::sqlite_absent();
-    let StoreUrl::Sqlite(path) = db.url() else {
-        panic!("not sqlite")
-    };
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch("CREATE TABLE unrelated (x INTEGER)")
-        .unwrap();
+    let db = TestDb::sqlite_with_other_tables();
     let store = Store::open_with(&db.url(), service_options())
         .await
         .unwrap();

@@ -8,6 +8,7 @@
 //! SQLite databases are a file in a temporary directory.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -120,6 +121,24 @@ impl TestDb {
         }
     }
 
+    /// An SQLite file holding one table of something else (`unrelated`): a database that exists
+    /// but is not a Lars one, which services leave alone until [`TestDb::init`].
+    ///
+    /// # Panics
+    /// When the file cannot be made.
+    pub fn sqlite_with_other_tables() -> TestDb {
+        let db = TestDb::sqlite_absent();
+        let StoreUrl::Sqlite(path) = &db.url else {
+            unreachable!("sqlite_absent makes an SQLite URL")
+        };
+        let made = rusqlite::Connection::open(path)
+            .and_then(|conn| conn.execute_batch("CREATE TABLE unrelated (x INTEGER)"));
+        if let Err(e) = made {
+            panic!("cannot make {}: {e}", path.display());
+        }
+        db
+    }
+
     /// Runs [`Store::init`] on the database, as `lars init` would.
     ///
     /// # Panics
@@ -168,6 +187,62 @@ impl TestDb {
             Ok(found) => found,
             Err(e) => panic!("cannot list the databases on {}: {e}", m.server()),
         }
+    }
+
+    /// Checks that `message` (a command's or service's stderr) names this database as missing
+    /// (`` `db` does not exist on host:port`` or `` `path` does not exist``) and points to
+    /// `lars init --store URL`, and that the database still does not exist: nothing made it.
+    ///
+    /// # Panics
+    /// When any of that is not so.
+    pub fn assert_missing_named(&self, message: &str) {
+        let named = match &self.url {
+            StoreUrl::Mysql(m) => format!("`{}` does not exist on {}", m.database, m.server()),
+            StoreUrl::Sqlite(path) => format!("`{}` does not exist", path.display()),
+        };
+        let init = format!("lars init --store {}", self.url);
+        for what in [named, init] {
+            assert!(message.contains(&what), "no `{what}` in: {message}");
+        }
+        assert!(!self.exists(), "{} was created", self.url);
+    }
+
+    /// Writes `dir/file_name`, a service config (lars-dns, lars-reporter) on ports the OS picks
+    /// (service and metrics) storing in this database, and returns its path.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn service_config(&self, dir: &Path, file_name: &str) -> PathBuf {
+        let path = dir.join(file_name);
+        let text = format!(
+            "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n",
+            self.url_string()
+        );
+        if let Err(e) = std::fs::write(&path, text) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// Runs service binary `program` with `args` until it exits and checks that it refused to
+    /// start on this missing database: a failure exit, no "serving" line, the database named as
+    /// [`TestDb::assert_missing_named`] checks, and nothing created.
+    ///
+    /// # Panics
+    /// When any of that is not so, or the program cannot run.
+    pub fn assert_service_refuses(&self, program: &Path, args: &[&str]) {
+        let out = match std::process::Command::new(program).args(args).output() {
+            Ok(out) => out,
+            Err(e) => panic!("cannot run {}: {e}", program.display()),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{} started: {stderr}",
+            program.display()
+        );
+        assert!(!stderr.contains("serving"), "{stderr}");
+        self.assert_missing_named(&stderr);
     }
 
     /// The database's URL.

@@ -1,4 +1,4 @@
-//! Route edits and the version each one writes (SPEC §5), decided without I/O.
+//! Route edits and the version each one writes, decided without I/O.
 //!
 //! Owns [`RouteEdit`], [`EditOutcome`], the rule for the next route version ([`next_version`])
 //! and [`EditPlan`], the statements of one edit's transaction in order: the `RouteData` change,

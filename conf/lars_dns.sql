@@ -1,9 +1,14 @@
 -- Lars route and call-statistics schema for MySQL / MariaDB.
 --
 -- Same tables and columns as the original C++ Lars, so existing Lars databases and admin tools
--- keep working; lars-store runs these statements (idempotent) every time it opens a MySQL store.
--- To set up a database by hand:  mysql -u root -e 'CREATE DATABASE IF NOT EXISTS lars_dns'
---                                mysql -u root lars_dns < conf/lars_dns.sql
+-- keep working. lars-store runs these statements (idempotent) only in `lars init`, never when a
+-- service or command opens a store. To set up a database:
+--     lars init --store mysql://root@127.0.0.1:3306/lars_dns
+-- or by hand:
+--     mysql -u root -e 'CREATE DATABASE IF NOT EXISTS lars_dns'
+--     mysql -u root lars_dns < conf/lars_dns.sql
+-- Both leave the RouteVersion row id = 1 that makes it a Lars route database (lars-dns refuses
+-- to serve without it).
 --
 -- Differences from the Lars DDL, all compatible with its data: NOT NULL everywhere, an index on
 -- RouteData(modid, cmdid), ServerCallStatus.caller/succ_cnt/err_cnt UNSIGNED (IPv4 addresses

@@ -9,13 +9,22 @@
 //! `change_retention`, so no replica eats an edit another has not seen yet. A database error
 //! keeps the last snapshot serving and is retried with capped exponential backoff; the service
 //! never exits because the database blinked.
+//!
+//! Before the first load nothing is served (the listener accepts nothing), and the first load
+//! works only on a Lars route database ([`Store::check_route_database`]: the route tables and the
+//! `RouteVersion` row): a database without them is retried, with what is missing logged on the
+//! first failure, whenever the reason changes and every tenth retry, until `lars init` sets it
+//! up. The store is opened as services open it ([`StoreOptions::for_service`]): an SQLite file is
+//! made on the first start, a MySQL database never (lars-dns refuses to start on a missing one,
+//! see `main.rs`). Once serving, a database that disappears, or loses its tables or its version
+//! row, fails the poll like an outage: the last snapshot keeps serving and the failure is logged.
 
 use crate::push_empty::{PushEmptyRule, Verdict};
 use crate::shared::{DnsShared, RouteChanges};
 use crate::snapshot::RouteSnapshot;
 use crate::stats::DnsStats;
 use lars_service::Backoff;
-use lars_store::{Store, StoreError, StoreUrl};
+use lars_store::{Store, StoreError, StoreOptions, StoreUrl};
 use lars_wire::RouteKey;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +36,10 @@ use tracing::{debug, info, warn};
 
 /// Rejected rows logged one by one per load; the rest are counted.
 const REJECTED_ROWS_LOGGED: usize = 10;
+
+/// While the first load keeps failing for the same reason, one log line per this many retries
+/// (with the 1 s version poll and the 30 s retry cap, about one line every five minutes).
+const START_FAILURES_LOGGED_EVERY: u32 = 10;
 
 /// While routes stay held back, the warning is repeated this often (a new hold is logged at
 /// once): often enough to be seen in a log tail, rarely enough not to flood it at one reload a
@@ -76,18 +89,25 @@ impl RouteSync {
         }
     }
 
-    /// Loads the first snapshot, retrying until it works or `shutdown`.
-    /// Returns false on shutdown.
+    /// Checks the store is a Lars route database and loads the first snapshot, retrying until
+    /// it works or `shutdown`. Returns false on shutdown.
     pub async fn start(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let mut backoff = Backoff::new(self.timing.version_poll, self.timing.retry_max);
+        let mut last_reason = String::new();
         loop {
             match self.first_load().await {
                 Ok(()) => return true,
                 Err(e) => {
                     DnsStats::inc(&self.shared.stats.db_errors);
                     let wait = backoff.fail();
-                    warn!(error = &e as &dyn std::error::Error, retry_in = ?wait, failures = backoff.failures(),
-                        "cannot load routes at start; not serving until the first load works");
+                    let failures = backoff.failures();
+                    let reason = e.to_string();
+                    if reason != last_reason || failures.is_multiple_of(START_FAILURES_LOGGED_EVERY)
+                    {
+                        warn!(error = &e as &dyn std::error::Error, retry_in = ?wait, failures,
+                            "cannot load routes at start; not serving until the first load works");
+                        last_reason = reason;
+                    }
                     if wait_or_shutdown(wait, shutdown).await {
                         return false;
                     }
@@ -127,6 +147,7 @@ impl RouteSync {
 
     async fn first_load(&mut self) -> Result<(), StoreError> {
         let store = open(&mut self.store, &self.url).await?;
+        store.check_route_database().await?;
         let version = store.route_version().await?;
         let mut snapshot = load(store, &self.shared.stats, version).await?;
         snapshot.mark_removed(recent_changes(store, version, self.timing.change_retention).await?);
@@ -281,11 +302,11 @@ fn retention_versions(retention: Duration) -> i64 {
     i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// The store, opened now if it was not yet.
+/// The store, opened now (as services open it, [`StoreOptions::for_service`]) if it was not yet.
 async fn open<'a>(slot: &'a mut Option<Store>, url: &StoreUrl) -> Result<&'a Store, StoreError> {
     match slot {
         Some(store) => Ok(store),
-        None => Ok(slot.insert(Store::open(url).await?)),
+        None => Ok(slot.insert(Store::open_with(url, StoreOptions::for_service()).await?)),
     }
 }
 

@@ -9,7 +9,10 @@
 //! logged (the first failure and every tenth), and the worker retries with capped exponential
 //! backoff ([`Backoff`]) until the database is back — then it writes everything kept, oldest
 //! first. The store is opened by the first worker that needs it (so the service starts while
-//! the database is down) and shared by all.
+//! the database is down) and shared by all, the way services open it
+//! ([`StoreOptions::for_service`]): an SQLite file is made on the first start, a MySQL database
+//! never (`main.rs` refuses to start without it). A database that is missing or lacks
+//! `ServerCallStatus` later is a failed write like any other: the rows wait for `lars init`.
 //!
 //! One caveat the store's time limit brings: a write that timed out on our side may still commit
 //! on the server later, after a retry wrote a newer value of a key. Lars has the same exposure;
@@ -20,7 +23,7 @@ use crate::mailbox::{Chunk, NextWrite};
 use crate::shutdown::requested;
 use crate::stats::ReporterStats;
 use lars_service::Backoff;
-use lars_store::{Store, StoreError, StoreUrl};
+use lars_store::{Store, StoreError, StoreOptions, StoreUrl};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, watch};
@@ -45,10 +48,12 @@ impl SharedStore {
         }
     }
 
-    /// The open store; opens it (creating the schema if needed) on first use. A failed open is
-    /// retried by the next call.
+    /// The open store; opens it on first use (an SQLite file is created with the schema if
+    /// missing). A failed open is retried by the next call.
     pub async fn get(&self) -> Result<&Store, StoreError> {
-        self.store.get_or_try_init(|| Store::open(&self.url)).await
+        self.store
+            .get_or_try_init(|| Store::open_with(&self.url, StoreOptions::for_service()))
+            .await
     }
 
     /// Closes the store's connections, if it was opened.

@@ -32,10 +32,48 @@ pub enum StoreError {
         source: BackendError,
     },
 
-    /// The MySQL database named in the URL does not exist and could not be created.
+    /// The MySQL database named in the URL does not exist. Opening a store never creates one;
+    /// only [`Store::init`](crate::Store::init) (`lars init`) does.
     #[error(
-        "database `{db}` on {target} does not exist and cannot be created; \
-         create it by hand or grant CREATE to the store user"
+        "database `{database}` does not exist on {server}; create it with `lars init --store {url}`"
+    )]
+    NoDatabase {
+        /// The database name.
+        database: String,
+        /// The server, `host:port`.
+        server: String,
+        /// The store URL, password hidden.
+        url: String,
+    },
+
+    /// The SQLite file named in the URL does not exist, and the store was opened with
+    /// [`OpenMode::Existing`](crate::OpenMode::Existing).
+    #[error("SQLite file `{path}` does not exist; create it with `lars init --store {url}`")]
+    NoSqliteFile {
+        /// The path as given.
+        path: String,
+        /// The store URL.
+        url: String,
+    },
+
+    /// The database exists and answers, but is not a Lars route database (see
+    /// [`SchemaProblem`](crate::SchemaProblem)).
+    #[error(
+        "{target} is not a Lars route database: {problem}; set it up with `lars init --store {url}`"
+    )]
+    NotRouteDatabase {
+        /// `host:port/db` or the SQLite path.
+        target: String,
+        /// What is missing.
+        problem: crate::SchemaProblem,
+        /// The store URL, password hidden.
+        url: String,
+    },
+
+    /// [`Store::init`](crate::Store::init) could not create the MySQL database.
+    #[error(
+        "cannot create database `{db}` on {target}; create it by hand or grant CREATE to the \
+         store user"
     )]
     CreateDatabase {
         /// The server, `host:port`.
@@ -91,6 +129,18 @@ pub enum StoreError {
         /// The panic or cancellation message.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// Whether the database itself is not there ([`StoreError::NoDatabase`],
+    /// [`StoreError::NoSqliteFile`]): waiting does not bring it back, `lars init` does, so a
+    /// service refuses to start on it.
+    pub fn is_missing_database(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoDatabase { .. } | StoreError::NoSqliteFile { .. }
+        )
+    }
 }
 
 /// The error of one of the two database drivers.

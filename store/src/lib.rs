@@ -8,6 +8,13 @@
 //! (`sqlite://PATH`, the default `sqlite://lars.db`, so every binary runs with no database
 //! server and several processes can share the file). Both pass the same tests.
 //!
+//! Databases are never created by accident: [`Store::open`] opens a database that exists and
+//! runs no DDL (a missing one is [`StoreError::NoDatabase`] / [`StoreError::NoSqliteFile`]);
+//! [`Store::init`] (`lars init`) is the one way to create a database and its schema, and the
+//! services' [`OpenMode::CreateIfMissing`] the one exception, for SQLite files only, so the
+//! embedded default works on a fresh machine. [`Store::check_route_database`] tells whether a
+//! database is a Lars route database (see `schema.rs`).
+//!
 //! Callers are the dns service, the reporter and the `lars` CLI. Every method is async on the
 //! tokio runtime and returns a [`StoreError`]; nothing in here panics on what the database or
 //! the URL holds. A stored row our types cannot hold is skipped and reported, never fatal.
@@ -36,6 +43,7 @@ use lars_wire::{HostAddr, RouteKey};
 pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
 pub use crate::route::{RouteLoad, RouteTable};
+pub use crate::schema::{InitReport, SchemaProblem};
 pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
 pub use crate::url::{
     DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MysqlUrl, StoreUrl,
@@ -45,7 +53,23 @@ use crate::edit::RouteEdit;
 use crate::mysql::MysqlStore;
 use crate::sqlite::SqliteStore;
 
-/// Time limits of a store.
+/// What opening a store does when its database is not there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The database must exist: a missing MySQL database is [`StoreError::NoDatabase`], a missing
+    /// SQLite file [`StoreError::NoSqliteFile`]. Nothing is created and no DDL runs. For every
+    /// command and tool.
+    #[default]
+    Existing,
+    /// For the services (lars-dns, lars-reporter) only, so the embedded default works on a fresh
+    /// machine: a missing SQLite file is created, and an SQLite database with no tables at all
+    /// (one just created, here or by a service starting at the same moment) gets the schema,
+    /// exactly as [`Store::init`] makes it; a file with any table is left as it is. A MySQL
+    /// database is never created this way: with a `mysql://` URL this is [`OpenMode::Existing`].
+    CreateIfMissing,
+}
+
+/// How a store is opened: time limits, and what to do when the database is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// MySQL: how long to wait for a connection (TCP connect, handshake, or a free pooled one).
@@ -53,15 +77,34 @@ pub struct StoreOptions {
     /// MySQL: how long one operation may take once connected (all its round trips).
     /// SQLite: how long to wait for another process's lock (the busy timeout).
     pub op_timeout: Duration,
+    /// What to do when the database is missing; [`OpenMode::Existing`] unless a service says
+    /// otherwise.
+    pub mode: OpenMode,
+}
+
+impl StoreOptions {
+    /// What the services (lars-dns, lars-reporter) open their store with: the default limits and
+    /// [`OpenMode::CreateIfMissing`], so the embedded SQLite default is made on a first start
+    /// (a MySQL database never is).
+    pub fn for_service() -> StoreOptions {
+        StoreOptions::default().with_mode(OpenMode::CreateIfMissing)
+    }
+
+    /// These options with `mode`.
+    pub fn with_mode(self, mode: OpenMode) -> StoreOptions {
+        StoreOptions { mode, ..self }
+    }
 }
 
 impl Default for StoreOptions {
     /// 5 s to connect, 10 s per operation: long enough for a loaded server, short enough that
     /// a dead one is noticed well within the dns service's 10 s full-reload period.
+    /// [`OpenMode::Existing`].
     fn default() -> Self {
         StoreOptions {
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(10),
+            mode: OpenMode::Existing,
         }
     }
 }
@@ -93,24 +136,82 @@ macro_rules! on_backend {
 }
 
 impl Store {
-    /// Opens the store at `url` with default [`StoreOptions`]: connects, creates the MySQL
-    /// database if it is missing (and privileges allow), creates the tables if absent and the
-    /// `RouteVersion` row `id = 1` if absent. Safe to call on an existing Lars database and
-    /// from several processes at once.
+    /// Opens the existing store at `url` with default [`StoreOptions`] ([`OpenMode::Existing`]):
+    /// connects and checks that the database is there. Creates nothing and runs no DDL; does
+    /// not check the tables (see [`Store::check_route_database`]). Safe from several processes
+    /// at once.
     pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
         Store::open_with(url, StoreOptions::default()).await
     }
 
-    /// [`Store::open`] with explicit time limits.
+    /// [`Store::open`] with explicit time limits and [`OpenMode`].
     pub async fn open_with(url: &StoreUrl, options: StoreOptions) -> Result<Store, StoreError> {
         let backend = match url {
-            StoreUrl::Mysql(m) => Backend::Mysql(MysqlStore::open(m, options).await?),
-            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, options).await?),
+            StoreUrl::Mysql(m) => Backend::Mysql(MysqlStore::open(m, url, options).await?),
+            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, url, options).await?),
         };
         Ok(Store {
             backend,
             url: url.clone(),
         })
+    }
+
+    /// Creates the store at `url` if it is not there, with default time limits: MySQL: the
+    /// database (`CREATE DATABASE IF NOT EXISTS`), the tables and the `RouteVersion` row
+    /// `id = 1` (version 0); SQLite: the file (in WAL mode), the tables and the row. Idempotent:
+    /// on a Lars database it changes nothing. The report says what it did. The one way, with
+    /// the services' SQLite first start, that a database comes to exist.
+    pub async fn init(url: &StoreUrl) -> Result<InitReport, StoreError> {
+        Store::init_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::init`] with explicit time limits (the mode is ignored).
+    pub async fn init_with(
+        url: &StoreUrl,
+        options: StoreOptions,
+    ) -> Result<InitReport, StoreError> {
+        match url {
+            StoreUrl::Mysql(m) => MysqlStore::init(m, url, options).await,
+            StoreUrl::Sqlite(path) => SqliteStore::init(path, url, options).await,
+        }
+    }
+
+    /// What a service does before it starts: opens the store at `url` once with `options` and
+    /// closes it. `Err` only when the database does not exist
+    /// ([`StoreError::is_missing_database`]): no retry brings it back, so the service refuses to
+    /// start, naming it. Any other failure (server down, a timeout) is `Ok`: the service starts
+    /// and its own retries report it.
+    pub async fn refuse_if_missing(
+        url: &StoreUrl,
+        options: StoreOptions,
+    ) -> Result<(), StoreError> {
+        match Store::open_with(url, options).await {
+            Ok(store) => {
+                store.close().await;
+                Ok(())
+            }
+            Err(e) if e.is_missing_database() => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Checks that the database is a Lars route database (the tables `RouteData`,
+    /// `RouteVersion`, `RouteChange` and the row `RouteVersion.id = 1`); otherwise
+    /// [`StoreError::NotRouteDatabase`] saying what is missing.
+    pub async fn check_route_database(&self) -> Result<(), StoreError> {
+        let state = on_backend!(self, schema_state())?;
+        match state.route_problem() {
+            None => Ok(()),
+            Some(problem) => Err(self.not_route_database(problem)),
+        }
+    }
+
+    fn not_route_database(&self, problem: SchemaProblem) -> StoreError {
+        StoreError::NotRouteDatabase {
+            target: self.url.target(),
+            problem,
+            url: self.url.to_string(),
+        }
     }
 
     /// The URL the store was opened with (prints without the password).
@@ -123,10 +224,11 @@ impl Store {
         on_backend!(self, ping())
     }
 
-    /// The current route version (`RouteVersion.version` of row `id = 1`; 0 if the row is
-    /// missing, and the next edit recreates it).
+    /// The current route version (`RouteVersion.version` of row `id = 1`). A missing row is
+    /// [`StoreError::NotRouteDatabase`] ([`SchemaProblem::NoVersionRow`]), never a version.
     pub async fn route_version(&self) -> Result<i64, StoreError> {
-        on_backend!(self, route_version())
+        let version = on_backend!(self, route_version())?;
+        version.ok_or_else(|| self.not_route_database(SchemaProblem::NoVersionRow))
     }
 
     /// The whole route table. Rows with a value our types cannot hold are skipped and listed in
@@ -181,9 +283,11 @@ impl Store {
         self.edit(RouteEdit::RemoveRoute(key)).await
     }
 
-    /// Runs one route edit with its version bump and logs it once committed.
+    /// Runs one route edit with its version bump and logs it once committed. A database without
+    /// the `RouteVersion` row is refused ([`StoreError::NotRouteDatabase`]) and left unchanged.
     async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
-        let outcome = on_backend!(self, edit(edit))?;
+        let outcome = on_backend!(self, edit(edit))?
+            .ok_or_else(|| self.not_route_database(SchemaProblem::NoVersionRow))?;
         edit.log_committed(outcome);
         Ok(outcome)
     }
@@ -267,6 +371,12 @@ mod tests {
         host: HostAddr,
     ) {
         is_send(&Store::open(&StoreUrl::default()));
+        is_send(&Store::init(&StoreUrl::default()));
+        is_send(&Store::refuse_if_missing(
+            &StoreUrl::default(),
+            StoreOptions::default(),
+        ));
+        is_send(&store.check_route_database());
         is_send(&store.ping());
         is_send(&store.route_version());
         is_send(&store.load_routes());

@@ -1,6 +1,8 @@
 //! The MySQL/MariaDB backend, through a `mysql_async` connection pool.
 //!
-//! Owns everything that touches `mysql_async`: creating the database and schema on open, running
+//! Owns everything that touches `mysql_async`: checking on open that the database exists (a
+//! missing one is [`StoreError::NoDatabase`], at open and on any later connection), creating the
+//! database and schema only in [`MysqlStore::init`], reading what schema a database has, running
 //! the SQL both backends share (from `route.rs`, `edit.rs`, `status.rs`) and the SQL only MySQL
 //! speaks (the version lock, the upserts), and the time limits. Every operation takes one pooled connection
 //! within `connect_timeout` and must finish within `op_timeout`; a limit that runs out is a
@@ -21,12 +23,22 @@ use crate::route::{
     SELECT_ROUTES, SELECT_VERSION, decode_change_key, decode_route_row, decode_version,
 };
 use crate::row::Cell;
+use crate::schema::{InitReport, SchemaState};
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use lars_wire::RouteKey;
 
 use crate::{
-    BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteLoad, StoreError, StoreOptions, status,
+    BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteLoad, StoreError, StoreOptions,
+    StoreUrl, status,
 };
+
+/// The server's "Unknown database" error (`ER_BAD_DB_ERROR`): the database in the URL does not
+/// exist.
+const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// The tables of the connection's database.
+const SELECT_TABLES: &str =
+    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()";
 
 /// Connections the pool keeps open while idle, and at most.
 const POOL_MIN_IDLE: usize = 1;
@@ -50,16 +62,26 @@ pub(crate) struct MysqlStore {
     pool: Pool,
     /// `host:port/db`, for errors.
     target: Arc<str>,
+    /// What [`StoreError::NoDatabase`] names.
+    missing: Arc<MissingDatabase>,
     options: StoreOptions,
 }
 
+/// The parts of a [`StoreError::NoDatabase`] for this store.
+struct MissingDatabase {
+    database: String,
+    server: String,
+    url: String,
+}
+
 impl MysqlStore {
-    /// Creates the database if it is missing, then the pool, then the schema.
+    /// The pool on `url.database`, then one connection from it: a database that does not exist
+    /// is [`StoreError::NoDatabase`]. Creates nothing, whatever `options.mode` says.
     pub(crate) async fn open(
         url: &MysqlUrl,
+        full_url: &StoreUrl,
         options: StoreOptions,
     ) -> Result<MysqlStore, StoreError> {
-        ensure_database(url, &options).await?;
         let pool_opts = PoolOpts::default()
             .with_constraints(PoolConstraints::new(POOL_MIN_IDLE, POOL_MAX).unwrap_or_default());
         let opts = connection_opts(url)
@@ -68,18 +90,68 @@ impl MysqlStore {
         let store = MysqlStore {
             pool: Pool::new(opts),
             target: url.target().into(),
+            missing: Arc::new(MissingDatabase {
+                database: url.database.clone(),
+                server: url.server(),
+                url: full_url.to_string(),
+            }),
             options,
         };
-        store
-            .run("create schema", |mut conn| async move {
-                for statement in crate::schema::mysql_statements() {
-                    conn.query_drop(statement).await.during("create schema")?;
-                }
-                Ok(())
-            })
-            .await?;
+        store.ping().await?;
         tracing::info!(target_db = %store.target, "opened MySQL store");
         Ok(store)
+    }
+
+    /// Creates the database if it is missing, then the tables and the version row if missing.
+    pub(crate) async fn init(
+        url: &MysqlUrl,
+        full_url: &StoreUrl,
+        options: StoreOptions,
+    ) -> Result<InitReport, StoreError> {
+        let created_database = ensure_database(url, &options).await?;
+        let store = MysqlStore::open(url, full_url, options).await?;
+        let result = store.create_schema(full_url, created_database).await;
+        store.close().await;
+        result
+    }
+
+    /// Runs the schema's statements (each idempotent) and reports what they added.
+    async fn create_schema(
+        &self,
+        full_url: &StoreUrl,
+        created_database: bool,
+    ) -> Result<InitReport, StoreError> {
+        const OP: &str = "create schema";
+        let before = self.schema_state().await?;
+        self.run(OP, |mut conn| async move {
+            for statement in crate::schema::mysql_statements() {
+                conn.query_drop(statement).await.during(OP)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let report = InitReport::new(full_url.to_string(), created_database, &before);
+        if report.changed() {
+            tracing::info!(target_db = %self.target, tables = ?report.created_tables,
+                version_row = report.created_version_row, "created the Lars schema");
+        }
+        Ok(report)
+    }
+
+    /// Which schema tables the database has, and whether the version row is there.
+    pub(crate) async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+        const OP: &str = "check schema";
+        self.run(OP, |mut conn| async move {
+            let tables: Vec<String> = conn.query(SELECT_TABLES).await.during(OP)?;
+            let version_row = if SchemaState::has_version_table(&tables) {
+                let row: Option<Row> = conn.query_first(SELECT_VERSION).await.during(OP)?;
+                row.is_some()
+            } else {
+                false
+            };
+            Ok(SchemaState::new(&tables, version_row))
+        })
+        .await
     }
 
     /// Runs `f` on a pooled connection within the store's time limits.
@@ -90,6 +162,13 @@ impl MysqlStore {
     {
         let conn = match timeout(self.options.connect_timeout, self.pool.get_conn()).await {
             Err(_) => return Err(self.timeout("connect", self.options.connect_timeout)),
+            Ok(Err(mysql_async::Error::Server(e))) if e.code == ER_BAD_DB_ERROR => {
+                return Err(StoreError::NoDatabase {
+                    database: self.missing.database.clone(),
+                    server: self.missing.server.clone(),
+                    url: self.missing.url.clone(),
+                });
+            }
             Ok(Err(e)) => {
                 return Err(StoreError::Connect {
                     target: self.target.to_string(),
@@ -119,7 +198,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(crate) async fn route_version(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn route_version(&self) -> Result<Option<i64>, StoreError> {
         const OP: &str = "route_version";
         self.run(OP, |mut conn| async move {
             let row: Option<Row> = conn.exec_first(SELECT_VERSION, ()).await.during(OP)?;
@@ -199,13 +278,17 @@ impl MysqlStore {
 
     /// One route edit and its version bump in one transaction, the steps of an [`EditPlan`].
     /// The `RouteVersion` row is locked first (`FOR UPDATE`), so concurrent editors run one
-    /// after the other and each sees the rows and version the previous one committed.
-    pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
+    /// after the other and each sees the rows and version the previous one committed. `None`
+    /// (nothing written) when there is no version row.
+    pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<Option<EditOutcome>, StoreError> {
         let op = edit.op();
         self.run(op, |mut conn| async move {
             let mut tx = conn.start_transaction(TxOpts::default()).await.during(op)?;
             let current: Option<Row> = tx.exec_first(LOCK_VERSION, ()).await.during(op)?;
-            let current = decode_version(current.map(|r| cells::<1>(r)[0].clone()))?;
+            let Some(current) = decode_version(current.map(|r| cells::<1>(r)[0].clone()))? else {
+                tx.rollback().await.during(op)?;
+                return Ok(None);
+            };
             let mut plan = EditPlan::new(edit, current, now_unix_seconds(), SET_VERSION);
             let mut step = plan.start();
             loop {
@@ -220,11 +303,11 @@ impl MysqlStore {
                     }
                     EditStep::Commit(outcome) => {
                         tx.commit().await.during(op)?;
-                        return Ok(outcome);
+                        return Ok(Some(outcome));
                     }
                     EditStep::Rollback => {
                         tx.rollback().await.during(op)?;
-                        return Ok(EditOutcome::UNCHANGED);
+                        return Ok(Some(EditOutcome::UNCHANGED));
                     }
                 };
                 step = plan.next(rows);
@@ -346,8 +429,8 @@ pub(crate) fn quote_ident(name: &str) -> String {
 }
 
 /// Creates `url.database` when it does not exist, over a short-lived connection without a
-/// default database.
-async fn ensure_database(url: &MysqlUrl, options: &StoreOptions) -> Result<(), StoreError> {
+/// default database; true when it created it.
+async fn ensure_database(url: &MysqlUrl, options: &StoreOptions) -> Result<bool, StoreError> {
     const OP: &str = "check database";
     let server = url.server();
     let mut conn = match timeout(options.connect_timeout, Conn::new(connection_opts(url))).await {
@@ -374,21 +457,22 @@ async fn ensure_database(url: &MysqlUrl, options: &StoreOptions) -> Result<(), S
             )
             .await
             .during(OP)?;
-        if exists.is_none() {
-            let create = format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                quote_ident(&url.database)
-            );
-            conn.query_drop(create)
-                .await
-                .map_err(|e| StoreError::CreateDatabase {
-                    target: server.clone(),
-                    db: url.database.clone(),
-                    source: BackendError::Mysql(e),
-                })?;
-            tracing::info!(server = %server, db = %url.database, "created MySQL database");
+        if exists.is_some() {
+            return Ok(false);
         }
-        Ok(())
+        let create = format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            quote_ident(&url.database)
+        );
+        conn.query_drop(create)
+            .await
+            .map_err(|e| StoreError::CreateDatabase {
+                target: server.clone(),
+                db: url.database.clone(),
+                source: BackendError::Mysql(e),
+            })?;
+        tracing::info!(server = %server, db = %url.database, "created MySQL database");
+        Ok(true)
     };
     let result = match timeout(options.op_timeout, work).await {
         Ok(result) => result,

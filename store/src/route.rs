@@ -82,18 +82,19 @@ pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, HostAddr),
     Ok((key, host))
 }
 
-/// Decodes the `RouteVersion.version` of row `id=1`; no row reads as version 0.
-pub(crate) fn decode_version(cell: Option<Cell>) -> Result<i64, StoreError> {
-    match cell {
-        None => Ok(0),
-        Some(cell) => RowCheck::by_id("RouteVersion", &Cell::Int(1)).int_in(
+/// Decodes the `RouteVersion.version` of row `id=1`; `None` when there is no such row (the
+/// version was never set: not a Lars route database).
+pub(crate) fn decode_version(cell: Option<Cell>) -> Result<Option<i64>, StoreError> {
+    cell.map(|cell| {
+        RowCheck::by_id("RouteVersion", &Cell::Int(1)).int_in(
             "version",
             &cell,
             0,
             i64::MAX,
             "must be an integer >= 0",
-        ),
-    }
+        )
+    })
+    .transpose()
 }
 
 /// Decodes `RouteChange(modid, cmdid)`; a bad key is logged and skipped, since the dns service
@@ -147,9 +148,10 @@ mod tests {
     }
 
     #[test]
-    fn missing_version_row_reads_as_zero() {
-        assert_eq!(decode_version(None).unwrap(), 0);
-        assert_eq!(decode_version(Some(Cell::Int(9))).unwrap(), 9);
+    fn a_missing_version_row_is_no_version() {
+        assert_eq!(decode_version(None).unwrap(), None);
+        assert_eq!(decode_version(Some(Cell::Int(0))).unwrap(), Some(0));
+        assert_eq!(decode_version(Some(Cell::Int(9))).unwrap(), Some(9));
         assert!(decode_version(Some(Cell::Int(-1))).is_err());
     }
 }

@@ -1,9 +1,159 @@
-//! The table definitions of both backends (Lars' own table and column names).
+//! The table definitions of both backends (Lars' own table and column names) and what makes a
+//! database a Lars route database.
 //!
 //! The MySQL DDL lives in `conf/lars_dns.sql`, the file operators also feed to `mysql` by hand;
 //! it is compiled in and split into statements here. SQLite needs its own dialect
 //! (`AUTOINCREMENT`, indexes as separate statements), kept beside it with the same tables and
-//! columns. Every statement is idempotent: opening a store runs them all, every time.
+//! columns. Every statement is idempotent. They run only where a database is created on purpose:
+//! [`Store::init`](crate::Store::init) (`lars init`), and a service's first start on an SQLite
+//! file that has no tables yet ([`OpenMode::CreateIfMissing`](crate::OpenMode)); opening a store
+//! never runs DDL otherwise.
+//!
+//! A **Lars route database** has the tables `RouteData`, `RouteVersion` and `RouteChange`, and
+//! the row `RouteVersion.id = 1` (the route version; "never set" means that row is missing).
+//! `lars init` and the SQLite first start write that row with version 0; every database the
+//! original Lars set up has it. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
+//! is not a route database, [`InitReport`] what an init changed. Pure: the backends query.
+
+use std::fmt;
+
+/// The tables a dns needs: without one of them a database is not a Lars route database.
+pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
+
+/// Every table of the schema, in creation order.
+pub(crate) const TABLES: [&str; 4] = [
+    "RouteData",
+    "RouteVersion",
+    "RouteChange",
+    "ServerCallStatus",
+];
+
+/// Why a reachable database is not a Lars route database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaProblem {
+    /// These of the route tables (`RouteData`, `RouteVersion`, `RouteChange`) do not exist.
+    MissingTables(Vec<&'static str>),
+    /// The tables exist but `RouteVersion` has no row `id = 1`: the route version was never set.
+    NoVersionRow,
+}
+
+impl fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaProblem::MissingTables(tables) => {
+                write!(f, "it has no table {}", tables.join(", "))
+            }
+            SchemaProblem::NoVersionRow => {
+                f.write_str("RouteVersion has no row id = 1, so the route version was never set")
+            }
+        }
+    }
+}
+
+/// What a backend found in a database: which schema tables are missing and whether the version
+/// row is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaState {
+    /// The tables of [`TABLES`] the database lacks.
+    pub(crate) missing: Vec<&'static str>,
+    /// `RouteVersion` has its row `id = 1` (false when the table itself is missing).
+    pub(crate) version_row: bool,
+}
+
+impl SchemaState {
+    /// The state of a database holding the tables `present` (any letter case: MySQL may store
+    /// names in lower case, SQLite compares them without case) and, if `version_row`, the
+    /// version row.
+    pub(crate) fn new<S: AsRef<str>>(present: &[S], version_row: bool) -> SchemaState {
+        let missing = TABLES
+            .into_iter()
+            .filter(|table| {
+                !present
+                    .iter()
+                    .any(|p| p.as_ref().eq_ignore_ascii_case(table))
+            })
+            .collect::<Vec<_>>();
+        SchemaState {
+            version_row: version_row && !missing.contains(&"RouteVersion"),
+            missing,
+        }
+    }
+
+    /// Whether `RouteVersion` exists, so its row can be looked for.
+    pub(crate) fn has_version_table(present: &[impl AsRef<str>]) -> bool {
+        present
+            .iter()
+            .any(|p| p.as_ref().eq_ignore_ascii_case("RouteVersion"))
+    }
+
+    /// Why this is not a Lars route database, or `None` when it is one. `ServerCallStatus` is
+    /// the reporter's table; a dns does not need it.
+    pub(crate) fn route_problem(&self) -> Option<SchemaProblem> {
+        let missing: Vec<&'static str> = ROUTE_TABLES
+            .into_iter()
+            .filter(|t| self.missing.contains(t))
+            .collect();
+        if !missing.is_empty() {
+            Some(SchemaProblem::MissingTables(missing))
+        } else if !self.version_row {
+            Some(SchemaProblem::NoVersionRow)
+        } else {
+            None
+        }
+    }
+}
+
+/// What [`Store::init`](crate::Store::init) did; prints as lines a person reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    /// The store, as its URL prints (no password).
+    pub store: String,
+    /// The MySQL database or the SQLite file was created.
+    pub created_database: bool,
+    /// The tables created, in creation order.
+    pub created_tables: Vec<&'static str>,
+    /// The `RouteVersion` row `id = 1` was written (version 0).
+    pub created_version_row: bool,
+}
+
+impl InitReport {
+    /// The report of an init that found `before` (after creating the database, if it did).
+    pub(crate) fn new(store: String, created_database: bool, before: &SchemaState) -> InitReport {
+        InitReport {
+            store,
+            created_database,
+            created_tables: before.missing.clone(),
+            created_version_row: !before.version_row,
+        }
+    }
+
+    /// Whether the init changed anything.
+    pub fn changed(&self) -> bool {
+        self.created_database || !self.created_tables.is_empty() || self.created_version_row
+    }
+}
+
+impl fmt::Display for InitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.changed() {
+            return write!(
+                f,
+                "{} is already a Lars database; nothing changed",
+                self.store
+            );
+        }
+        if self.created_database {
+            writeln!(f, "created the database {}", self.store)?;
+        }
+        if !self.created_tables.is_empty() {
+            writeln!(f, "created tables {}", self.created_tables.join(", "))?;
+        }
+        if self.created_version_row {
+            writeln!(f, "set the route version to 0 (RouteVersion row id = 1)")?;
+        }
+        write!(f, "{} is ready", self.store)
+    }
+}
 
 /// `conf/lars_dns.sql`, compiled in.
 pub(crate) const MYSQL_SCHEMA: &str = include_str!("../../conf/lars_dns.sql");
@@ -69,13 +219,6 @@ CREATE INDEX IF NOT EXISTS mlb_index ON ServerCallStatus (modid, cmdid);
 mod tests {
     use super::*;
 
-    const TABLES: [&str; 4] = [
-        "RouteData",
-        "RouteVersion",
-        "RouteChange",
-        "ServerCallStatus",
-    ];
-
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
@@ -97,5 +240,63 @@ mod tests {
             assert!(mysql.contains(&create), "mysql lacks {table}");
             assert!(SQLITE_SCHEMA.contains(&create), "sqlite lacks {table}");
         }
+    }
+
+    #[test]
+    fn a_database_is_a_route_database_with_the_three_tables_and_the_version_row() {
+        let all = [
+            "routedata",
+            "RouteVersion",
+            "ROUTECHANGE",
+            "ServerCallStatus",
+        ];
+        assert_eq!(SchemaState::new(&all, true).route_problem(), None);
+        // The reporter's table is not needed to serve routes.
+        assert_eq!(SchemaState::new(&all[..3], true).route_problem(), None);
+        assert_eq!(
+            SchemaState::new(&all, false).route_problem(),
+            Some(SchemaProblem::NoVersionRow)
+        );
+        assert_eq!(
+            SchemaState::new(&["RouteData", "other"], true).route_problem(),
+            Some(SchemaProblem::MissingTables(vec![
+                "RouteVersion",
+                "RouteChange"
+            ]))
+        );
+        let none: [&str; 0] = [];
+        let empty = SchemaState::new(&none, true);
+        assert!(!empty.version_row, "no RouteVersion table, no version row");
+        assert_eq!(empty.missing, TABLES);
+    }
+
+    #[test]
+    fn init_reports_say_what_changed() {
+        let none: [&str; 0] = [];
+        let fresh = InitReport::new(
+            "sqlite://x.db".into(),
+            true,
+            &SchemaState::new(&none, false),
+        );
+        let text = fresh.to_string();
+        assert!(
+            text.contains("created the database sqlite://x.db"),
+            "{text}"
+        );
+        assert!(
+            text.contains("created tables RouteData, RouteVersion, RouteChange, ServerCallStatus"),
+            "{text}"
+        );
+        assert!(text.contains("route version to 0"), "{text}");
+        let again = InitReport::new(
+            "sqlite://x.db".into(),
+            false,
+            &SchemaState::new(&TABLES, true),
+        );
+        assert!(!again.changed());
+        assert_eq!(
+            again.to_string(),
+            "sqlite://x.db is already a Lars database; nothing changed"
+        );
     }
 }

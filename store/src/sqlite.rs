@@ -1,7 +1,9 @@
 //! The embedded backend: one SQLite file through `rusqlite` (SQLite compiled in).
 //!
-//! Owns everything that touches `rusqlite`: the file's settings, the schema on first use, running
-//! the SQL both backends share (from `route.rs`, `edit.rs`, `status.rs`) and the SQL only SQLite
+//! Owns everything that touches `rusqlite`: the file's settings, creating the file and schema
+//! (only in [`SqliteStore::init`] and for [`OpenMode::CreateIfMissing`]; a plain open never
+//! creates the file, so a missing one is [`StoreError::NoSqliteFile`]), reading what schema a
+//! file has, running the SQL both backends share (from `route.rs`, `edit.rs`, `status.rs`) and the SQL only SQLite
 //! speaks (the upserts). The file is in WAL mode with a busy timeout, so `lars-dns`,
 //! `lars-reporter` and the CLI can use it at the same time from separate processes; every write
 //! takes the write lock up front (`BEGIN IMMEDIATE`), so a read-then-write transaction never
@@ -23,12 +25,17 @@ use crate::route::{
     SELECT_ROUTES, SELECT_VERSION, decode_change_key, decode_route_row, decode_version,
 };
 use crate::row::Cell;
+use crate::schema::{InitReport, SchemaState};
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use lars_wire::RouteKey;
 
 use crate::{
-    BackendError, CallStatusRow, EditOutcome, RouteLoad, StoreError, StoreOptions, status,
+    BackendError, CallStatusRow, EditOutcome, OpenMode, RouteLoad, StoreError, StoreOptions,
+    StoreUrl, status,
 };
+
+/// The tables of the file.
+const SELECT_TABLES: &str = "SELECT name FROM sqlite_master WHERE type = 'table'";
 
 /// Open connections kept for reuse per store; more are opened when operations overlap.
 const MAX_IDLE_CONNECTIONS: usize = 4;
@@ -54,10 +61,11 @@ struct Shared {
     /// Open connections not in use, each with the identity of the file it opened. Locked only
     /// to push or pop, never across a statement.
     idle: Mutex<Vec<(Connection, Option<FileIdentity>)>>,
-    /// Set once the file exists with its schema: from then on connections never create it, so a
-    /// removed file is an error (and the last routes keep serving) rather than a new empty
+    /// Whether connections may create the file: only while an init or a
+    /// [`OpenMode::CreateIfMissing`] open runs. Cleared once the file exists with its schema, so a
+    /// file removed later is an error (and the last routes keep serving) rather than a new empty
     /// database that would tell every agent its routes are gone.
-    created: AtomicBool,
+    may_create: AtomicBool,
 }
 
 /// Which file a path named when a connection opened it (device and inode): an open connection
@@ -97,7 +105,7 @@ impl Shared {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if !self.created.load(Ordering::Acquire) {
+        if self.may_create.load(Ordering::Acquire) {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(&self.path, flags).map_err(connect_err)?;
@@ -126,22 +134,94 @@ impl Shared {
 }
 
 impl SqliteStore {
-    /// Opens (creating) the file, switches it to WAL and creates the schema if absent.
+    /// Opens the file at `path`. [`OpenMode::Existing`]: the file must exist
+    /// ([`StoreError::NoSqliteFile`]) and nothing is written. [`OpenMode::CreateIfMissing`]: a
+    /// missing file is created, and a database without any table gets the schema.
     pub(crate) async fn open(
         path: &Path,
+        url: &StoreUrl,
         options: StoreOptions,
     ) -> Result<SqliteStore, StoreError> {
-        const OP: &str = "create schema";
-        let store = SqliteStore {
+        let store = SqliteStore::new(path, options);
+        match options.mode {
+            OpenMode::Existing => {
+                store.must_exist(url)?;
+                let shown = path.display().to_string();
+                store
+                    .run("open", move |conn| {
+                        let mode: String = conn
+                            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                            .during("open")?;
+                        if !mode.eq_ignore_ascii_case("wal") {
+                            tracing::warn!(path = %shown, %mode,
+                                "SQLite file is not in WAL mode; concurrent use will block more \
+                                 (`lars init` switches it)");
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+            OpenMode::CreateIfMissing => {
+                let (_, created) = store.create_schema(true).await?;
+                if created {
+                    tracing::info!(path = %path.display(), "created the SQLite store with the Lars schema");
+                }
+            }
+        }
+        tracing::info!(path = %path.display(), "opened SQLite store");
+        Ok(store)
+    }
+
+    /// Creates the file if missing, switches it to WAL, and creates the tables and the version
+    /// row where missing.
+    pub(crate) async fn init(
+        path: &Path,
+        url: &StoreUrl,
+        options: StoreOptions,
+    ) -> Result<InitReport, StoreError> {
+        let existed = path.try_exists().unwrap_or(false);
+        let store = SqliteStore::new(path, options);
+        let (before, _) = store.create_schema(false).await?;
+        let report = InitReport::new(url.to_string(), !existed, &before);
+        if report.changed() {
+            tracing::info!(path = %path.display(), tables = ?report.created_tables,
+                version_row = report.created_version_row, "created the Lars schema");
+        }
+        Ok(report)
+    }
+
+    fn new(path: &Path, options: StoreOptions) -> SqliteStore {
+        SqliteStore {
             shared: Arc::new(Shared {
                 path: path.to_path_buf(),
                 options,
                 idle: Mutex::new(Vec::new()),
-                created: AtomicBool::new(false),
+                may_create: AtomicBool::new(false),
             }),
-        };
-        store
-            .run(OP, |conn| {
+        }
+    }
+
+    /// [`StoreError::NoSqliteFile`] unless the file exists.
+    fn must_exist(&self, url: &StoreUrl) -> Result<(), StoreError> {
+        match self.shared.path.try_exists() {
+            Ok(true) => Ok(()),
+            // Cannot tell (a permission problem): opening names the real error.
+            Err(_) => Ok(()),
+            Ok(false) => Err(StoreError::NoSqliteFile {
+                path: self.shared.target(),
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    /// Creates the file if missing, switches it to WAL and, in one `BEGIN IMMEDIATE`
+    /// transaction, runs the schema: always, or with `only_if_empty` only when the database has
+    /// no table at all. Returns what the file had before, and whether the schema ran.
+    async fn create_schema(&self, only_if_empty: bool) -> Result<(SchemaState, bool), StoreError> {
+        const OP: &str = "create schema";
+        self.shared.may_create.store(true, Ordering::Release);
+        let result = self
+            .run(OP, move |conn| {
                 let mode: String = conn
                     .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                     .during(OP)?;
@@ -156,13 +236,25 @@ impl SqliteStore {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .during(OP)?;
-                tx.execute_batch(crate::schema::SQLITE_SCHEMA).during(OP)?;
-                tx.commit().during(OP)
+                let before = schema_state(&tx).during(OP)?;
+                let run = !only_if_empty || table_names(&tx).during(OP)?.is_empty();
+                if run {
+                    tx.execute_batch(crate::schema::SQLITE_SCHEMA).during(OP)?;
+                }
+                tx.commit().during(OP)?;
+                Ok((before, run))
             })
-            .await?;
-        store.shared.created.store(true, Ordering::Release);
-        tracing::info!(path = %path.display(), "opened SQLite store");
-        Ok(store)
+            .await;
+        self.shared.may_create.store(false, Ordering::Release);
+        result
+    }
+
+    /// Which schema tables the file has, and whether the version row is there.
+    pub(crate) async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+        self.run("check schema", |conn| {
+            schema_state(conn).during("check schema")
+        })
+        .await
     }
 
     /// Runs `f` on a connection on tokio's blocking pool.
@@ -192,7 +284,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn route_version(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn route_version(&self) -> Result<Option<i64>, StoreError> {
         self.run("route_version", |conn| {
             let cell = conn
                 .query_row(SELECT_VERSION, [], |r| Ok(cells::<1>(r)))
@@ -275,8 +367,9 @@ impl SqliteStore {
 
     /// One route edit and its version bump in one `BEGIN IMMEDIATE` transaction, the steps of
     /// an [`EditPlan`]: the write lock is taken before the version is read, so concurrent editors
-    /// (other processes too) run one after the other.
-    pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
+    /// (other processes too) run one after the other. `None` (nothing written) when there is no
+    /// version row.
+    pub(crate) async fn edit(&self, edit: RouteEdit) -> Result<Option<EditOutcome>, StoreError> {
         let op = edit.op();
         self.run(op, move |conn| {
             let tx = conn
@@ -286,7 +379,9 @@ impl SqliteStore {
                 .query_row(SELECT_VERSION, [], |r| Ok(cells::<1>(r)))
                 .optional()
                 .during(op)?;
-            let current = decode_version(current.map(|[c]| c))?;
+            let Some(current) = decode_version(current.map(|[c]| c))? else {
+                return Ok(None);
+            };
             let mut plan = EditPlan::new(edit, current, now_unix_seconds(), SET_VERSION);
             let mut step = plan.start();
             loop {
@@ -301,11 +396,11 @@ impl SqliteStore {
                     }
                     EditStep::Commit(outcome) => {
                         tx.commit().during(op)?;
-                        return Ok(outcome);
+                        return Ok(Some(outcome));
                     }
                     EditStep::Rollback => {
                         tx.rollback().during(op)?;
-                        return Ok(EditOutcome::UNCHANGED);
+                        return Ok(Some(EditOutcome::UNCHANGED));
                     }
                 };
                 step = plan.next(rows);
@@ -395,6 +490,24 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Every table name in the database.
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(SELECT_TABLES)?;
+    let names = stmt.query_map([], |r| r.get(0))?;
+    names.collect()
+}
+
+/// Which schema tables the database has, and whether the version row is there.
+fn schema_state(conn: &Connection) -> rusqlite::Result<SchemaState> {
+    let tables = table_names(conn)?;
+    let version_row = SchemaState::has_version_table(&tables)
+        && conn
+            .query_row(SELECT_VERSION, [], |_| Ok(()))
+            .optional()?
+            .is_some();
+    Ok(SchemaState::new(&tables, version_row))
 }
 
 /// The nine column values of one `ServerCallStatus` row, in [`INSERT_COLUMNS`] order.

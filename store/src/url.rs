@@ -55,7 +55,7 @@ const USERINFO: &AsciiSet = &CONTROLS
 pub enum StoreUrl {
     /// A MySQL or MariaDB server.
     Mysql(MysqlUrl),
-    /// An SQLite file, created with the schema on first use.
+    /// An SQLite file (made by `lars init`, or by a service's first start).
     Sqlite(PathBuf),
 }
 
@@ -70,7 +70,7 @@ pub struct MysqlUrl {
     pub user: Option<String>,
     /// Password; never printed.
     pub password: Option<String>,
-    /// Database name; created on open when it does not exist and privileges allow.
+    /// Database name; opening never creates it, `lars init` does.
     pub database: String,
 }
 

@@ -1,16 +1,16 @@
-//! The MySQL backend when the server goes away and comes back, simulated with a `CutProxy`, and
-//! what `open` does to a missing database.
+//! The MySQL backend when the server goes away and comes back, simulated with a `CutProxy`.
 
 use std::time::Duration;
 
 use lars_store::testing::TestDb;
-use lars_store::{Store, StoreError, StoreOptions};
+use lars_store::{OpenMode, Store, StoreError, StoreOptions};
 use lars_wire::{HostAddr, RouteKey};
 
 /// Short limits so an outage is noticed quickly.
 const OPTIONS: StoreOptions = StoreOptions {
     connect_timeout: Duration::from_secs(1),
     op_timeout: Duration::from_secs(2),
+    mode: OpenMode::Existing,
 };
 
 /// Far beyond any of the store's own limits: reaching it means the store hung.
@@ -87,17 +87,6 @@ async fn open_through_a_cut_link_fails_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_creates_a_missing_database() {
-    let db = TestDb::mysql_absent();
-    let store = db.open().await.unwrap();
-    assert_eq!(store.route_version().await.unwrap(), 0);
-    store.close().await;
-    // And finds it there the next time.
-    let store = db.open().await.unwrap();
-    assert_eq!(store.route_version().await.unwrap(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_not_there_is_a_connect_error() {
     // Bind and drop a listener to get a local port nobody listens on.
     let port = {
@@ -109,38 +98,10 @@ async fn a_server_that_is_not_there_is_a_connect_error() {
         .unwrap();
     match tokio::time::timeout(HANG, Store::open_with(&url, OPTIONS)).await {
         Ok(Err(StoreError::Connect { target, .. })) => {
-            assert_eq!(target, format!("127.0.0.1:{port}"));
+            assert_eq!(target, format!("127.0.0.1:{port}/lars_dns"));
         }
         Ok(Err(e)) => panic!("unexpected error: {e}"),
         Ok(Ok(_)) => panic!("opened a store on a closed port"),
         Err(_) => panic!("open hung on a closed port"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_database_without_create_privilege_is_a_clear_error() {
-    let admin_db = TestDb::mysql();
-    let admin = admin_db.open().await.unwrap();
-    // Users are server-wide; this is the only test that makes one, so the pid makes it unique.
-    let user = format!("lars_test_noprivs_{}", std::process::id());
-    admin
-        .execute_raw(&format!("CREATE USER '{user}'@'%'"))
-        .await
-        .unwrap();
-    let missing = TestDb::mysql_absent();
-    let lars_store::StoreUrl::Mysql(mut url) = missing.url() else {
-        panic!("not mysql")
-    };
-    url.user = Some(user.clone());
-    url.password = None;
-    let opened = Store::open_with(&lars_store::StoreUrl::Mysql(url.clone()), OPTIONS).await;
-    admin
-        .execute_raw(&format!("DROP USER '{user}'@'%'"))
-        .await
-        .unwrap();
-    match opened {
-        Err(StoreError::CreateDatabase { db, .. }) => assert_eq!(db, url.database),
-        Err(e) => panic!("unexpected error: {e}"),
-        Ok(_) => panic!("a user without privileges created a database"),
     }
 }

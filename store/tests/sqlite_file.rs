@@ -136,15 +136,3 @@ async fn keys_outside_i32_are_rejected_not_truncated() {
         (2, 5, true)
     );
 }
-
-#[tokio::test]
-async fn a_file_in_a_missing_directory_is_a_connect_error_naming_the_path() {
-    let url: StoreUrl = "sqlite:///nonexistent-lars-dir/x/lars.db".parse().unwrap();
-    match Store::open(&url).await {
-        Err(StoreError::Connect { target, .. }) => {
-            assert_eq!(target, "/nonexistent-lars-dir/x/lars.db");
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-        Ok(_) => panic!("opened a file in a missing directory"),
-    }
-}

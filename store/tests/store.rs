@@ -25,7 +25,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    schema_is_created_on_an_empty_database,
+    init_makes_an_empty_lars_database,
     opening_an_existing_database_again_changes_nothing,
     add_host_bumps_the_version_and_logs_the_change,
     two_edits_in_one_second_get_increasing_versions,
@@ -85,7 +85,7 @@ fn status(modid: i32, cmdid: i32, ip: u32, succ_cnt: u32) -> CallStatusRow {
     }
 }
 
-async fn schema_is_created_on_an_empty_database(db: TestDb) {
+async fn init_makes_an_empty_lars_database(db: TestDb) {
     let store = open(&db).await;
     for table in ["RouteData", "RouteChange", "ServerCallStatus"] {
         assert_eq!(count(&store, table).await, 0, "{table}");

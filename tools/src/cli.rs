@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// lars: the Lars command line. Caller commands (gethost, getroute, report, simulator, example)
-/// talk to the local lars-agent over UDP; route and status work on the store; agent-stats reads
-/// a running agent's counters, stats any service's metrics.
+/// talk to the local lars-agent over UDP; init creates a store, route and status work on an
+/// existing one; agent-stats reads a running agent's counters, stats any service's metrics.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     /// the agent's IPv4 address (default 127.0.0.1)
@@ -44,6 +44,7 @@ enum Command {
     Example(ExampleCmd),
     AgentStats(AgentStatsCmd),
     Stats(StatsCmd),
+    Init(InitCmd),
     Route(RouteCmd),
     Status(StatusCmd),
 }
@@ -179,6 +180,16 @@ fn parse_host(value: &str) -> Result<HostAddr, String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("host `{value}` is not ip:port"))?;
     Ok(HostAddr::new(parse_ip(ip)?, parse_port(port)?))
+}
+
+/// create the store if it is not there: the MySQL database or SQLite file, the tables and the
+/// route version (idempotent; prints what it did). No other command creates a store.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "init")]
+struct InitCmd {
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
+    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
+    store: String,
 }
 
 /// administer routes in the store: add or remove hosts, list routes
@@ -360,6 +371,7 @@ pub fn run(cli: Cli) -> i32 {
                 ExitCode::Failed
             }
         },
+        Command::Init(c) => return run_store_command(StoreCommand::Init(c)),
         Command::Route(c) => return run_store_command(StoreCommand::Route(c)),
         Command::Status(c) => return run_store_command(StoreCommand::Status(c)),
     };
@@ -368,6 +380,7 @@ pub fn run(cli: Cli) -> i32 {
 
 /// The commands that work on the store.
 enum StoreCommand {
+    Init(InitCmd),
     Route(RouteCmd),
     Status(StatusCmd),
 }
@@ -386,6 +399,7 @@ fn run_store_command(command: StoreCommand) -> i32 {
     };
     let result = runtime.block_on(async {
         match command {
+            StoreCommand::Init(i) => crate::store::init(&i.store).await,
             StoreCommand::Route(route) => match route.action {
                 RouteAction::Add(a) => {
                     route_admin::add(&a.store, a.modid, a.cmdid, a.ip, a.port).await

@@ -1,20 +1,14 @@
 //! Route administration against the store: each edit is one transaction that also bumps the
 //! route version and logs a `RouteChange`, which is how lars-dns learns to push it. Prints what
-//! happened in a line a person reads at a glance.
+//! happened in a line a person reads at a glance. Works on an existing Lars database only (see
+//! [`crate::store`]): a missing one, or one without the route tables, is an error pointing to
+//! `lars init`.
 
+use crate::store::open_routes;
 use anyhow::Context;
-use lars_store::{EditOutcome, Store, StoreUrl};
+use lars_store::EditOutcome;
 use lars_wire::{HostAddr, RouteKey};
 use std::net::Ipv4Addr;
-
-async fn open(url: &str) -> anyhow::Result<Store> {
-    let url: StoreUrl = url
-        .parse()
-        .with_context(|| format!("bad --store `{url}`"))?;
-    Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open store {url}"))
-}
 
 fn version_note(outcome: &EditOutcome) -> String {
     match outcome.version {
@@ -25,7 +19,7 @@ fn version_note(outcome: &EditOutcome) -> String {
 
 /// `lars route add`.
 pub async fn add(url: &str, modid: i32, cmdid: i32, ip: Ipv4Addr, port: u16) -> anyhow::Result<()> {
-    let store = open(url).await?;
+    let store = open_routes(url).await?;
     let host = HostAddr::new(ip, port);
     let outcome = store
         .add_host(RouteKey::new(modid, cmdid), host)
@@ -50,7 +44,7 @@ pub async fn del_host(
     ip: Ipv4Addr,
     port: u16,
 ) -> anyhow::Result<()> {
-    let store = open(url).await?;
+    let store = open_routes(url).await?;
     let outcome = store
         .remove_host(RouteKey::new(modid, cmdid), HostAddr::new(ip, port))
         .await
@@ -68,7 +62,7 @@ pub async fn del_host(
 
 /// `lars route del MODID CMDID`.
 pub async fn del_route(url: &str, modid: i32, cmdid: i32) -> anyhow::Result<()> {
-    let store = open(url).await?;
+    let store = open_routes(url).await?;
     let outcome = store
         .remove_route(RouteKey::new(modid, cmdid))
         .await
@@ -87,7 +81,7 @@ pub async fn del_route(url: &str, modid: i32, cmdid: i32) -> anyhow::Result<()> 
 
 /// `lars route list [MODID [CMDID]]`.
 pub async fn list(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::Result<()> {
-    let store = open(url).await?;
+    let store = open_routes(url).await?;
     let load = store.load_routes().await.context("loading routes")?;
     for rejected in &load.rejected {
         eprintln!("lars: skipping bad row: {rejected}");

@@ -1,22 +1,18 @@
 //! `lars status`: the call statistics lars-reporter stored (`ServerCallStatus`), as a table a
 //! person reads at a glance — route, host and caller as dotted addresses, the success and error
 //! counts of the last reported window, the error rate, whether the caller's agent had the host
-//! marked overloaded, and how long ago it reported. Reads the store only.
+//! marked overloaded, and how long ago it reported. Reads the store only, and only one that
+//! exists (see [`crate::store`]).
 
 use anyhow::Context;
-use lars_store::{CallStatusRow, Store, StoreUrl};
+use lars_store::CallStatusRow;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `lars status [MODID [CMDID]]`.
 pub async fn show(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::Result<()> {
-    let url: StoreUrl = url
-        .parse()
-        .with_context(|| format!("bad --store `{url}`"))?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open store {url}"))?;
+    let store = crate::store::open(url).await?;
     let rows = store
         .load_call_status(modid, cmdid)
         .await

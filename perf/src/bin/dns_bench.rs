@@ -129,6 +129,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn seed(url: &StoreUrl, routes: i32, hosts: u8) -> anyhow::Result<Store> {
+    // The benchmark's own store: set up as `lars init` does.
+    Store::init(url).await?;
     let store = Store::open(url).await?;
     if store.load_routes().await?.routes.len() < routes as usize {
         for modid in 0..routes {

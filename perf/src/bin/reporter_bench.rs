@@ -91,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
         op_timeout: Duration::from_secs(600),
         ..StoreOptions::default()
     };
+    // The benchmark's own store: set up as `lars init` does.
+    Store::init_with(&url, options)
+        .await
+        .with_context(|| format!("cannot set up {url}"))?;
     let store = Store::open_with(&url, options)
         .await
         .with_context(|| format!("cannot open {url}"))?;

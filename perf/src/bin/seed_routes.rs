@@ -1,7 +1,7 @@
 //! `seed-routes`: fills an embedded (SQLite) store with many routes at once for the memory
 //! benchmark: `--routes` routes `(modid, 1)` for modid 1..=routes, each with `--hosts` hosts, in
 //! one transaction that also bumps `RouteVersion` like a route edit does. The schema is created
-//! by opening the store first, so the file is exactly what lars-dns expects.
+//! by `Store::init` first (as `lars init` does), so the file is exactly what lars-dns expects.
 
 use anyhow::Context;
 use argh::FromArgs;
@@ -30,10 +30,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // Creates the file and its schema exactly as the services do.
+    // Creates the file and its schema exactly as `lars init` does.
     runtime
-        .block_on(Store::open(&url))
-        .context("opening the store")?;
+        .block_on(Store::init(&url))
+        .context("setting up the store")?;
     let mut db = rusqlite::Connection::open(path)?;
     let tx = db.transaction()?;
     {

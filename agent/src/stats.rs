@@ -1,11 +1,12 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts) and per uplink (up or
-//! down, reconnects, messages, drops, backlog). Each value has exactly one writer thread and is a
-//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
-//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
-//! time ([`AgentStats::metrics`]), served by [`crate::admin`]; the names and labels are the tables
-//! [`PER_WORKER`] and [`PER_UPLINK`].
+//! down, reconnects, fail-overs, liveness failures by reason, messages, drops, backlog). Each
+//! value has exactly one writer thread and is a relaxed atomic, so counting costs a load and a
+//! store (no locked instruction) and reading never stops the writer. [`AgentStats`] is a
+//! `prometheus-client` collector that reads them at scrape time ([`AgentStats::metrics`]), served
+//! by [`crate::admin`]; the names and labels are the tables [`PER_WORKER`] and [`PER_UPLINK`].
 
+use crate::uplink::liveness::LivenessFailure;
 use lars_service::metrics::prometheus_client::collector::Collector;
 use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lars_service::metrics::{Kind, ServiceMetrics, encode_family, encode_one};
@@ -187,6 +188,25 @@ pub struct UplinkStats {
     pub pending: Gauge,
     /// Messages for workers waiting for room in a worker's full ring.
     pub backlog: Gauge,
+    /// Open connections called dead, by [`LivenessFailure`] (in [`LivenessFailure::ALL`]
+    /// order).
+    pub liveness_failures: [Counter; 2],
+    /// Connections made to another address than the one before (see [`crate::uplink`]).
+    pub failovers: Counter,
+    /// Requests sent only to prove an idle peer alive.
+    pub probes: Counter,
+}
+
+impl UplinkStats {
+    /// Counts an open connection called dead.
+    pub fn dead(&self, failure: LivenessFailure) {
+        self.liveness_failures[failure as usize].inc();
+    }
+
+    /// Connections called dead for `failure`.
+    pub fn dead_for(&self, failure: LivenessFailure) -> u64 {
+        self.liveness_failures[failure as usize].get()
+    }
 }
 
 /// Every counter of one agent.
@@ -391,6 +411,18 @@ pub const PER_UPLINK: &[PerUplink] = &[
         Kind::Gauge,
         |u| u.backlog.get(),
     ),
+    (
+        "lars_agent_uplink_failovers_total",
+        "Connections made to another address than the one before.",
+        Kind::Counter,
+        |u| u.failovers.get(),
+    ),
+    (
+        "lars_agent_uplink_probes_total",
+        "Requests sent to prove an idle peer alive.",
+        Kind::Counter,
+        |u| u.probes.get(),
+    ),
 ];
 
 impl Collector for AgentStats {
@@ -452,6 +484,22 @@ impl Collector for AgentStats {
                 .map(|(label, uplink)| ([("uplink", label)], read(uplink)));
             encode_family(&mut encoder, name, help, kind, samples)?;
         }
+        let uplinks = [("dns", &self.dns), ("report", &self.report)];
+        let dead = uplinks.iter().flat_map(|(label, uplink)| {
+            LivenessFailure::ALL.iter().map(move |failure| {
+                (
+                    [("uplink", *label), ("reason", failure.label())],
+                    uplink.dead_for(*failure),
+                )
+            })
+        });
+        encode_family(
+            &mut encoder,
+            "lars_agent_uplink_liveness_failures_total",
+            "Open connections called dead, by reason.",
+            Kind::Counter,
+            dead,
+        )?;
         Ok(())
     }
 }
@@ -485,6 +533,7 @@ mod tests {
         stats.workers[0].dropped(DropReason::BadBody);
         stats.workers[0].replies[3].inc();
         stats.dns.up.set(1);
+        stats.report.dead(LivenessFailure::WriteStall);
         let text = stats.render();
         assert_eq!(sample(&text, "lars_agent_workers", ""), Some(2));
         assert_eq!(
@@ -510,6 +559,22 @@ mod tests {
         assert_eq!(
             sample(&text, "lars_agent_uplink_up", "uplink=\"dns\""),
             Some(1)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "lars_agent_uplink_liveness_failures_total",
+                "uplink=\"report\",reason=\"write_stall\""
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "lars_agent_uplink_liveness_failures_total",
+                "uplink=\"dns\",reason=\"unanswered\""
+            ),
+            Some(0)
         );
         assert_eq!(sum(&text, "lars_agent_get_host_total"), 7);
         assert_eq!(sum(&text, "lars_agent_drops_total"), 1);

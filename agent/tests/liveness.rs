@@ -11,7 +11,7 @@ use common::{
 };
 use lars_store::testing::TestDb;
 use lars_store::{CallStatusRow, Store};
-use lars_wire::{Client, ClientError, HostAddr, RetCode, RouteKey};
+use lars_wire::{Client, HostAddr, RouteKey};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,12 @@ fn host(last: u8) -> HostAddr {
     HostAddr::new(Ipv4Addr::new(10, 9, 0, last), 8000 + u16::from(last))
 }
 
-fn routes(client: &mut Client, key: RouteKey) -> Vec<HostAddr> {
-    let mut hosts = client
-        .get_route(key.modid, key.cmdid)
-        .expect("get_route answers");
+/// The hosts the agent serves for `key`, sorted; `None` when the agent's answer did not come in
+/// time (a loaded test machine), so that waiting for a route simply asks again.
+fn routes(client: &mut Client, key: RouteKey) -> Option<Vec<HostAddr>> {
+    let mut hosts = client.get_route(key.modid, key.cmdid).ok()?;
     hosts.sort_by_key(|h| (h.ip, h.port));
-    hosts
+    Some(hosts)
 }
 
 /// The store of a test, opened in-process to edit routes and read statistics.
@@ -120,7 +120,7 @@ fn served(store: &TestStore, client: &mut Client, key: RouteKey) {
     eventually(
         "the route reaches the agent",
         Duration::from_secs(10),
-        || (routes(client, key) == [host(1)]).then_some(()),
+        || (routes(client, key)? == [host(1)]).then_some(()),
     );
 }
 
@@ -137,7 +137,7 @@ fn a_killed_primary_dns_is_failed_over_and_a_change_arrives_through_the_survivor
     eventually(
         "the change arrives through the surviving dns",
         Duration::from_secs(2),
-        || (routes(&mut client, key) == [host(1), host(2)]).then_some(()),
+        || (routes(&mut client, key)? == [host(1), host(2)]).then_some(()),
     );
     println!(
         "the change arrived {:?} after it was made",
@@ -164,16 +164,14 @@ fn a_frozen_primary_dns_is_failed_over_and_changes_and_new_keys_arrive_through_t
     let new_key = RouteKey::new(32, 2);
     store.add(new_key, host(3));
     let changed = Instant::now();
-    assert!(matches!(
-        client.get_host(new_key.modid, new_key.cmdid),
-        Err(ClientError::Refused(RetCode::NoExist))
-    ));
+    // The agent asks its dns, which is the frozen one: the answer comes after the fail-over.
+    let _ = client.get_host(new_key.modid, new_key.cmdid);
     eventually(
         "the change and the new key arrive through the surviving dns",
         ANSWER_TIMEOUT + Duration::from_secs(2),
         || {
-            (routes(&mut client, key) == [host(1), host(2)]
-                && routes(&mut client, new_key) == [host(3)])
+            (routes(&mut client, key)? == [host(1), host(2)]
+                && routes(&mut client, new_key)? == [host(3)])
             .then_some(())
         },
     );

@@ -26,7 +26,6 @@ impl Millis {
     }
 
     /// This time moved `by` later; saturates.
-    #[cfg(test)]
     pub const fn plus(self, by: Millis) -> Millis {
         Millis(self.0.saturating_add(by.0))
     }

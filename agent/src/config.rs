@@ -1,5 +1,5 @@
 //! The agent's settings: `[agent]` (shards, ports, cores, intervals), `[dnsserver]` and
-//! `[reporter]` (Lars' sections for the uplinks' addresses), `[uplink]` (reconnect backoff) and
+//! `[reporter]` (Lars' sections for the uplinks' addresses), `[uplink]` (reconnect backoff and liveness) and
 //! `[loadbalance]` ([`LbSettings`]). Defaults equal the shipped `conf/lars_agent.toml`; a file is
 //! checked whole before anything starts, and errors name the file, key and reason.
 
@@ -123,7 +123,7 @@ pub struct PeerConfig {
     pub backups: Vec<String>,
 }
 
-/// Reconnect behaviour of both uplinks (`[uplink]`).
+/// Reconnect and liveness behaviour of both uplinks (`[uplink]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinkConfig {
@@ -133,6 +133,16 @@ pub struct UplinkConfig {
     pub reconnect_max_ms: u64,
     /// How long one connection attempt may take, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// How long the dns uplink waits for any frame from lars-dns while one of its requests is
+    /// unanswered before it calls the peer dead and fails over, in milliseconds.
+    pub answer_timeout_ms: u64,
+    /// How long the dns uplink lets the connection be silent before it asks lars-dns for a
+    /// held route to prove it still answers, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// How long a write to either peer may make no progress (its receive window closed: the
+    /// peer stopped reading) before the uplink calls the peer dead and fails over, in
+    /// milliseconds.
+    pub write_stall_timeout_ms: u64,
 }
 
 impl Default for UplinkConfig {
@@ -141,6 +151,18 @@ impl Default for UplinkConfig {
             reconnect_min_ms: 100,
             reconnect_max_ms: 1000,
             connect_timeout_ms: 2000,
+            // lars-dns answers from memory in well under a millisecond, so a healthy dns is
+            // never near this; 3 s outlasts three lost segments in a row (Linux retransmits
+            // after 0.2, 0.4 and 0.8 s more) and stays far below `update_timeout` (15 s), the
+            // wait for an answer this replaces.
+            answer_timeout_ms: 3000,
+            // A probe is one ~10-byte request: every 5 s from each of thousands of agents is
+            // noise for dns, and a hung dns is left within 5 + 3 s, half of `update_timeout`.
+            probe_interval_ms: 5000,
+            // A reading peer reopens its window within one round trip; 5 s of a closed window
+            // outlasts the retransmits of a lossy link (0.2 + 0.4 + 0.8 + 1.6 s) and any pause
+            // of a working peer.
+            write_stall_timeout_ms: 5000,
         }
     }
 }
@@ -247,6 +269,16 @@ impl AgentConfig {
             "uplink.connect_timeout_ms",
             self.uplink.connect_timeout_ms,
         )?;
+        for (key, value) in [
+            ("uplink.answer_timeout_ms", self.uplink.answer_timeout_ms),
+            ("uplink.probe_interval_ms", self.uplink.probe_interval_ms),
+            (
+                "uplink.write_stall_timeout_ms",
+                self.uplink.write_stall_timeout_ms,
+            ),
+        ] {
+            at_least_one(origin, key, value)?;
+        }
         if self.uplink.reconnect_max_ms < self.uplink.reconnect_min_ms {
             return Err(ConfigError::invalid(
                 origin,
@@ -384,6 +416,18 @@ mod tests {
             (
                 "[uplink]\nreconnect_max_ms = 1\n",
                 "uplink.reconnect_max_ms",
+            ),
+            (
+                "[uplink]\nanswer_timeout_ms = 0\n",
+                "uplink.answer_timeout_ms",
+            ),
+            (
+                "[uplink]\nprobe_interval_ms = 0\n",
+                "uplink.probe_interval_ms",
+            ),
+            (
+                "[uplink]\nwrite_stall_timeout_ms = 0\n",
+                "uplink.write_stall_timeout_ms",
             ),
             (
                 "[dnsserver]\nip = \"no such host\"\nport = 1\n",

@@ -22,11 +22,21 @@
 //! overflow full too is dropped and counted (the route then asks again after `update_timeout`).
 //! Pushes keep the rings' rule: a worker is woken only when its ring goes from empty to
 //! non-empty.
+//!
+//! # A dns that stops answering
+//! A frozen or hung lars-dns keeps its connections open, so the uplink watches that it answers
+//! ([`crate::uplink::liveness`]): a request met by silence for `answer_timeout`, or a write
+//! that makes no progress for `write_stall_timeout`, ends the connection, and the uplink fails
+//! over to the next address and asks it for every subscription, as after any reconnect. When
+//! the connection has been silent for `probe_interval`, the uplink asks for one route it holds
+//! (an ordinary `GetRouteRequest`, which every Lars dns answers); holding none, it asks nothing
+//! and has nothing to lose: its next request falls under the answer rule.
 
 use crate::config::UplinkConfig;
 use crate::rings::{DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
 use crate::stats::UplinkStats;
-use crate::uplink::{Connector, UplinkStop};
+use crate::uplink::liveness::{Liveness, LivenessRules, Verdict};
+use crate::uplink::{ConnectionClock, Connector, Ended, UplinkStop};
 use bytes::BytesMut;
 use foldhash::HashMap;
 use lars_wire::frame::encode_get_route_request;
@@ -69,12 +79,6 @@ pub struct DnsUplinkSetup {
     pub stats: Arc<UplinkStats>,
     /// Raised to stop.
     pub stop: UplinkStop,
-}
-
-/// Why a connection ended.
-enum Ended {
-    Stop,
-    Lost(String),
 }
 
 struct DnsUplink {
@@ -121,7 +125,13 @@ impl Subscriptions {
 
 /// Runs the dns uplink until stopped.
 pub async fn run(setup: DnsUplinkSetup) {
-    let mut connector = Connector::new("dns", setup.addrs, &setup.config, setup.stats.clone());
+    let mut connector = Connector::new(
+        "dns",
+        setup.addrs,
+        &setup.config,
+        LivenessRules::dns(&setup.config),
+        setup.stats.clone(),
+    );
     let overflows = setup
         .workers
         .iter()
@@ -141,10 +151,13 @@ pub async fn run(setup: DnsUplinkSetup) {
             return;
         }
         let wait = match connector.try_connect().await {
-            Ok((stream, addr)) => match uplink.serve(stream).await {
-                Ended::Stop => return,
-                Ended::Lost(reason) => connector.lost(addr, &reason),
-            },
+            Ok((stream, addr)) => {
+                let ended = uplink.serve(stream, connector.rules()).await;
+                match connector.ended(addr, ended) {
+                    Some(wait) => wait,
+                    None => return,
+                }
+            }
             Err(wait) => wait,
         };
         if uplink.idle(wait).await {
@@ -172,20 +185,28 @@ impl DnsUplink {
         }
     }
 
-    /// Records every waiting request, encoding them into `out` when connected.
-    fn take_requests(&mut self, mut out: Option<&mut BytesMut>) {
+    /// Records every waiting request, encoding them into `out` when connected; returns how
+    /// many were encoded.
+    fn take_requests(&mut self, mut out: Option<&mut BytesMut>) -> u64 {
+        let mut encoded = 0;
         for ring in &mut self.requests {
             while let Some(request) = ring.pop() {
                 self.subscribed.subscribe(request.key, request.shard);
                 if let Some(out) = out.as_deref_mut() {
                     encode_request(request.key, out);
-                    self.stats.sent.inc();
+                    encoded += 1;
                 }
             }
         }
+        self.stats.sent.add(encoded);
+        encoded
     }
 
-    async fn serve(&mut self, stream: TcpStream) -> Ended {
+    /// Serves one connection until it ends: asks, reads answers, and watches that dns still
+    /// answers ([`Liveness`] under `rules`).
+    async fn serve(&mut self, stream: TcpStream, rules: LivenessRules) -> Ended {
+        let clock = ConnectionClock::start();
+        let mut liveness = Liveness::new(rules, clock.now());
         let (mut reader, mut writer) = stream.into_split();
         // The new connection is asked for every subscription the agent has, each once; the
         // workers do not ask again (see the module docs).
@@ -194,34 +215,53 @@ impl DnsUplink {
             encode_request(key, &mut out);
         }
         self.stats.sent.add(self.subscribed.len() as u64);
+        liveness.asked(self.subscribed.len() as u64, clock.now());
         self.stats.pending.set(0);
         let mut input = BytesMut::with_capacity(64 * 1024);
         let mut decoder = FrameDecoder::new();
         loop {
-            self.take_requests(Some(&mut out));
+            let asked = self.take_requests(Some(&mut out));
+            let now = clock.now();
+            liveness.asked(asked, now);
             let overflowing = self.push_overflows();
             if self.stop.raised() {
                 return Ended::Stop;
             }
+            match liveness.check(now) {
+                Verdict::Alive => {}
+                Verdict::Dead(failure) => return Ended::Dead(failure),
+                // Any held route will do: its answer proves dns alive, and refreshes the route
+                // like a periodic re-pull. Lars dns answers this from every version.
+                Verdict::Probe => match self.subscribed.keys().next() {
+                    Some(key) => {
+                        encode_request(key, &mut out);
+                        self.stats.sent.inc();
+                        self.stats.probes.inc();
+                        liveness.asked(1, now);
+                    }
+                    None => liveness.nothing_to_probe(now),
+                },
+            }
+            liveness.writing(!out.is_empty(), now);
             tokio::select! {
                 read = reader.read_buf(&mut input) => match read {
                     Ok(0) => return Ended::Lost("dns closed the connection".into()),
-                    Ok(_) => {
-                        if let Err(reason) = self.take_answers(&mut decoder, &mut input) {
-                            return Ended::Lost(reason);
-                        }
-                    }
+                    Ok(_) => match self.take_answers(&mut decoder, &mut input) {
+                        Ok(answers) => liveness.heard(answers, clock.now()),
+                        Err(reason) => return Ended::Lost(reason),
+                    },
                     Err(e) => return Ended::Lost(format!("read failed: {e}")),
                 },
                 // Written while reading, never instead: lars-dns answers as it reads, and closes
                 // a connection whose answers pile up unread.
                 written = writer.write_buf(&mut out), if !out.is_empty() => match written {
                     Ok(0) => return Ended::Lost("write failed: dns takes no more".into()),
-                    Ok(_) => {}
+                    Ok(_) => liveness.wrote(clock.now()),
                     Err(e) => return Ended::Lost(format!("write failed: {e}")),
                 },
                 _ = self.wake.wait() => {}
                 _ = tokio::time::sleep(OVERFLOW_RETRY), if overflowing => {}
+                _ = clock.until(liveness.next_check()) => {}
             }
         }
     }
@@ -237,12 +277,13 @@ impl DnsUplink {
         waiting > 0
     }
 
-    /// Hands every complete answer in `input` to the workers.
+    /// Hands every complete answer in `input` to the workers; returns how many there were.
     fn take_answers(
         &mut self,
         decoder: &mut FrameDecoder,
         input: &mut BytesMut,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
+        let mut answers = 0;
         while let Some(frame) = decoder
             .decode(input)
             .map_err(|e| format!("bad frame from dns: {e}"))?
@@ -250,6 +291,7 @@ impl DnsUplink {
             match frame.decode() {
                 Ok(Message::GetRouteResponse(response)) => {
                     self.stats.received.inc();
+                    answers += 1;
                     self.dispatch(response);
                 }
                 Ok(other) => {
@@ -261,7 +303,7 @@ impl DnsUplink {
                 Err(e) => return Err(format!("bad message from dns: {e}")),
             }
         }
-        Ok(())
+        Ok(answers)
     }
 
     fn dispatch(&mut self, response: GetRouteResponse) {
@@ -373,6 +415,7 @@ mod tests {
     use crate::clock::Millis;
     use crate::lb::{LbSettings, RouteTable};
     use crate::rings::{DnsRequest, ring};
+    use crate::uplink::liveness::LivenessFailure;
     use lars_wire::MsgId;
     use lars_wire::frame::encode_frame;
     use lars_wire::messages::HostInfo;
@@ -455,6 +498,10 @@ mod tests {
     }
 
     fn start(dns: SocketAddr, inbox: usize, config: UplinkConfig) -> Running {
+        start_on(vec![dns], inbox, config)
+    }
+
+    fn start_on(addrs: Vec<SocketAddr>, inbox: usize, config: UplinkConfig) -> Running {
         let uplink_wake = Wake::new();
         let (requests, requests_rx) = ring(64, uplink_wake.clone());
         let worker_wake = Wake::new();
@@ -462,7 +509,7 @@ mod tests {
         let stats = Arc::new(UplinkStats::default());
         let stop = UplinkStop::new(uplink_wake.clone());
         let uplink = tokio::spawn(run(DnsUplinkSetup {
-            addrs: vec![dns],
+            addrs,
             requests: vec![requests_rx],
             wake: uplink_wake,
             workers: vec![WorkerLink { inbox }],
@@ -605,11 +652,7 @@ mod tests {
         updates.sort_unstable();
         assert_eq!(updates, [0, 1]);
 
-        stop.raise();
-        tokio::time::timeout(Duration::from_secs(5), uplink)
-            .await
-            .expect("the uplink stops")
-            .unwrap();
+        stopped(stop, uplink).await;
     }
 
     /// A dns that answers every route it is asked for, all at once, once it has `expect`
@@ -689,11 +732,124 @@ mod tests {
         assert_eq!(stats.received.get(), ROUTES as u64);
         assert_eq!(stats.overflow.get(), 0);
 
+        stopped(stop, uplink).await;
+        dns.abort();
+    }
+
+    /// Waits for the worker's inbox to get an update for `key`.
+    async fn update_for(key: RouteKey, inbox: &mut crate::rings::WorkerInboxRx, wake: &Wake) {
+        let arrived = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                while let Some(update) = inbox.pop() {
+                    if update.key == key {
+                        return;
+                    }
+                }
+                wake.wait().await;
+            }
+        })
+        .await;
+        assert!(arrived.is_ok(), "no update for {key}");
+    }
+
+    /// The next connection to `listener`; fails the test when none comes within 10 s.
+    async fn accept(listener: &TcpListener) -> TcpStream {
+        let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        accepted.expect("the uplink connects").unwrap().0
+    }
+
+    /// The next requests the agent sends on `stream`; fails the test when none comes within
+    /// 10 s.
+    async fn next_requests(stream: &mut TcpStream) -> Vec<RouteKey> {
+        let asked = read_requests(stream, |asked| !asked.is_empty());
+        let asked = tokio::time::timeout(Duration::from_secs(10), asked).await;
+        asked.expect("the agent asks")
+    }
+
+    /// A dns and its backup, and an uplink to them (failing over at once, calling a peer dead
+    /// after 1 s of silence, probing after 200 ms) whose worker asked for `key`.
+    async fn two_dns_asked_for(key: RouteKey) -> (TcpListener, TcpListener, Running) {
+        let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backup = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = vec![first.local_addr().unwrap(), backup.local_addr().unwrap()];
+        let config = UplinkConfig {
+            reconnect_min_ms: 1,
+            reconnect_max_ms: 1,
+            // Long enough that a loaded test machine never delays an answer past it.
+            answer_timeout_ms: 1000,
+            probe_interval_ms: 200,
+            ..UplinkConfig::default()
+        };
+        let mut running = start_on(addrs, 64, config);
+        running.requests.push(DnsRequest { shard: 0, key }).unwrap();
+        (first, backup, running)
+    }
+
+    /// Stops the uplink and waits until it has.
+    async fn stopped(stop: UplinkStop, uplink: tokio::task::JoinHandle<()>) {
         stop.raise();
         tokio::time::timeout(Duration::from_secs(5), uplink)
             .await
             .expect("the uplink stops")
             .unwrap();
-        dns.abort();
+    }
+
+    #[tokio::test]
+    async fn a_dns_that_leaves_a_request_unanswered_is_left_for_the_next_address() {
+        let key = RouteKey::new(1, 1);
+        let (frozen, backup, mut running) = two_dns_asked_for(key).await;
+
+        // The first dns takes the request and never answers; its connection stays open.
+        let mut first = accept(&frozen).await;
+        assert_eq!(next_requests(&mut first).await, [key]);
+        let mut second = accept(&backup).await;
+        assert_eq!(
+            next_requests(&mut second).await,
+            [key],
+            "the next dns is asked for the subscription"
+        );
+        second.write_all(&answer(key)).await.unwrap();
+        update_for(key, &mut running.inbox_rx, &running.worker_wake).await;
+        assert_eq!(running.stats.dead_for(LivenessFailure::Unanswered), 1);
+        assert_eq!(running.stats.failovers.get(), 1);
+        assert_eq!(running.stats.up.get(), 1);
+
+        stopped(running.stop, running.uplink).await;
+        drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_probed_with_a_held_route_and_left_when_the_probe_goes_unanswered()
+     {
+        let key = RouteKey::new(2, 7);
+        let (hangs, backup, mut running) = two_dns_asked_for(key).await;
+
+        // The first dns answers, then hangs: the next request it gets is the probe.
+        let mut first = accept(&hangs).await;
+        assert_eq!(next_requests(&mut first).await, [key]);
+        first.write_all(&answer(key)).await.unwrap();
+        update_for(key, &mut running.inbox_rx, &running.worker_wake).await;
+        assert_eq!(
+            next_requests(&mut first).await,
+            [key],
+            "the probe asks for the held route"
+        );
+        let mut second = accept(&backup).await;
+        assert_eq!(next_requests(&mut second).await, [key]);
+        assert_eq!(running.stats.probes.get(), 1);
+        assert_eq!(running.stats.dead_for(LivenessFailure::Unanswered), 1);
+        assert_eq!(running.stats.failovers.get(), 1);
+
+        // A dns that answers the probes keeps the connection.
+        second.write_all(&answer(key)).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(next_requests(&mut second).await, [key]);
+            second.write_all(&answer(key)).await.unwrap();
+        }
+        assert_eq!(running.stats.dead_for(LivenessFailure::Unanswered), 1);
+        assert!(running.stats.probes.get() >= 4);
+
+        stopped(running.stop, running.uplink).await;
+        drop(first);
     }
 }

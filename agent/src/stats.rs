@@ -1,12 +1,14 @@
 //! The agent's counters, readable by an operator from the running agent: per worker (requests by
 //! type, replies by retcode, drops by reason, ring drops, routes and hosts), per uplink (up or
-//! down, reconnects, messages, drops, the dns uplink's inbox overflow) and for the route cache
-//! (routes loaded, writes, write failures). Each value has exactly one writer thread and is a
-//! relaxed atomic, so counting costs a load and a store (no locked instruction) and reading never
-//! stops the writer. [`AgentStats`] is a `prometheus-client` collector that reads them at scrape
-//! time ([`AgentStats::metrics`]), served by the metrics endpoint (`admin`); the names and labels
-//! are the tables `PER_WORKER`, `PER_UPLINK` and `PER_CACHE`.
+//! down, reconnects, fail-overs, liveness failures by reason, messages, drops, the dns uplink's
+//! inbox overflow) and for the route cache (routes loaded, writes, write failures). Each value
+//! has exactly one writer thread and is a relaxed atomic, so counting costs a load and a store
+//! (no locked instruction) and reading never stops the writer. [`AgentStats`] is a
+//! `prometheus-client` collector that reads them at scrape time ([`AgentStats::metrics`]), served
+//! by the metrics endpoint (`admin`); the names and labels are the tables `PER_WORKER`,
+//! `PER_UPLINK` and `PER_CACHE`.
 
+use crate::uplink::liveness::LivenessFailure;
 use lars_service::metrics::prometheus_client::collector::Collector;
 use lars_service::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lars_service::metrics::{Kind, ServiceMetrics, encode_family, encode_one};
@@ -215,6 +217,25 @@ pub struct UplinkStats {
     /// Route updates in the dns uplink's inbox overflow: refused by a worker's full inbox,
     /// waiting for room in it.
     pub overflow: Gauge,
+    /// Open connections called dead, by [`LivenessFailure`] (in [`LivenessFailure::ALL`]
+    /// order).
+    pub liveness_failures: [Counter; 2],
+    /// Connections made to another address than the one before (see [`crate::uplink`]).
+    pub failovers: Counter,
+    /// Requests sent only to prove an idle peer alive.
+    pub probes: Counter,
+}
+
+impl UplinkStats {
+    /// Counts an open connection called dead.
+    pub fn dead(&self, failure: LivenessFailure) {
+        self.liveness_failures[failure as usize].inc();
+    }
+
+    /// Connections called dead for `failure`.
+    pub fn dead_for(&self, failure: LivenessFailure) -> u64 {
+        self.liveness_failures[failure as usize].get()
+    }
 }
 
 /// Every counter of one agent.
@@ -489,6 +510,18 @@ pub const PER_UPLINK: &[PerUplink] = &[
         Kind::Gauge,
         |u| u.overflow.get(),
     ),
+    (
+        "lars_agent_uplink_failovers_total",
+        "Connections made to another address than the one before.",
+        Kind::Counter,
+        |u| u.failovers.get(),
+    ),
+    (
+        "lars_agent_uplink_probes_total",
+        "Requests sent to prove an idle peer alive.",
+        Kind::Counter,
+        |u| u.probes.get(),
+    ),
 ];
 
 impl Collector for AgentStats {
@@ -553,6 +586,22 @@ impl Collector for AgentStats {
         for &(name, help, kind, read) in PER_CACHE {
             encode_one(&mut encoder, name, help, kind, read(&self.cache))?;
         }
+        let uplinks = [("dns", &self.dns), ("report", &self.report)];
+        let dead = uplinks.iter().flat_map(|(label, uplink)| {
+            LivenessFailure::ALL.iter().map(move |failure| {
+                (
+                    [("uplink", *label), ("reason", failure.label())],
+                    uplink.dead_for(*failure),
+                )
+            })
+        });
+        encode_family(
+            &mut encoder,
+            "lars_agent_uplink_liveness_failures_total",
+            "Open connections called dead, by reason.",
+            Kind::Counter,
+            dead,
+        )?;
         Ok(())
     }
 }
@@ -572,6 +621,7 @@ mod tests {
         stats.cache.loaded.add(3);
         stats.workers[0].panic_entered.add(2);
         stats.workers[0].panic_left.inc();
+        stats.report.dead(LivenessFailure::WriteStall);
         let samples = Samples::parse(&stats.render());
         assert_eq!(
             samples.get("lars_agent_cache_loaded_routes_total", &[]),
@@ -606,5 +656,19 @@ mod tests {
         );
         assert_eq!(samples.sum("lars_agent_get_host_total", &[]), 7.0);
         assert_eq!(samples.sum("lars_agent_drops_total", &[]), 1.0);
+        assert_eq!(
+            samples.get(
+                "lars_agent_uplink_liveness_failures_total",
+                &[("uplink", "report"), ("reason", "write_stall")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            samples.get(
+                "lars_agent_uplink_liveness_failures_total",
+                &[("uplink", "dns"), ("reason", "unanswered")]
+            ),
+            Some(0.0)
+        );
     }
 }

@@ -7,6 +7,7 @@ on_both_drivers!(malformed_datagrams_are_dropped_and_counted_while_callers_are_s
 
 use common::{System, eventually, served};
 use lars_wire::HostAddr;
+use lars_wire::client::ClientError;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,12 +50,22 @@ fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served(io: &'st
         let done = done.clone();
         let mut client = system.client();
         std::thread::spawn(move || {
-            let mut answered = 0u64;
+            // Every answer must be the right host. A request may time out: the flood fills the
+            // shard sockets' kernel receive buffers, where the kernel drops whatever comes next,
+            // a caller's datagram included (UDP, not the agent); the caller then asks again, as
+            // Lars callers do.
+            let (mut answered, mut timed_out) = (0u64, 0u64);
             while !done.load(Ordering::Relaxed) {
-                assert_eq!(client.get_host(7, 7).expect("answered during the flood"), h);
-                answered += 1;
+                match client.get_host(7, 7) {
+                    Ok(got) => {
+                        assert_eq!(got, h, "a wrong answer during the flood");
+                        answered += 1;
+                    }
+                    Err(ClientError::Timeout { .. }) => timed_out += 1,
+                    Err(e) => panic!("during the flood: {e}"),
+                }
             }
-            answered
+            (answered, timed_out)
         })
     };
 
@@ -83,8 +94,11 @@ fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served(io: &'st
         );
     }
     done.store(true, Ordering::Relaxed);
-    let answered = caller.join().expect("the caller saw only correct answers");
-    assert!(answered > 0);
+    let (answered, timed_out) = caller.join().expect("the caller saw only correct answers");
+    assert!(
+        answered > 0,
+        "no answer during the flood ({timed_out} timeouts)"
+    );
     assert_eq!(
         system.stat_sum("lars_agent_drops_total") as usize,
         DATAGRAMS
@@ -100,4 +114,6 @@ fn malformed_datagrams_are_dropped_and_counted_while_callers_are_served(io: &'st
         let n = stats.sum("lars_agent_drops_total", &[("reason", reason)]);
         assert!(n > 0.0, "no drop counted as {reason}");
     }
+    // And the worker serves on after it.
+    served(&mut system.client(), 7, 7);
 }

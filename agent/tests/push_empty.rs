@@ -54,6 +54,7 @@ fn dns_restarted_on_an_empty_database_leaves_every_route_served() {
     let mut client = system.client();
     // An initialised Lars database without these routes: one edit made and undone.
     system.store = StoreUrl::Sqlite(system.dir.path().join("empty.db"));
+    system.lars(&["init"]);
     edit(&system, "add", 99);
     edit(&system, "del", 99);
     system.dns.take().unwrap().kill();

@@ -272,3 +272,107 @@ pub fn served(client: &mut Client, modid: i32, cmdid: i32) -> HostAddr {
         client.get_host(modid, cmdid).ok()
     })
 }
+
+/// Writes `text` to `dir/name`; returns the path, for a `--config` argument.
+pub fn write_config(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Starts `lars-dns` (or, as `program`, `lars-reporter`) on the store `store` (a URL) and a port
+/// the OS picks, with its config at `dir/name`; returns it and where it listens. `extra` is
+/// appended to the config (e.g. a `[dns]` section).
+pub fn start_central(
+    program: &str,
+    dir: &std::path::Path,
+    name: &str,
+    store: &str,
+    extra: &str,
+) -> (Service, SocketAddr) {
+    let config = write_config(
+        dir,
+        name,
+        &format!(
+            "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{store}\"\n{extra}"
+        ),
+    );
+    let service = start(program, &[], &["--config", &config]);
+    let addr = service.field("addr").parse().unwrap();
+    (service, addr)
+}
+
+/// `[dnsserver]` or `[reporter]` naming `addrs` in fail-over order: the first as `ip`/`port`,
+/// the rest as `backups`.
+pub fn peer_section(section: &str, addrs: &[SocketAddr]) -> String {
+    let (first, backups) = addrs.split_first().expect("at least one address");
+    let backups: Vec<String> = backups.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[{section}]\nip = \"{}\"\nport = {}\nbackups = [{}]\n",
+        first.ip(),
+        first.port(),
+        backups.join(", ")
+    )
+}
+
+/// Starts an agent on the `io` driver whose uplinks try `dns` and `reporters` in order, with
+/// `extra` sections (e.g. `[uplink]`) appended to its config at `dir/agent.toml`.
+pub fn start_agent_on(
+    dir: &std::path::Path,
+    io: &str,
+    dns: &[SocketAddr],
+    reporters: &[SocketAddr],
+    extra: &str,
+) -> Service {
+    let config = write_config(
+        dir,
+        "agent.toml",
+        &format!(
+            "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{io}\"\n{}{}{extra}",
+            peer_section("dnsserver", dns),
+            peer_section("reporter", reporters),
+        ),
+    );
+    let agent = start("lars-agent", &[], &["--config", &config]);
+    drivers_when_ready(agent.field("stats").parse().unwrap());
+    agent
+}
+
+/// A client of `agent` with a short timeout.
+pub fn client_of(agent: &Service) -> Client {
+    let base_port: u16 = agent.field("base_port").parse().unwrap();
+    Client::new(ClientConfig {
+        base_port,
+        timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+/// One sample of `agent`'s counters with exactly `labels`, 0 when absent.
+pub fn agent_stat(agent: &Service, name: &str, labels: &[(&str, &str)]) -> u64 {
+    agent.scrape().get(name, labels).unwrap_or(0.0) as u64
+}
+
+/// A process stopped with SIGSTOP (frozen: its sockets stay open, it answers and reads
+/// nothing) until this is dropped, which sends SIGCONT, so no test leaves a process stopped.
+pub struct Frozen<'a> {
+    service: &'a Service,
+}
+
+impl<'a> Frozen<'a> {
+    /// Stops `service`.
+    pub fn freeze(service: &'a Service) -> Frozen<'a> {
+        service.send_signal("-STOP");
+        Frozen { service }
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        // Not `send_signal`: it asserts, and a panic while already panicking aborts the run.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.service.pid().to_string()])
+            .status();
+    }
+}

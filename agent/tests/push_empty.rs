@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::{System, eventually};
+use common::{Service, System, binary, eventually, write_config};
 use lars_store::StoreUrl;
+use lars_store::testing::TestDb;
 use lars_wire::{ClientError, HostAddr, RetCode};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -45,6 +46,71 @@ fn system_serving_routes(lb: &str) -> System {
         );
     }
     system
+}
+
+#[test]
+fn dns_restarted_on_an_uninitialised_database_leaves_every_route_served() {
+    // Routes re-asked every second; a dns that does not answer called dead after one.
+    let mut system =
+        system_serving_routes("update_timeout = 1\n[uplink]\nanswer_timeout_ms = 1000");
+    let mut client = system.client();
+    // A reachable MariaDB database without the Lars tables (a typo'd name someone created, an
+    // operator's half-finished setup): lars-dns refuses to serve from it.
+    let uninitialised = TestDb::mysql_empty();
+    system.dns.take().unwrap().kill();
+    let config = write_config(
+        system.dir.path(),
+        "lars-dns-uninitialised.toml",
+        &format!(
+            "[reactor]\nport = {}\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"\n\
+             [dns]\nversion_poll_ms = 200\n",
+            system.dns_port,
+            uninitialised.url()
+        ),
+    );
+    let dns = Service::start_unready(&binary("lars-dns"), &["--config", &config]);
+    dns.wait_for_line(
+        "not serving until the first load works",
+        Duration::from_secs(10),
+    );
+
+    // The agent keeps every route while it finds the dns dead (connected, never answered)
+    // twice over, so every route's update_timeout passed while nothing could answer it.
+    let unanswered = || {
+        system
+            .agent_stats()
+            .get(
+                "lars_agent_uplink_liveness_failures_total",
+                &[("uplink", "dns"), ("reason", "unanswered")],
+            )
+            .unwrap_or(0.0)
+    };
+    let before = unanswered();
+    let mut answers = 0;
+    eventually(
+        "the agent finds the refusing dns dead twice",
+        Duration::from_secs(20),
+        || {
+            for cmdid in 1..=ROUTES {
+                assert_eq!(
+                    client
+                        .get_host(MODID, cmdid)
+                        .expect("served, never NOEXIST"),
+                    host(cmdid)
+                );
+                answers += 1;
+            }
+            (unanswered() >= before + 2.0).then_some(())
+        },
+    );
+    assert!(answers >= ROUTES);
+    assert!(
+        !dns.log()
+            .iter()
+            .any(|l| l.contains("serving") && !l.contains("not serving")),
+        "the dns served from an uninitialised database: {:#?}",
+        dns.log()
+    );
 }
 
 #[test]

@@ -203,6 +203,37 @@ impl ServiceProcess {
         args: &[&str],
         filter: &str,
     ) -> ServiceProcess {
+        let mut process = ServiceProcess::spawn(program, prefix, args, filter);
+        let first = process.log.find_any(
+            &[METRICS_LINE, SERVING_LINE],
+            Instant::now() + START_TIMEOUT,
+        );
+        match first {
+            None => process.fail_start("logged neither its metrics endpoint nor serving"),
+            Some(line) if line.contains(METRICS_LINE) => {
+                let addr = line_field(&line, "metrics").and_then(|a| a.parse().ok());
+                let Some(addr) = addr else {
+                    process.fail_start("logged its metrics endpoint without metrics=")
+                };
+                process.metrics = Some(addr);
+                process.wait_until_serving(addr);
+                // A process may bring its endpoint up before the rest of it (the agent starts
+                // its endpoint before its workers); its serving line says all of it is up.
+                process.wait_for_line(SERVING_LINE, START_TIMEOUT);
+            }
+            Some(_) => {}
+        }
+        process
+    }
+
+    /// Starts `program` like [`ServiceProcess::start`] but returns at once, without waiting
+    /// for it to serve: for a process that is expected to refuse to (its log says why; see
+    /// [`ServiceProcess::wait_for_line`]).
+    pub fn start_unready(program: &Path, args: &[&str]) -> ServiceProcess {
+        ServiceProcess::spawn(program, &[], args, "info")
+    }
+
+    fn spawn(program: &Path, prefix: &[&str], args: &[&str], filter: &str) -> ServiceProcess {
         let name = program.file_name().map_or_else(
             || "service".to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -231,32 +262,12 @@ impl ServiceProcess {
             }
             collected.end();
         });
-        let mut process = ServiceProcess {
+        ServiceProcess {
             name,
             child,
             log,
             metrics: None,
-        };
-        let first = process.log.find_any(
-            &[METRICS_LINE, SERVING_LINE],
-            Instant::now() + START_TIMEOUT,
-        );
-        match first {
-            None => process.fail_start("logged neither its metrics endpoint nor serving"),
-            Some(line) if line.contains(METRICS_LINE) => {
-                let addr = line_field(&line, "metrics").and_then(|a| a.parse().ok());
-                let Some(addr) = addr else {
-                    process.fail_start("logged its metrics endpoint without metrics=")
-                };
-                process.metrics = Some(addr);
-                process.wait_until_serving(addr);
-                // A process may bring its endpoint up before the rest of it (the agent starts
-                // its endpoint before its workers); its serving line says all of it is up.
-                process.wait_for_line(SERVING_LINE, START_TIMEOUT);
-            }
-            Some(_) => {}
         }
-        process
     }
 
     /// Waits until the endpoint at `addr` shows [`SERVING`] at 1.

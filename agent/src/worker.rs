@@ -412,7 +412,7 @@ impl WorkerState {
             .map_or(0, |d| d.as_secs() as u32);
         for shard in &mut self.shards {
             // The report uplink stamps `caller` with its own address.
-            for report in shard.table.take_reports(Ipv4Addr::UNSPECIFIED, ts) {
+            for report in shard.table.take_reports(Ipv4Addr::new(0, 0, 0, 0), ts) {
                 if self.report_tx.push(report).is_err() {
                     self.stats.report_ring_drops.inc();
                 }

@@ -239,7 +239,7 @@ impl Client {
         let local = if config.agent_ip.is_loopback() {
             Ipv4Addr::LOCALHOST
         } else {
-            Ipv4Addr::UNSPECIFIED
+            Ipv4Addr::new(0, 0, 0, 0)
         };
         let ports = (0..config.shards)
             .map(|shard| {

@@ -308,7 +308,7 @@ fn point(
 /// A C struct of all-zero bytes.
 fn zeroed<T: Copy>() -> T {
     // SAFETY: used only for sockaddr_storage, iovec and mmsghdr, plain C structs for which all
-    // zero bytes are a valid value (AF_UNSPEC, null pointers, zero lengths).
+    // zero bytes are a valid value (family 0, null pointers, zero lengths).
     unsafe { MaybeUninit::zeroed().assume_init() }
 }
 

@@ -21,7 +21,7 @@ impl SendSlot {
     fn new() -> Box<SendSlot> {
         Box::new(SendSlot {
             // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for which all-zero
-            // bytes are a valid value (null pointers, zero lengths, AF_UNSPEC).
+            // bytes are a valid value (null pointers, zero lengths, address family 0).
             msghdr: unsafe { MaybeUninit::zeroed().assume_init() },
             // SAFETY: as above.
             iov: unsafe { MaybeUninit::zeroed().assume_init() },

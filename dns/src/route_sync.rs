@@ -7,7 +7,7 @@
 //! `RouteChange` is shared with any other dns replica on the same database: each replica reads
 //! the rows written after its own last snapshot's version and deletes only rows older than
 //! `change_retention`, so no replica eats an edit another has not seen yet. A database error
-//! keeps the last snapshot serving and is retried with capped exponential backoff; the service
+//! keeps the last snapshot serving and is retried with jittered, capped exponential backoff; the service
 //! never exits because the database blinked.
 //!
 //! Before the first load nothing is served (the listener accepts nothing), and the first load

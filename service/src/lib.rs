@@ -2,8 +2,8 @@
 //! services behave alike for operators: config files that are checked before anything starts,
 //! with the `[reactor]` and `[store]` sections they share ([`config`]), logs on stderr
 //! ([`logging`]), SIGINT/SIGTERM as a shutdown signal ([`signals`]), the start-up of a service
-//! binary from its command line to its runtime ([`process`]), and capped exponential backoff for
-//! reconnects and retries ([`backoff`]), and the metrics every service exposes over HTTP and the
+//! binary from its command line to its runtime ([`process`]), jittered, capped exponential
+//! backoff for reconnects and retries ([`backoff`]), and the metrics every service exposes over HTTP and the
 //! `lars` CLI reads back ([`metrics`]).
 
 #![deny(missing_docs)]

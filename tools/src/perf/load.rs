@@ -101,7 +101,8 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
     for _ in 0..plan.threads {
         let mut sockets = Vec::with_capacity(plan.sockets);
         for _ in 0..plan.sockets {
-            let socket = UdpSocket::bind((Ipv4Addr::new(0, 0, 0, 0), 0)).map_err(LoadError::Socket)?;
+            let socket =
+                UdpSocket::bind((Ipv4Addr::new(0, 0, 0, 0), 0)).map_err(LoadError::Socket)?;
             socket.set_nonblocking(true).map_err(LoadError::Socket)?;
             sockets.push(socket);
         }

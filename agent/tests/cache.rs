@@ -47,9 +47,9 @@ fn wait_for_cached_routes(system: &System, routes: u64) {
 #[test]
 fn an_agent_killed_while_dns_is_down_serves_its_routes_from_the_cache_at_its_first_request() {
     let mut system = System::start_with(DEFAULT_IO, FAST);
-    system.add_route(1, 1, host(1));
-    system.add_route(1, 1, host(2));
-    system.add_route(2, 3, host(3));
+    system.add_host(1, 1, host(1));
+    system.add_host(1, 1, host(2));
+    system.add_host(2, 3, host(3));
     serve(&system, &[(1, 1), (2, 3)]);
     let mut client = system.client();
     eventually(
@@ -99,8 +99,8 @@ fn an_agent_killed_while_dns_is_down_serves_its_routes_from_the_cache_at_its_fir
 #[test]
 fn a_clean_stop_writes_the_routes_a_restart_then_serves_at_once() {
     let mut system = System::start_with(DEFAULT_IO, HOURLY);
-    system.add_route(4, 4, host(4));
-    system.add_route(5, 5, host(5));
+    system.add_host(4, 4, host(4));
+    system.add_host(5, 5, host(5));
     serve(&system, &[(4, 4)]);
     wait_for_cached_routes(&system, 1);
     // A second route held within the hour: only the stop can write it.
@@ -122,7 +122,7 @@ fn a_clean_stop_writes_the_routes_a_restart_then_serves_at_once() {
 #[test]
 fn a_corrupt_old_or_foreign_cache_is_named_ignored_and_routes_come_from_dns() {
     let mut system = System::start_with(DEFAULT_IO, FAST);
-    system.add_route(6, 6, host(6));
+    system.add_host(6, 6, host(6));
     let path = cache_file(&system);
     // What the cache would hold, with a host dns does not have: served only if the file is used.
     let stray = [host(99)];

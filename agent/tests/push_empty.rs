@@ -8,6 +8,7 @@ mod common;
 use common::{Service, System, binary, eventually, write_config};
 use lars_store::StoreUrl;
 use lars_store::testing::TestDb;
+use lars_wire::client::Client;
 use lars_wire::{ClientError, HostAddr, RetCode};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -27,6 +28,20 @@ fn edit(system: &System, op: &str, cmdid: i32) {
         "add" => system.lars(&["route", "add", &modid, &cmdid_s, &ip, &port]),
         _ => system.lars(&["route", "del", &modid, &cmdid_s]),
     };
+}
+
+/// Asks for every route once; each must be answered with its own host, never NOEXIST. Returns
+/// how many were answered.
+fn every_route_served(client: &mut Client) -> i32 {
+    for cmdid in 1..=ROUTES {
+        assert_eq!(
+            client
+                .get_host(MODID, cmdid)
+                .expect("served, never NOEXIST"),
+            host(cmdid)
+        );
+    }
+    ROUTES
 }
 
 /// A system with `ROUTES` routes served by its agent, which runs with `lb` in `[loadbalance]`.
@@ -91,15 +106,7 @@ fn dns_restarted_on_an_uninitialised_database_leaves_every_route_served() {
         "the agent finds the refusing dns dead twice",
         Duration::from_secs(20),
         || {
-            for cmdid in 1..=ROUTES {
-                assert_eq!(
-                    client
-                        .get_host(MODID, cmdid)
-                        .expect("served, never NOEXIST"),
-                    host(cmdid)
-                );
-                answers += 1;
-            }
+            answers += every_route_served(&mut client);
             (unanswered() >= before + 2.0).then_some(())
         },
     );
@@ -128,15 +135,7 @@ fn dns_restarted_on_an_empty_database_leaves_every_route_served() {
 
     let mut answers = 0;
     eventually("every route is held back", Duration::from_secs(20), || {
-        for cmdid in 1..=ROUTES {
-            assert_eq!(
-                client
-                    .get_host(MODID, cmdid)
-                    .expect("served, never NOEXIST"),
-                host(cmdid)
-            );
-            answers += 1;
-        }
+        answers += every_route_served(&mut client);
         (system.stat_sum("lars_agent_push_empty_held_total") == ROUTES as u64).then_some(())
     });
     assert_eq!(

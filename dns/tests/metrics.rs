@@ -87,12 +87,7 @@ fn every_counter_moves_with_its_event() {
     dns.wait_for_metric("lars_dns_subscriptions", &[], WITHIN, |v| v == 1.0);
 
     // A route change: a new snapshot, and a push to the subscriber.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = db.open().await.unwrap();
+    db.run(|store| async move {
         let host = HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000);
         store.add_host(RouteKey::new(7, 8), host).await.unwrap();
     });

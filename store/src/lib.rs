@@ -240,13 +240,23 @@ impl Store {
 
     /// The distinct keys of the `RouteChange` rows with `version <= version`, in key order.
     pub async fn changed_keys_up_to(&self, version: i64) -> Result<Vec<RouteKey>, StoreError> {
-        on_backend!(self, changed_keys_up_to(version))
+        on_backend!(
+            self,
+            changed_keys("changed_keys_up_to", route::SELECT_CHANGED_KEYS, version)
+        )
     }
 
     /// The distinct keys of the `RouteChange` rows with `version > version`, in key order: the
     /// routes edited since a snapshot at `version`, whichever process loaded it.
     pub async fn changed_keys_after(&self, version: i64) -> Result<Vec<RouteKey>, StoreError> {
-        on_backend!(self, changed_keys_after(version))
+        on_backend!(
+            self,
+            changed_keys(
+                "changed_keys_after",
+                route::SELECT_CHANGED_KEYS_AFTER,
+                version
+            )
+        )
     }
 
     /// Deletes the `RouteChange` rows with `version <= version`; returns how many.

@@ -21,8 +21,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
 use crate::route::{
-    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_CHANGED_KEYS, SELECT_CHANGED_KEYS_AFTER,
-    SELECT_ROUTES, SELECT_VERSION, decode_change_key, decode_route_row, decode_version,
+    CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_ROUTES, SELECT_VERSION, decode_change_key,
+    decode_route_row, decode_version,
 };
 use crate::row::Cell;
 use crate::schema::{InitReport, SchemaState};
@@ -309,24 +309,8 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn changed_keys_up_to(
-        &self,
-        version: i64,
-    ) -> Result<Vec<RouteKey>, StoreError> {
-        self.changed_keys("changed_keys_up_to", SELECT_CHANGED_KEYS, version)
-            .await
-    }
-
-    pub(crate) async fn changed_keys_after(
-        &self,
-        version: i64,
-    ) -> Result<Vec<RouteKey>, StoreError> {
-        self.changed_keys("changed_keys_after", SELECT_CHANGED_KEYS_AFTER, version)
-            .await
-    }
-
     /// The keys of the `RouteChange` rows `sql` selects by version.
-    async fn changed_keys(
+    pub(crate) async fn changed_keys(
         &self,
         op: &'static str,
         sql: &'static str,

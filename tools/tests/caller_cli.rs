@@ -5,13 +5,13 @@
 mod common;
 
 use lars_dns::{DnsConfig, DnsServer};
-use lars_service::testing::ServiceProcess;
+use lars_service::testing::{ServiceProcess, eventually};
 use lars_store::Store;
 use lars_store::testing::TestDb;
 use lars_wire::{HostAddr, RouteKey};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn lars(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lars"))
@@ -85,19 +85,16 @@ fn caller_commands_answer_with_exit_codes_scripts_can_use() {
     assert_eq!(first.status.code(), Some(3), "{}", text(&first));
     assert!(text(&first).contains("NOEXIST"), "{}", text(&first));
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let host = loop {
-        let out = setup.lars(&["gethost", "5", "5"]);
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "route never served: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let host = eventually(
+        "lars gethost serves the route",
+        Duration::from_secs(5),
+        || {
+            let out = setup.lars(&["gethost", "5", "5"]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        },
+    );
     assert!(host == "10.5.5.1:5001" || host == "10.5.5.2:5002", "{host}");
 
     let route = setup.lars(&["getroute", "5", "5"]);

@@ -309,22 +309,20 @@ fn three_agent_hosts_report_as_themselves_get_route_changes_and_survive_a_cut_li
     add_route_host(&db, route_host(201));
     let dir = tempfile::tempdir().unwrap();
     let store = db.url_string();
-    let dns_config = write_config(
-        dir.path(),
-        "lars_dns.toml",
-        format!(
-            "[reactor]\nip = \"{CENTRAL}\"\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n\
-             [store]\nurl = \"{store}\"\n[dns]\nversion_poll_ms = 100\n"
-        ),
-    );
-    let reporter_config = write_config(
-        dir.path(),
-        "lars_reporter.toml",
-        format!(
-            "[reactor]\nip = \"{CENTRAL}\"\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n\
-             [store]\nurl = \"{store}\"\n[reporter]\nflush_ms = 50\n"
-        ),
-    );
+    // A central service on the central namespace's address, a port and a metrics port the OS
+    // picks, the shared store and `extra` sections.
+    let central_config = |file: &str, extra: &str| {
+        write_config(
+            dir.path(),
+            file,
+            format!(
+                "[reactor]\nip = \"{CENTRAL}\"\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n\
+                 [store]\nurl = \"{store}\"\n{extra}"
+            ),
+        )
+    };
+    let dns_config = central_config("lars_dns.toml", "[dns]\nversion_poll_ms = 100\n");
+    let reporter_config = central_config("lars_reporter.toml", "[reporter]\nflush_ms = 50\n");
     let (dns_bin, reporter_bin, agent_bin) = (
         binary("lars-dns"),
         binary("lars-reporter"),

@@ -34,14 +34,8 @@ fn row(modid: i32, cmdid: i32, host: Ipv4Addr, succ_cnt: u32, err_cnt: u32) -> C
 }
 
 fn plant(db: &TestDb, rows: &[CallStatusRow]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = db.open().await.unwrap();
-        store.upsert_call_status(rows).await.unwrap();
-    });
+    let rows = rows.to_vec();
+    db.run(|store| async move { store.upsert_call_status(&rows).await.unwrap() });
 }
 
 fn shows_the_stored_statistics(db: TestDb) {

@@ -57,6 +57,29 @@ pub(crate) mod test_support {
         HostAddr::new(Ipv4Addr::new(10, 0, 0, last), 9000)
     }
 
+    /// The statistics of host `addr(last)` as they go to the reporter.
+    pub(crate) fn call_result(
+        last: u8,
+        succ: u32,
+        err: u32,
+        overload: bool,
+    ) -> lars_wire::messages::HostCallResult {
+        lars_wire::messages::HostCallResult {
+            ip: addr(last).wire_ip(),
+            port: 9000,
+            succ,
+            err,
+            overload,
+        }
+    }
+
+    /// The picks of `rounds` strict rotations over hosts `addr(1..=n)`.
+    pub(crate) fn rotations(n: u8, rounds: usize) -> Vec<super::route::Pick> {
+        (0..rounds)
+            .flat_map(|_| (1..=n).map(|i| super::route::Pick::Host(addr(i))))
+            .collect()
+    }
+
     /// A route of hosts `addr(1..=n)` following `lb`, added at `now`.
     pub(crate) fn route_with(lb: LbSettings, n: u8, now: Millis) -> Route {
         let mut route = Route::new(Arc::new(lb));

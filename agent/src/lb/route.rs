@@ -504,7 +504,7 @@ fn move_between(from: &mut VecDeque<HostIdx>, to: &mut VecDeque<HostIdx>, i: Hos
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{addr, overload, route, secs};
+    use super::super::test_support::{addr, call_result, overload, rotations, route, secs};
     use super::*;
     use crate::alloc_counter;
     use proptest::prelude::*;
@@ -527,11 +527,7 @@ mod tests {
     fn three_hosts_are_picked_in_strict_rotation() {
         let mut route = route(3);
         let picks: Vec<Pick> = (0..9).map(|_| route.pick()).collect();
-        let expected: Vec<Pick> = [1, 2, 3, 1, 2, 3, 1, 2, 3]
-            .iter()
-            .map(|&i| Pick::Host(addr(i)))
-            .collect();
-        assert_eq!(picks, expected);
+        assert_eq!(picks, rotations(3, 3));
         assert_eq!(route.access_cnt(), 0, "no overloaded host: no counting");
     }
 
@@ -694,22 +690,7 @@ mod tests {
         let results = route.take_call_results();
         assert_eq!(
             results,
-            [
-                HostCallResult {
-                    ip: addr(1).wire_ip(),
-                    port: 9000,
-                    succ: 2,
-                    err: 1,
-                    overload: false
-                },
-                HostCallResult {
-                    ip: addr(2).wire_ip(),
-                    port: 9000,
-                    succ: 0,
-                    err: 1,
-                    overload: true
-                },
-            ]
+            [call_result(1, 2, 1, false), call_result(2, 0, 1, true),]
         );
         assert!(!route.has_reports());
     }
@@ -800,11 +781,7 @@ mod tests {
         let mut route = every_host_overloaded(3);
         assert!(route.in_panic());
         let picks: Vec<Pick> = (0..9).map(|_| route.pick()).collect();
-        let expected: Vec<Pick> = [1, 2, 3, 1, 2, 3, 1, 2, 3]
-            .iter()
-            .map(|&i| Pick::Host(addr(i)))
-            .collect();
-        assert_eq!(picks, expected);
+        assert_eq!(picks, rotations(3, 3));
 
         // With idle hosts left, panic still spreads over all of them, not the idle ones only.
         let mut route = panicking(40, 4);

@@ -498,15 +498,12 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::super::host::{HostState, OverloadReason, RecoverReason};
+    use super::super::test_support::{addr, call_result};
     use super::*;
     use crate::alloc_counter;
-    use lars_wire::messages::{GetRouteRequest, HostCallResult};
+    use lars_wire::messages::GetRouteRequest;
 
     const KEY: RouteKey = RouteKey::new(1, 2);
-
-    fn addr(last: u8) -> HostAddr {
-        HostAddr::new(Ipv4Addr::new(10, 0, 0, last), 9000)
-    }
 
     fn hosts(ids: &[u8]) -> Vec<HostAddr> {
         ids.iter().map(|&i| addr(i)).collect()
@@ -882,34 +879,10 @@ mod tests {
         assert_eq!(first.ts, 1_700_000_000);
         assert_eq!(
             first.results,
-            [
-                HostCallResult {
-                    ip: addr(1).wire_ip(),
-                    port: 9000,
-                    succ: 2,
-                    err: 0,
-                    overload: false
-                },
-                HostCallResult {
-                    ip: addr(2).wire_ip(),
-                    port: 9000,
-                    succ: 0,
-                    err: 1,
-                    overload: false
-                },
-            ]
+            [call_result(1, 2, 0, false), call_result(2, 0, 1, false),]
         );
         // `other` was overloaded by its 15 failures: counts reset, flag set.
-        assert_eq!(
-            reports[1].results,
-            [HostCallResult {
-                ip: addr(7).wire_ip(),
-                port: 9000,
-                succ: 0,
-                err: 0,
-                overload: true
-            }]
-        );
+        assert_eq!(reports[1].results, [call_result(7, 0, 0, true)]);
         assert!(table.take_reports(caller, 1_700_000_001).is_empty());
         table.report(other, addr(7), 1, secs(2));
         let again = table.take_reports(caller, 1_700_000_002);

@@ -236,18 +236,6 @@ impl System {
         ]);
     }
 
-    /// Adds `host` to the route `(modid, cmdid)` with the `lars` CLI.
-    pub fn add_route(&self, modid: i32, cmdid: i32, host: lars_wire::HostAddr) {
-        self.lars(&[
-            "route",
-            "add",
-            &modid.to_string(),
-            &cmdid.to_string(),
-            &host.ip.to_string(),
-            &host.port.to_string(),
-        ]);
-    }
-
     /// Runs the `lars` CLI against the system's store.
     pub fn lars(&self, args: &[&str]) -> Output {
         let store = self.store.to_string();

@@ -255,6 +255,19 @@ impl TestDb {
         self.url.to_full_string()
     }
 
+    /// Opens the database on a runtime of its own and runs `op` on the store, for tests that do
+    /// not run on tokio themselves (e.g. to plant rows or make a route edit between two steps).
+    pub fn run<T, F: std::future::Future<Output = T>>(&self, op: impl FnOnce(Store) -> F) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the test's store operation");
+        runtime.block_on(async {
+            let store = self.open().await.expect("open the test database");
+            op(store).await
+        })
+    }
+
     /// Opens the existing database with default options.
     pub async fn open(&self) -> Result<Store, StoreError> {
         Store::open(&self.url).await

@@ -11,6 +11,7 @@ use crate::route_sync::{RouteSync, SyncTiming};
 use crate::shared::DnsShared;
 use crate::stats::DnsStats;
 use lars_service::metrics::ServiceMetrics;
+use lars_service::peers::AllowedPeers;
 use lars_store::StoreUrl;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub struct DnsServer {
     metrics: ServiceMetrics,
     sync: RouteSync,
     max_conn: usize,
+    allowed_peers: AllowedPeers,
 }
 
 impl DnsServer {
@@ -81,6 +83,7 @@ impl DnsServer {
             metrics,
             sync,
             max_conn: config.reactor.max_conn,
+            allowed_peers: config.reactor.allowed_peers.clone(),
         })
     }
 
@@ -108,12 +111,13 @@ impl DnsServer {
             metrics,
             mut sync,
             max_conn,
+            allowed_peers,
         } = self;
         if !sync.start(&mut shutdown).await {
             return;
         }
         let sync_task = tokio::spawn(sync.run(shutdown.clone()));
-        info!(%addr, max_conn, "lars-dns serving");
+        info!(%addr, max_conn, %allowed_peers, "lars-dns serving");
         metrics.set_serving();
 
         let limit = Arc::new(Semaphore::new(max_conn));
@@ -122,6 +126,9 @@ impl DnsServer {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if !allowed_peers.admit(peer, &shared.stats.peers_refused) {
+                            continue;
+                        }
                         let Ok(permit) = limit.clone().try_acquire_owned() else {
                             let refused = shared.stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if refused < 10 || refused.is_multiple_of(REFUSALS_LOGGED_EVERY) {

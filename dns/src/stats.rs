@@ -67,6 +67,8 @@ pub struct DnsStats {
     pub push_empty_held_total: AtomicU64,
     /// Routes held back now: served with their last hosts though the store has none for them.
     pub push_empty_held: AtomicU64,
+    /// Connections closed at once because the peer is not in `[reactor] allowed_peers`.
+    pub peers_refused: AtomicU64,
     /// How long each load of every route took (reading the store and building the snapshot).
     pub reload_seconds: Histogram,
 }
@@ -98,6 +100,7 @@ impl Default for DnsStats {
             routes: AtomicU64::default(),
             push_empty_held_total: AtomicU64::default(),
             push_empty_held: AtomicU64::default(),
+            peers_refused: AtomicU64::default(),
             // 1 ms to about 33 s: a few routes from SQLite to a million from a remote MySQL.
             reload_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         }
@@ -112,7 +115,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 24] = [
+pub static FIELDS: [Field<DnsStats>; 25] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -238,6 +241,11 @@ pub static FIELDS: [Field<DnsStats>; 24] = [
         "Routes held back now, served with their last hosts.",
         read!(push_empty_held),
     ),
+    Field::counter(
+        "lars_dns_peers_refused_total",
+        "Connections closed at once because the peer is not in allowed_peers.",
+        read!(peers_refused),
+    ),
 ];
 
 impl DnsStats {
@@ -282,7 +290,8 @@ impl fmt::Display for DnsStats {
             f,
             "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
              paused={} owed_keys={} caught_up={} lags={} drain_cut={} requests={} subscriptions={} \
-             pushes={} polls={} reloads={} db_errors={} version={} routes={} push_empty_held={}",
+             pushes={} polls={} reloads={} db_errors={} version={} routes={} push_empty_held={} \
+             peers_refused={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
@@ -302,6 +311,7 @@ impl fmt::Display for DnsStats {
             g(&self.version),
             g(&self.routes),
             g(&self.push_empty_held),
+            g(&self.peers_refused),
         )
     }
 }

@@ -4,6 +4,7 @@
 //! `[reporter]` is this service's own. Loading ([`ServiceConfig::load`]) checks every key and
 //! value before anything starts and names the file, key and reason on error.
 
+use crate::report::{Admission, DEFAULT_MAX_RESULTS_PER_FRAME, DEFAULT_MAX_TS_AHEAD_SECS};
 pub use lars_service::ConfigError;
 use lars_service::config::{
     MetricsConfig, ReactorConfig, ServiceConfig, StoreConfig, at_least_one,
@@ -26,7 +27,7 @@ pub const MAX_BATCH_ROWS: usize = 10_000;
 /// Most store workers.
 pub const MAX_DB_THREADS: usize = 64;
 
-/// Store workers, batching and outage behaviour (`[reporter]`).
+/// Store workers, batching, outage behaviour and what is admitted from the agents (`[reporter]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
@@ -41,6 +42,15 @@ pub struct WorkerConfig {
     pub max_pending_keys: usize,
     /// Longest wait between retries while the database is unreachable, in milliseconds.
     pub db_retry_max_ms: u64,
+
+    // What is admitted from the agents (`report::Admission`).
+    /// Store a frame's `caller` as sent even when it is not the sending peer's IPv4 address
+    /// (agents behind NAT); otherwise such a frame is refused.
+    pub trust_caller_field: bool,
+    /// Most results one frame may carry; a frame with more is refused.
+    pub max_results_per_frame: usize,
+    /// Most seconds a frame's `ts` may be ahead of the reporter's clock.
+    pub max_ts_ahead_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +61,10 @@ impl Default for WorkerConfig {
             flush_ms: 50,
             max_pending_keys: 1_000_000,
             db_retry_max_ms: 5000,
+
+            trust_caller_field: false,
+            max_results_per_frame: DEFAULT_MAX_RESULTS_PER_FRAME,
+            max_ts_ahead_secs: DEFAULT_MAX_TS_AHEAD_SECS,
         }
     }
 }
@@ -99,6 +113,11 @@ impl ServiceConfig for ReporterConfig {
             r.max_pending_keys as u64,
         )?;
         at_least_one(origin, "reporter.db_retry_max_ms", r.db_retry_max_ms)?;
+        at_least_one(
+            origin,
+            "reporter.max_results_per_frame",
+            r.max_results_per_frame as u64,
+        )?;
         self.store.parse(origin)?;
         Ok(())
     }
@@ -127,6 +146,16 @@ impl ReporterConfig {
     /// The longest a row waits while fewer than `batch_rows` are pending.
     pub fn flush(&self) -> Duration {
         Duration::from_millis(self.reporter.flush_ms)
+    }
+
+    /// What is admitted from the agents.
+    pub fn admission(&self) -> Admission {
+        let r = &self.reporter;
+        Admission {
+            trust_caller_field: r.trust_caller_field,
+            max_results_per_frame: r.max_results_per_frame,
+            max_ts_ahead_secs: r.max_ts_ahead_secs,
+        }
     }
 
     /// The longest retry wait while the database is down.
@@ -185,6 +214,11 @@ mod tests {
                 "[reporter]\ndb_retry_max_ms = 0\n",
                 "reporter.db_retry_max_ms",
             ),
+            (
+                "[reporter]\nmax_results_per_frame = 0\n",
+                "reporter.max_results_per_frame",
+            ),
+            ("[reactor]\nallowed_peers = []\n", "reactor.allowed_peers"),
             ("[store]\nurl = \"postgres://x\"\n", "store.url"),
             ("[metrics]\naddr = \"7789\"\n", "metrics.addr"),
         ];
@@ -195,6 +229,15 @@ mod tests {
                 "{text}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_allowed_peers_entry_is_named_with_its_key() {
+        let err = parse("[reactor]\nallowed_peers = [\"::1/128\", \"1.2.3.4/99\"]\n").unwrap_err();
+        assert!(
+            err.contains("reactor.allowed_peers") && err.contains("\"1.2.3.4/99\""),
+            "{err}"
+        );
     }
 
     #[test]

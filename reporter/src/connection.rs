@@ -6,11 +6,13 @@
 //! Everything from the network is checked. A frame with a bad length, an unknown msgid, a body
 //! that does not decode or a message other than `ReportStatusRequest` is a protocol error: the
 //! rows of the frames before it are kept, this connection is closed with a warning naming the
-//! peer, and nothing else is affected. A row that cannot be stored is dropped and counted, with
-//! at most one warning per connection every [`BAD_ROW_LOG_EVERY`].
+//! peer, and nothing else is affected. A frame the [`Admission`] rules refuse (forged caller,
+//! `ts` in the future, too many results) is dropped whole and counted by reason, and a row that
+//! cannot be stored is dropped and counted; each kind logs at most one warning per connection
+//! every [`BAD_ROW_LOG_EVERY`], naming the peer.
 
 use crate::inbox::Inboxes;
-use crate::report::{BadRow, status_rows};
+use crate::report::{Admission, BadRow, RefusedFrame, status_rows};
 use crate::stats::ReporterStats;
 use bytes::BytesMut;
 use lars_store::CallStatusRow;
@@ -19,7 +21,7 @@ use lars_wire::msg::decode_body;
 use lars_wire::{FrameDecoder, MsgId, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -58,9 +60,10 @@ pub async fn serve(
     peer: SocketAddr,
     inboxes: Inboxes,
     stats: Arc<ReporterStats>,
+    admission: Admission,
     mut shutdown: watch::Receiver<bool>,
 ) -> Close {
-    let mut conn = Connection::new(peer, inboxes, stats);
+    let mut conn = Connection::new(peer, inboxes, stats, admission);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut decoder = FrameDecoder::new();
     let close = loop {
@@ -93,10 +96,17 @@ struct Connection {
     staged: Vec<Vec<CallStatusRow>>,
     frames: u64,
     bad_rows: BadRowLog,
+    admission: Admission,
+    refused_frames: BadRowLog,
 }
 
 impl Connection {
-    fn new(peer: SocketAddr, inboxes: Inboxes, stats: Arc<ReporterStats>) -> Connection {
+    fn new(
+        peer: SocketAddr,
+        inboxes: Inboxes,
+        stats: Arc<ReporterStats>,
+        admission: Admission,
+    ) -> Connection {
         Connection {
             peer,
             staged: vec![Vec::new(); inboxes.len()],
@@ -104,6 +114,8 @@ impl Connection {
             stats,
             frames: 0,
             bad_rows: BadRowLog::default(),
+            admission,
+            refused_frames: BadRowLog::default(),
         }
     }
 
@@ -123,6 +135,10 @@ impl Connection {
             self.frames += 1;
             ReporterStats::inc(&self.stats.frames);
             ReporterStats::add(&self.stats.rows_received, request.results.len() as u64);
+            if let Err(refused) = self.admission.check(&request, self.peer.ip(), unix_now()) {
+                self.refused_frame(refused, request.results.len());
+                continue;
+            }
             for row in status_rows(&request) {
                 match row {
                     Ok(row) => {
@@ -140,6 +156,13 @@ impl Connection {
         ReporterStats::inc(&self.stats.dropped_bad_row);
         if let Some(suppressed) = self.bad_rows.should_log(Instant::now()) {
             warn!(peer = %self.peer, error = %bad, suppressed, "dropping a row that cannot be stored");
+        }
+    }
+
+    fn refused_frame(&mut self, refused: RefusedFrame, rows: usize) {
+        ReporterStats::add(self.stats.refused(refused.reason()), rows as u64);
+        if let Some(suppressed) = self.refused_frames.should_log(Instant::now()) {
+            warn!(peer = %self.peer, error = %refused, rows, suppressed, "refusing a frame; none of its rows is stored");
         }
     }
 
@@ -171,6 +194,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// The reporter's clock in Unix seconds, as a report's `ts` counts (0 if the clock is before
+/// 1970, which refuses nothing but a `ts` in the far future).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Rate limit of the bad-row warnings of one connection: the first at once, then at most one

@@ -3,14 +3,184 @@
 //! address (the wire's `int32` reinterpreted), `ts` as sent, `succ_cnt`/`err_cnt` as sent and
 //! `overload` as `'1'`/`'0'`. Pure; called by the connections for every frame.
 //!
-//! Everything from the network is checked: a result whose value the table cannot hold (a port
-//! outside 1..=65535) is a [`BadRow`], dropped and counted by the caller; the other results of
-//! the same frame are still stored.
+//! Everything from the network is checked, in two steps. First the frame as a whole
+//! ([`Admission::check`]): a frame whose `caller` is not the address of the peer that sent it
+//! (unless `trust_caller_field`), whose `ts` is more than `max_ts_ahead_secs` ahead of the
+//! reporter's clock, or that carries more than `max_results_per_frame` results is a
+//! [`RefusedFrame`]; none of its rows is stored, and the caller counts them by
+//! [`RefusedReason`]. Then each result: one whose value the table cannot hold (a port outside
+//! 1..=65535) is a [`BadRow`], dropped and counted by the caller; the other results of the same
+//! frame are still stored.
+//!
+//! A forged caller drops the frame rather than storing its rows under the peer's address: the
+//! rows are someone's claim about calls the peer did not make, so no caller value makes them
+//! true. A negative `modid` or `cmdid` is not refused: route edits (`lars route add`, the
+//! store's `RouteKey`) accept every `i32`, as Lars' signed `int` columns do, so a real route can
+//! have one. The checks take the peer and the time as arguments; nothing here reads a clock.
 
 use lars_store::CallStatusRow;
 use lars_wire::HostAddr;
 use lars_wire::ip::ip_from_wire;
 use lars_wire::messages::{HostCallResult, ReportStatusRequest};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// How far ahead of the reporter's clock a report's `ts` may be by default: five minutes, far
+/// more than the skew of hosts that keep time (NTP keeps them within a second), far less than
+/// the hours or the year-2106 `ts` a forged row would pin at the top of `lars status`.
+pub const DEFAULT_MAX_TS_AHEAD_SECS: u64 = 300;
+
+/// Most results one frame may carry by default. An agent reports each host it called once per
+/// report interval, and a route of Lars has a few hundred hosts at most; 10,000 leaves room for
+/// the largest fan-out while a frame of forged rows cannot fill a worker's inbox in one go.
+pub const DEFAULT_MAX_RESULTS_PER_FRAME: usize = 10_000;
+
+/// What the reporter admits from a peer (the `[reporter]` keys of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Store `caller` as sent even when it is not the peer's address (agents behind NAT).
+    pub trust_caller_field: bool,
+    /// Most results in one frame.
+    pub max_results_per_frame: usize,
+    /// Most seconds a `ts` may be ahead of the reporter's clock.
+    pub max_ts_ahead_secs: u64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            trust_caller_field: false,
+            max_results_per_frame: DEFAULT_MAX_RESULTS_PER_FRAME,
+            max_ts_ahead_secs: DEFAULT_MAX_TS_AHEAD_SECS,
+        }
+    }
+}
+
+/// Why a whole frame is refused, as its counter's `reason` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// `caller` is not the peer's address.
+    CallerMismatch,
+    /// `ts` is too far ahead of the reporter's clock.
+    FutureTs,
+    /// More results than `max_results_per_frame`.
+    TooManyResults,
+}
+
+impl RefusedReason {
+    /// The `reason` label of `lars_reporter_rows_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusedReason::CallerMismatch => "caller_mismatch",
+            RefusedReason::FutureTs => "future_ts",
+            RefusedReason::TooManyResults => "too_many_results",
+        }
+    }
+}
+
+/// A frame none of whose rows is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedFrame {
+    /// The frame names a caller other than the peer that sent it.
+    #[error(
+        "route ({modid}, {cmdid}): caller {caller} is not the sending peer {peer} \
+         (agents behind NAT need [reporter] trust_caller_field = true)"
+    )]
+    CallerMismatch {
+        /// The route's modid.
+        modid: i32,
+        /// The route's cmdid.
+        cmdid: i32,
+        /// The caller as sent.
+        caller: Ipv4Addr,
+        /// The peer's address.
+        peer: IpAddr,
+    },
+    /// The frame's `ts` is in the future.
+    #[error(
+        "route ({modid}, {cmdid}): ts {ts} is {ahead} s ahead of the reporter's clock \
+         (at most {max} s allowed)"
+    )]
+    FutureTs {
+        /// The route's modid.
+        modid: i32,
+        /// The route's cmdid.
+        cmdid: i32,
+        /// The `ts` as sent.
+        ts: u32,
+        /// Seconds ahead of the reporter's clock.
+        ahead: u64,
+        /// `max_ts_ahead_secs`.
+        max: u64,
+    },
+    /// The frame carries more results than allowed.
+    #[error(
+        "route ({modid}, {cmdid}): {count} results in one frame, more than \
+         max_results_per_frame = {max}"
+    )]
+    TooManyResults {
+        /// The route's modid.
+        modid: i32,
+        /// The route's cmdid.
+        cmdid: i32,
+        /// Results in the frame.
+        count: usize,
+        /// `max_results_per_frame`.
+        max: usize,
+    },
+}
+
+impl RefusedFrame {
+    /// Which counter the frame's rows go to.
+    pub fn reason(&self) -> RefusedReason {
+        match self {
+            RefusedFrame::CallerMismatch { .. } => RefusedReason::CallerMismatch,
+            RefusedFrame::FutureTs { .. } => RefusedReason::FutureTs,
+            RefusedFrame::TooManyResults { .. } => RefusedReason::TooManyResults,
+        }
+    }
+}
+
+impl Admission {
+    /// Whether the rows of `request`, sent by `peer` when the reporter's clock reads
+    /// `now_unix_secs`, may be stored.
+    pub fn check(
+        &self,
+        request: &ReportStatusRequest,
+        peer: IpAddr,
+        now_unix_secs: u64,
+    ) -> Result<(), RefusedFrame> {
+        let (modid, cmdid) = (request.modid, request.cmdid);
+        let count = request.results.len();
+        if count > self.max_results_per_frame {
+            return Err(RefusedFrame::TooManyResults {
+                modid,
+                cmdid,
+                count,
+                max: self.max_results_per_frame,
+            });
+        }
+        let caller = ip_from_wire(request.caller);
+        if !self.trust_caller_field && peer.to_canonical() != IpAddr::V4(caller) {
+            return Err(RefusedFrame::CallerMismatch {
+                modid,
+                cmdid,
+                caller,
+                peer,
+            });
+        }
+        let ahead = u64::from(request.ts).saturating_sub(now_unix_secs);
+        if ahead > self.max_ts_ahead_secs {
+            return Err(RefusedFrame::FutureTs {
+                modid,
+                cmdid,
+                ts: request.ts,
+                ahead,
+                max: self.max_ts_ahead_secs,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// A `HostCallResult` that cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +281,109 @@ mod tests {
                 overload: true,
             }
         );
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn from_caller(caller: Ipv4Addr, ts: u32, results: usize) -> ReportStatusRequest {
+        ReportStatusRequest {
+            modid: 1,
+            cmdid: 2,
+            caller: ip_to_wire(caller),
+            results: vec![HostCallResult::default(); results],
+            ts,
+        }
+    }
+
+    fn peer(ip: [u8; 4]) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(ip))
+    }
+
+    #[test]
+    fn an_agents_own_frame_is_admitted() {
+        let rules = Admission::default();
+        let req = from_caller(Ipv4Addr::new(10, 0, 0, 7), NOW as u32, 3);
+        assert_eq!(rules.check(&req, peer([10, 0, 0, 7]), NOW), Ok(()));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(
+            rules.check(&req, mapped, NOW),
+            Ok(()),
+            "a dual-stack listener's peer"
+        );
+        let slightly_ahead = from_caller(Ipv4Addr::new(10, 0, 0, 7), (NOW + 300) as u32, 1);
+        assert_eq!(
+            rules.check(&slightly_ahead, peer([10, 0, 0, 7]), NOW),
+            Ok(())
+        );
+        let old = from_caller(Ipv4Addr::new(10, 0, 0, 7), 0, 1);
+        assert_eq!(rules.check(&old, peer([10, 0, 0, 7]), NOW), Ok(()));
+    }
+
+    #[test]
+    fn a_forged_caller_is_refused_unless_the_caller_field_is_trusted() {
+        let req = from_caller(Ipv4Addr::new(6, 6, 6, 6), NOW as u32, 1);
+        let err = Admission::default()
+            .check(&req, peer([10, 0, 0, 7]), NOW)
+            .unwrap_err();
+        assert_eq!(err.reason(), RefusedReason::CallerMismatch);
+        let text = err.to_string();
+        assert!(
+            text.contains("6.6.6.6") && text.contains("10.0.0.7"),
+            "{text}"
+        );
+        let no_caller = from_caller(Ipv4Addr::UNSPECIFIED, NOW as u32, 1);
+        assert!(
+            Admission::default()
+                .check(&no_caller, peer([10, 0, 0, 7]), NOW)
+                .is_err()
+        );
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert!(Admission::default().check(&req, v6, NOW).is_err());
+
+        let trusting = Admission {
+            trust_caller_field: true,
+            ..Admission::default()
+        };
+        assert_eq!(trusting.check(&req, peer([10, 0, 0, 7]), NOW), Ok(()));
+    }
+
+    #[test]
+    fn a_ts_more_than_the_allowed_skew_ahead_is_refused() {
+        let caller = Ipv4Addr::new(10, 0, 0, 7);
+        let rules = Admission::default();
+        for ts in [NOW + 301, u64::from(u32::MAX)] {
+            let err = rules
+                .check(&from_caller(caller, ts as u32, 1), peer([10, 0, 0, 7]), NOW)
+                .unwrap_err();
+            assert_eq!(err.reason(), RefusedReason::FutureTs, "{ts}");
+            assert!(err.to_string().contains(&ts.to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn more_results_than_allowed_in_one_frame_are_refused() {
+        let caller = Ipv4Addr::new(10, 0, 0, 7);
+        let rules = Admission {
+            max_results_per_frame: 4,
+            ..Admission::default()
+        };
+        assert_eq!(
+            rules.check(
+                &from_caller(caller, NOW as u32, 4),
+                peer([10, 0, 0, 7]),
+                NOW
+            ),
+            Ok(())
+        );
+        let err = rules
+            .check(
+                &from_caller(caller, NOW as u32, 5),
+                peer([10, 0, 0, 7]),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(err.reason(), RefusedReason::TooManyResults);
+        assert!(err.to_string().contains("5 results"), "{err}");
     }
 
     #[test]

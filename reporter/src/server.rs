@@ -10,10 +10,12 @@
 use crate::config::ReporterConfig;
 use crate::connection;
 use crate::inbox::Inboxes;
+use crate::report::Admission;
 use crate::shutdown;
 use crate::stats::ReporterStats;
 use crate::store_worker::{SharedStore, StoreWorker, WorkerTiming};
 use lars_service::metrics::ServiceMetrics;
+use lars_service::peers::AllowedPeers;
 use lars_store::StoreUrl;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub struct ReporterServer {
     timing: WorkerTiming,
     max_conn: usize,
     batch_rows: usize,
+    allowed_peers: AllowedPeers,
+    admission: Admission,
 }
 
 impl ReporterServer {
@@ -89,6 +93,8 @@ impl ReporterServer {
             },
             max_conn: config.reactor.max_conn,
             batch_rows: r.batch_rows,
+            allowed_peers: config.reactor.allowed_peers.clone(),
+            admission: config.admission(),
         })
     }
 
@@ -124,6 +130,8 @@ impl ReporterServer {
             timing,
             max_conn,
             batch_rows,
+            allowed_peers,
+            admission,
         } = self;
 
         let (drain, drained) = watch::channel(false);
@@ -140,7 +148,7 @@ impl ReporterServer {
         }
         let opener = tokio::spawn(open_store(store.clone(), stats.clone()));
         let stats_log = tokio::spawn(log_stats(stats.clone()));
-        info!(%addr, max_conn, workers = inboxes.len(), batch_rows, flush = ?timing.flush,
+        info!(%addr, max_conn, %allowed_peers, workers = inboxes.len(), batch_rows, flush = ?timing.flush,
             "lars-reporter serving");
         metrics.set_serving();
 
@@ -151,6 +159,9 @@ impl ReporterServer {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if !allowed_peers.admit(peer, &stats.peers_refused) {
+                            continue;
+                        }
                         let Ok(permit) = limit.clone().try_acquire_owned() else {
                             let refused = stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if refused < 10 || refused.is_multiple_of(REFUSALS_LOGGED_EVERY) {
@@ -163,7 +174,7 @@ impl ReporterServer {
                         let _ = stream.set_nodelay(true);
                         let (inboxes, stats, shutdown) = (inboxes.clone(), stats.clone(), shutdown.clone());
                         connections.spawn(async move {
-                            connection::serve(stream, peer, inboxes, stats.clone(), shutdown).await;
+                            connection::serve(stream, peer, inboxes, stats.clone(), admission, shutdown).await;
                             ReporterStats::sub(&stats.connections, 1);
                             drop(permit);
                         });

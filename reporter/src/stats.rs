@@ -4,8 +4,10 @@
 //! histogram of write times).
 //!
 //! Once nothing is in flight, the row counters balance:
-//! `rows_received = rows_written + coalesced + dropped_bad_row + dropped_over_cap + pending_rows`.
+//! `rows_received = rows_written + coalesced + dropped_bad_row + dropped_over_cap + pending_rows
+//! + rows_refused` (the rows of refused frames, over every reason).
 
+use crate::report::RefusedReason;
 use lars_service::metrics::prometheus_client::metrics::histogram::{
     Histogram, exponential_buckets,
 };
@@ -50,6 +52,14 @@ pub struct ReporterStats {
     /// of the gauge under its own lock; with several workers this can read up to one chunk
     /// (`batch_rows`) high, when a write settles on one worker while rows arrive on another.
     pub max_pending_rows: AtomicU64,
+    /// Connections closed at once because the peer is not in `[reactor] allowed_peers`.
+    pub peers_refused: AtomicU64,
+    /// Rows of frames refused because their `caller` was not the sending peer.
+    pub refused_caller_mismatch: AtomicU64,
+    /// Rows of frames refused because their `ts` was too far ahead of the reporter's clock.
+    pub refused_future_ts: AtomicU64,
+    /// Rows of frames refused because they carried more than `max_results_per_frame` results.
+    pub refused_too_many_results: AtomicU64,
     /// How long each successful write (one multi-row upsert) took.
     pub write_seconds: Histogram,
 }
@@ -71,6 +81,10 @@ impl Default for ReporterStats {
             db_errors: AtomicU64::default(),
             pending_rows: AtomicU64::default(),
             max_pending_rows: AtomicU64::default(),
+            peers_refused: AtomicU64::default(),
+            refused_caller_mismatch: AtomicU64::default(),
+            refused_future_ts: AtomicU64::default(),
+            refused_too_many_results: AtomicU64::default(),
             // 0.1 ms to about 3 s: a small SQLite upsert to a 10,000-row chunk on a busy MySQL.
             write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         }
@@ -85,7 +99,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`ReporterStats`] as it is exposed.
-pub static FIELDS: [Field<ReporterStats>; 14] = [
+pub static FIELDS: [Field<ReporterStats>; 18] = [
     Field::gauge(
         "lars_reporter_connections",
         "Agent connections open.",
@@ -156,6 +170,29 @@ pub static FIELDS: [Field<ReporterStats>; 14] = [
         "Most rows waiting at any moment since start.",
         read!(max_pending_rows),
     ),
+    Field::counter(
+        "lars_reporter_peers_refused_total",
+        "Connections closed at once because the peer is not in allowed_peers.",
+        read!(peers_refused),
+    ),
+    Field::counter(
+        "lars_reporter_rows_refused_total",
+        "Rows of frames refused before the store, by reason.",
+        read!(refused_caller_mismatch),
+    )
+    .labelled(&[("reason", "caller_mismatch")]),
+    Field::counter(
+        "lars_reporter_rows_refused_total",
+        "Rows of frames refused before the store, by reason.",
+        read!(refused_future_ts),
+    )
+    .labelled(&[("reason", "future_ts")]),
+    Field::counter(
+        "lars_reporter_rows_refused_total",
+        "Rows of frames refused before the store, by reason.",
+        read!(refused_too_many_results),
+    )
+    .labelled(&[("reason", "too_many_results")]),
 ];
 
 impl ReporterStats {
@@ -215,8 +252,25 @@ impl ReporterStats {
         }
     }
 
+    /// The counter of rows refused for `reason`.
+    pub fn refused(&self, reason: RefusedReason) -> &AtomicU64 {
+        match reason {
+            RefusedReason::CallerMismatch => &self.refused_caller_mismatch,
+            RefusedReason::FutureTs => &self.refused_future_ts,
+            RefusedReason::TooManyResults => &self.refused_too_many_results,
+        }
+    }
+
+    /// Rows refused over every reason.
+    pub fn rows_refused(&self) -> u64 {
+        let g = ReporterStats::get;
+        g(&self.refused_caller_mismatch)
+            + g(&self.refused_future_ts)
+            + g(&self.refused_too_many_results)
+    }
+
     /// The monotonic counters, to tell whether anything happened between two looks.
-    pub fn activity(&self) -> [u64; 8] {
+    pub fn activity(&self) -> [u64; 10] {
         let g = ReporterStats::get;
         [
             g(&self.connections_total),
@@ -227,6 +281,8 @@ impl ReporterStats {
             g(&self.dropped_over_cap),
             g(&self.db_errors),
             g(&self.connections_refused),
+            g(&self.peers_refused),
+            self.rows_refused(),
         ]
     }
 }
@@ -238,7 +294,8 @@ impl fmt::Display for ReporterStats {
             f,
             "connections={} connections_total={} refused={} protocol_errors={} frames={} \
              rows_received={} rows_written={} batches={} coalesced={} dropped_bad_row={} \
-             dropped_over_cap={} db_errors={} pending_rows={} max_pending_rows={}",
+             dropped_over_cap={} db_errors={} pending_rows={} max_pending_rows={} \
+             peers_refused={} rows_refused={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
@@ -253,6 +310,8 @@ impl fmt::Display for ReporterStats {
             g(&self.db_errors),
             g(&self.pending_rows),
             g(&self.max_pending_rows),
+            g(&self.peers_refused),
+            self.rows_refused(),
         )
     }
 }

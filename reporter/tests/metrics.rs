@@ -38,7 +38,7 @@ fn frame(ports: impl IntoIterator<Item = i32>) -> Vec<u8> {
     let request = ReportStatusRequest {
         modid: 1,
         cmdid: 2,
-        caller: 0x0A00_0001,
+        caller: 0x7F00_0001, // 127.0.0.1, the peer it is sent from
         results: ports
             .into_iter()
             .map(|port| HostCallResult {

@@ -45,7 +45,7 @@ fn serves_and_on_sigterm_writes_what_is_pending_and_exits_0() {
     let request = ReportStatusRequest {
         modid: 4,
         cmdid: 5,
-        caller: 0x0A00_0001,
+        caller: 0x7F00_0001, // 127.0.0.1, the peer it is sent from
         results: (1..=3)
             .map(|port| HostCallResult {
                 ip: 0x0A00_0002,

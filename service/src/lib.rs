@@ -4,7 +4,7 @@
 //! ([`logging`]), SIGINT/SIGTERM as a shutdown signal ([`signals`]), the start-up of a service
 //! binary from its command line to its runtime ([`process`]), jittered, capped exponential
 //! backoff for reconnects and retries ([`backoff`]), and the metrics every service exposes over HTTP and the
-//! `lars` CLI reads back ([`metrics`]).
+//! `lars` CLI reads back ([`metrics`]), and which peers may connect ([`peers`]).
 
 #![deny(missing_docs)]
 
@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod peers;
 pub mod process;
 pub mod signals;
 #[cfg(feature = "testing")]

@@ -6,7 +6,8 @@
 //! a signal or kill. Beside it: the one way to wait for something ([`eventually`]), binaries run
 //! to completion and the command-line checks every service shares ([`command_line`]), the checks
 //! every service's config type shares ([`config_file`]), services run as tasks inside the test
-//! process ([`service_task`]), a plain HTTP GET ([`http`]), and
+//! process ([`service_task`]), a plain HTTP GET ([`http`]), connections from a chosen loopback
+//! address ([`connect_from`]), and
 //! [`both_backends!`](crate::both_backends) for test bodies that run against each store backend.
 //! Never used outside tests.
 
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub mod command_line;
 pub mod config_file;
+pub mod connect_from;
 pub mod eventually;
 pub mod http;
 pub mod service_task;
@@ -29,6 +31,7 @@ pub use command_line::{Finished, assert_config_errors_named, assert_help_names, 
 pub use config_file::{
     assert_missing_config_is_named, assert_shipped_config_is_the_defaults, parse_config,
 };
+pub use connect_from::connect_from;
 pub use eventually::{Outcome, eventually, eventually_async};
 pub use http::{HttpAnswer, assert_idle_clients_do_not_block, assert_serves_metrics, http_get};
 pub use service_task::ServiceTask;

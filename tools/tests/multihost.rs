@@ -316,7 +316,7 @@ fn three_agent_hosts_report_as_themselves_get_route_changes_and_survive_a_cut_li
             dir.path(),
             file,
             format!(
-                "[reactor]\nip = \"{CENTRAL}\"\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n\
+                "[reactor]\nip = \"{CENTRAL}\"\nport = 0\nallowed_peers = [\"{CENTRAL}/24\"]\n[metrics]\naddr = \"127.0.0.1:0\"\n\
                  [store]\nurl = \"{store}\"\n{extra}"
             ),
         )

@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The caller every test agent reports as.
-pub const CALLER: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+/// The caller every test agent reports as: the address it connects from, as the reporter
+/// stores only a caller that is the sending peer.
+pub const CALLER: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// A reporter service running inside the test process.
 pub struct TestReporter {
@@ -82,7 +83,8 @@ impl TestReporter {
                 + g(&s.coalesced)
                 + g(&s.dropped_bad_row)
                 + g(&s.dropped_over_cap)
-                + g(&s.pending_rows),
+                + g(&s.pending_rows)
+                + s.rows_refused(),
             "row counters do not balance: {s}"
         );
     }

@@ -1,9 +1,11 @@
 //! The `[reactor]` section every Lars service has, under Lars' own key names: the address and
 //! port it listens on, how many connections it serves at once and how many runtime threads serve
-//! them. Owns their defaults and their checks; a service only names its default port. Plain data:
-//! never binds a socket or starts a thread.
+//! them, and which peers may connect (`allowed_peers`, loopback only by default). Owns their
+//! defaults and their checks; a service only names its default port. Plain data: never binds a
+//! socket or starts a thread.
 
 use super::{ConfigError, at_least_one};
+use crate::peers::AllowedPeers;
 use serde::{Deserialize, Deserializer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -19,6 +21,10 @@ pub struct ReactorConfig<const DEFAULT_PORT: u16> {
     pub max_conn: usize,
     /// Runtime worker threads (0: one per CPU).
     pub thread_num: usize,
+
+    // Who may connect (`lars_service::peers`).
+    /// The networks connections are accepted from; others are closed at once.
+    pub allowed_peers: AllowedPeers,
 }
 
 /// The keys of `[reactor]` as written, each optional. serde's derive cannot take the const
@@ -32,6 +38,9 @@ struct ReactorKeys {
     max_conn: Option<usize>,
     #[serde(rename = "threadNum")]
     thread_num: Option<usize>,
+
+    // Who may connect.
+    allowed_peers: Option<AllowedPeers>,
 }
 
 impl<'de, const DEFAULT_PORT: u16> Deserialize<'de> for ReactorConfig<DEFAULT_PORT> {
@@ -43,6 +52,8 @@ impl<'de, const DEFAULT_PORT: u16> Deserialize<'de> for ReactorConfig<DEFAULT_PO
             port: keys.port.unwrap_or(defaults.port),
             max_conn: keys.max_conn.unwrap_or(defaults.max_conn),
             thread_num: keys.thread_num.unwrap_or(defaults.thread_num),
+
+            allowed_peers: keys.allowed_peers.unwrap_or(defaults.allowed_peers),
         })
     }
 }
@@ -54,6 +65,8 @@ impl<const DEFAULT_PORT: u16> Default for ReactorConfig<DEFAULT_PORT> {
             port: DEFAULT_PORT,
             max_conn: 4096,
             thread_num: 0,
+
+            allowed_peers: AllowedPeers::loopback(),
         }
     }
 }
@@ -61,7 +74,17 @@ impl<const DEFAULT_PORT: u16> Default for ReactorConfig<DEFAULT_PORT> {
 impl<const DEFAULT_PORT: u16> ReactorConfig<DEFAULT_PORT> {
     /// Checks ranges that the types alone do not; an error names `origin` and `reactor.KEY`.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        at_least_one(origin, "reactor.maxConn", self.max_conn as u64)
+        at_least_one(origin, "reactor.maxConn", self.max_conn as u64)?;
+
+        if self.allowed_peers.is_empty() {
+            return Err(ConfigError::invalid(
+                origin,
+                crate::peers::KEY,
+                "lists no network, so no agent could connect; to allow every peer write \
+                 [\"0.0.0.0/0\", \"::/0\"]",
+            ));
+        }
+        Ok(())
     }
 
     /// The address to listen on.
@@ -100,6 +123,29 @@ mod tests {
         let err = reactor.validate("x.toml").unwrap_err().to_string();
         assert!(
             err.contains("x.toml") && err.contains("reactor.maxConn"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn allowed_peers_are_read_checked_and_default_to_loopback() {
+        assert_eq!(Reactor::default().allowed_peers, AllowedPeers::loopback());
+        let reactor: Reactor = toml::from_str("allowed_peers = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(reactor.allowed_peers.allows("10.9.9.9".parse().unwrap()));
+        assert!(!reactor.allowed_peers.allows("127.0.0.1".parse().unwrap()));
+
+        let err = toml::from_str::<Reactor>("allowed_peers = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reactor.allowed_peers") && err.contains("\"10.0.0.0/40\""),
+            "{err}"
+        );
+
+        let empty: Reactor = toml::from_str("allowed_peers = []\n").unwrap();
+        let err = empty.validate("x.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("reactor.allowed_peers"),
             "{err}"
         );
     }

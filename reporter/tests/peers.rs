@@ -3,17 +3,20 @@
 //! address is closed at once, counted and logged with its address — and the other way round.
 //! In process, on MariaDB and SQLite: a frame with a forged or missing `caller`, a `ts` in the
 //! future or too many results never reaches the store and is counted by reason, a port that is
-//! no port is dropped and counted, and an honest agent's rows on the same connection are stored.
+//! no port is dropped and counted, and an honest agent's rows on the same connection are stored;
+//! and a real lars-agent's reports, through its report uplink, are stored as they always were.
 
 mod common;
 
 use common::{TestReporter, frames, report, row, wait_for_rows};
 use lars_reporter::ReporterStats;
 use lars_service::both_backends;
-use lars_service::testing::{ServiceProcess, connect_from};
+use lars_service::testing::{ServiceProcess, connect_from, eventually, workspace_binary};
 use lars_store::CallStatusRow;
 use lars_store::testing::TestDb;
+use lars_wire::client::{Client, ClientConfig};
 use lars_wire::ip::ip_to_wire;
+use lars_wire::{HostAddr, RouteKey};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -190,4 +193,77 @@ async fn a_trusted_caller_field_is_stored_as_sent(db: TestDb) {
     wait_for_rows(&store, &[want], WITHIN).await;
     assert_eq!(reporter.stats.rows_refused(), 0);
     reporter.stop().await;
+}
+
+both_backends!(blocking a_real_agents_own_rows_are_stored);
+
+/// lars-dns, lars-reporter (default admission: the caller must be the peer) and a lars-agent as
+/// processes on `db`: what the agent reports through its report uplink is stored, under its
+/// own address, and nothing is refused.
+fn a_real_agents_own_rows_are_stored(db: TestDb) {
+    let key = RouteKey::new(8, 1);
+    let served = HostAddr::new(Ipv4Addr::new(10, 9, 8, 1), 9000);
+    db.run(|store| async move { store.add_host(key, served).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let store = db.url_string();
+    let central = |name: &str| {
+        let config = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[reactor]\nport = 0\n[metrics]\naddr = \"127.0.0.1:0\"\n[store]\nurl = \"{store}\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let binary = workspace_binary(env!("CARGO_MANIFEST_DIR"), name, name);
+        let service = ServiceProcess::start(&binary, &[], &["--config", config.to_str().unwrap()]);
+        let addr: SocketAddr = service.field("addr").parse().expect("addr parses");
+        (service, addr.port())
+    };
+    let (_dns, dns_port) = central("lars-dns");
+    let (reporter, reporter_port) = central("lars-reporter");
+    let config = dir.path().join("lars_agent.toml");
+    let text = format!(
+        "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\n\
+         io = \"portable\"\nstate_dir = \"{}\"\n\
+         [dnsserver]\nip = \"127.0.0.1\"\nport = {dns_port}\n\
+         [reporter]\nip = \"127.0.0.1\"\nport = {reporter_port}\n",
+        dir.path().join("state").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent_binary = workspace_binary(env!("CARGO_MANIFEST_DIR"), "lars-agent", "lars-agent");
+    let agent = ServiceProcess::start(&agent_binary, &[], &["--config", config.to_str().unwrap()]);
+
+    let mut client = Client::new(ClientConfig {
+        base_port: agent.field("base_port").parse().unwrap(),
+        timeout: Duration::from_millis(500),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let picked = eventually("the agent serves the route", WITHIN, || {
+        client.get_host(key.modid, key.cmdid).ok()
+    });
+    assert_eq!(picked, served);
+    for retcode in [0, 0, 0, 1] {
+        client
+            .report(key.modid, key.cmdid, picked, retcode)
+            .unwrap();
+    }
+    let row = eventually("the agent's statistics are stored", WITHIN, || {
+        let rows =
+            db.run(|store| async move { store.load_call_status(Some(8), Some(1)).await.unwrap() });
+        rows.into_iter().find(|r| (r.succ_cnt, r.err_cnt) == (3, 1))
+    });
+    assert_eq!((row.ip, row.port), (u32::from(served.ip), served.port));
+    assert_eq!(
+        row.caller,
+        u32::from(Ipv4Addr::LOCALHOST),
+        "the agent's own address"
+    );
+    let samples = reporter.scrape();
+    for reason in ["caller_mismatch", "future_ts", "too_many_results"] {
+        let refused = samples.get("lars_reporter_rows_refused_total", &[("reason", reason)]);
+        assert_eq!(
+            refused,
+            Some(0.0),
+            "nothing of the agent's is refused ({reason})"
+        );
+    }
 }

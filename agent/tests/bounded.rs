@@ -165,9 +165,16 @@ fn a_million_unknown_keys_hold_at_most_max_routes_and_the_agent_stays_flat() {
     system.agent.take().unwrap().kill();
 }
 
+fn dns_subscriptions(system: &System) -> u64 {
+    let dns = system.dns.as_ref().expect("dns running");
+    dns.scrape()
+        .get("lars_dns_subscriptions", &[])
+        .unwrap_or(0.0) as u64
+}
+
 #[test]
-fn routes_nobody_asks_for_are_evicted_and_their_room_serves_new_keys() {
-    let system = System::start_with(
+fn routes_nobody_asks_for_are_evicted_unsubscribed_and_their_room_serves_new_keys() {
+    let mut system = System::start_with(
         DEFAULT_IO,
         "max_routes = 30\nroute_idle_ttl_secs = 2\n[loadbalance]\nupdate_timeout = 1",
     );
@@ -183,6 +190,11 @@ fn routes_nobody_asks_for_are_evicted_and_their_room_serves_new_keys() {
         (system.stat_sum("lars_agent_routes") == 30).then_some(())
     });
     assert!(system.stat_sum("lars_agent_routes_refused_total") > 0);
+    assert_eq!(
+        dns_subscriptions(&system),
+        30,
+        "refused keys are not asked of dns"
+    );
     // Only (1, 1) is asked for from now on: the negative entries go after update_timeout.
     eventually(
         "idle negative entries are evicted",
@@ -193,6 +205,15 @@ fn routes_nobody_asks_for_are_evicted_and_their_room_serves_new_keys() {
         },
     );
     assert!(system.stat_sum("lars_agent_routes_evicted_total") >= 29);
+    // The uplink forgot the evicted keys: a new dns connection is asked for the held one only.
+    system.dns.take().unwrap().kill();
+    system.start_dns();
+    eventually(
+        "the agent re-subscribes what it holds",
+        Duration::from_secs(10),
+        || (dns_subscriptions(&system) == 1).then_some(()),
+    );
+    assert_eq!(client.get_host(1, 1).unwrap(), host);
     // Room again: a new key is held (answered NOEXIST, asked of dns), not refused.
     let refused = system.stat_sum("lars_agent_routes_refused_total");
     let _ = client.get_host(3, 3);
@@ -200,4 +221,10 @@ fn routes_nobody_asks_for_are_evicted_and_their_room_serves_new_keys() {
         (system.stat_sum("lars_agent_routes") == 2).then_some(())
     });
     assert_eq!(system.stat_sum("lars_agent_routes_refused_total"), refused);
+    // Asked on the new connection after the re-asks: once dns holds it, it holds every re-ask.
+    eventually(
+        "dns holds the held keys only",
+        Duration::from_secs(5),
+        || (dns_subscriptions(&system) == 2).then_some(()),
+    );
 }

@@ -229,6 +229,7 @@ impl Agent {
                 cached: worker_cached,
                 cache_tx,
                 cache_interval: config.cache_interval(),
+                limits: config.agent.table_limits(),
             });
         }
 

@@ -3,7 +3,8 @@
 //! `[loadbalance]` ([`LbSettings`]). Defaults equal the shipped `conf/lars_agent.toml`; a file is
 //! checked whole before anything starts, and errors name the file, key and reason.
 
-use crate::lb::LbSettings;
+use crate::clock::Millis;
+use crate::lb::{LbSettings, TableLimits};
 use lars_service::ConfigError;
 use lars_service::config::{at_least_one, load_config};
 use serde::Deserialize;
@@ -48,7 +49,24 @@ pub struct DataPlaneConfig {
     /// A route cache written longer ago than this, in seconds, is not used at start: the
     /// routes it holds are too old to trust.
     pub cache_max_age_secs: u64,
+    /// Most routes the agent holds, split evenly over its shards (`max_routes / shards` per
+    /// shard, rounded down); beyond it a shard answers an unknown key NOEXIST without holding it
+    /// or asking dns. At least `shards`. The default's size is in `conf/lars_agent.toml`.
+    pub max_routes: usize,
+    /// A route with hosts that no caller asked for within this many seconds is dropped (and
+    /// unsubscribed); negative-cache entries go after `loadbalance.update_timeout`. At least
+    /// twice `loadbalance.update_timeout`.
+    pub route_idle_ttl_secs: u64,
 }
+
+/// The default `max_routes`: about 100 MB of routes at the bytes a held route costs with a few
+/// hosts, its dns subscription included (measured by `lb::table`'s
+/// `a_held_route_costs_what_the_default_cap_assumes`; see `conf/lars_agent.toml`).
+pub const DEFAULT_MAX_ROUTES: usize = 150_000;
+
+/// The default `route_idle_ttl_secs`: ten minutes, forty times the default `update_timeout`, so
+/// a route used now and then (a cron job's) stays held.
+pub const DEFAULT_ROUTE_IDLE_TTL_SECS: u64 = 600;
 
 impl Default for DataPlaneConfig {
     fn default() -> Self {
@@ -64,6 +82,18 @@ impl Default for DataPlaneConfig {
             state_dir: DEFAULT_STATE_DIR.to_string(),
             cache_interval_ms: 10_000,
             cache_max_age_secs: 24 * 60 * 60,
+            max_routes: DEFAULT_MAX_ROUTES,
+            route_idle_ttl_secs: DEFAULT_ROUTE_IDLE_TTL_SECS,
+        }
+    }
+}
+
+impl DataPlaneConfig {
+    /// One shard table's limits: its share of `max_routes`, and `route_idle_ttl_secs`.
+    pub fn table_limits(&self) -> TableLimits {
+        TableLimits {
+            max_routes: (self.max_routes / usize::from(self.shards.max(1))).max(1),
+            idle_ttl: Millis::from_secs(self.route_idle_ttl_secs),
         }
     }
 }
@@ -249,6 +279,28 @@ impl AgentConfig {
         }
         at_least_one(origin, "agent.cache_interval_ms", a.cache_interval_ms)?;
         at_least_one(origin, "agent.cache_max_age_secs", a.cache_max_age_secs)?;
+        if a.max_routes < usize::from(a.shards) {
+            return Err(ConfigError::invalid(
+                origin,
+                "agent.max_routes",
+                format!(
+                    "{} is less than one route per shard (shards = {})",
+                    a.max_routes, a.shards
+                ),
+            ));
+        }
+        let update_timeout = self.loadbalance.update_timeout;
+        if a.route_idle_ttl_secs < update_timeout.saturating_mul(2) {
+            return Err(ConfigError::invalid(
+                origin,
+                "agent.route_idle_ttl_secs",
+                format!(
+                    "{} s is less than twice loadbalance.update_timeout ({update_timeout} s): \
+                     a route in use would be dropped between two dns re-asks",
+                    a.route_idle_ttl_secs
+                ),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for &core in &a.cores {
             if !seen.insert(core) {
@@ -395,6 +447,15 @@ mod tests {
     }
 
     #[test]
+    fn max_routes_is_split_over_the_shards() {
+        let config =
+            parse("[agent]\nshards = 3\nmax_routes = 10000\nroute_idle_ttl_secs = 30\n").unwrap();
+        let limits = config.agent.table_limits();
+        assert_eq!(limits.max_routes, 3333);
+        assert_eq!(limits.idle_ttl, Millis::from_secs(30));
+    }
+
+    #[test]
     fn lars_sections_and_keys_are_read() {
         let config = parse(
             "[dnsserver]\nip = \"127.0.0.1\"\nport = 17778\nbackups = [\"127.0.0.1:17779\"]\n\
@@ -413,6 +474,15 @@ mod tests {
             ("[agent]\nbase_port = 65535\n", "agent.base_port"),
             ("[agent]\nstats_addr = \"localhost\"\n", "agent.stats_addr"),
             ("[agent]\ncores = [0, 0]\n", "agent.cores"),
+            ("[agent]\nshards = 4\nmax_routes = 3\n", "agent.max_routes"),
+            (
+                "[agent]\nroute_idle_ttl_secs = 29\n",
+                "agent.route_idle_ttl_secs",
+            ),
+            (
+                "[agent]\nroute_idle_ttl_secs = 60\n[loadbalance]\nupdate_timeout = 31\n",
+                "agent.route_idle_ttl_secs",
+            ),
             (
                 "[uplink]\nreconnect_max_ms = 1\n",
                 "uplink.reconnect_max_ms",

@@ -11,7 +11,11 @@
 //! the uplink asks the new connection for exactly the keys it routes, each once; the workers do
 //! nothing on a reconnect (their routes that were waiting keep waiting, and the answer to the
 //! uplink's ask ends the wait). A worker asks again only by its own route rules: a route due
-//! for its periodic re-pull, or one whose answer has not come within `update_timeout`.
+//! for its periodic re-pull, or one whose answer has not come within `update_timeout`. A
+//! shard that evicts a route (its table is bounded) says so with a [`DnsRequest::Forget`] on
+//! the same ring: the key leaves the subscriptions when no shard holds it, so a reconnect asks
+//! only for what the tables hold. (The protocol has no unsubscribe: the old connection's dns
+//! may keep pushing the key until it closes, and [`DnsUplink::dispatch`] drops such answers.)
 //!
 //! # A full worker inbox
 //! A worker's inbox ring can fill when dns answers a burst of new routes faster than the worker
@@ -33,7 +37,7 @@
 //! and has nothing to lose: its next request falls under the answer rule.
 
 use crate::config::UplinkConfig;
-use crate::rings::{DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
+use crate::rings::{DnsRequest, DnsUplinkRx, RouteUpdate, Wake, WorkerInboxTx};
 use crate::stats::UplinkStats;
 use crate::uplink::liveness::{Liveness, LivenessRules, Verdict};
 use crate::uplink::{ConnectionClock, Connector, Ended, UplinkStop};
@@ -105,6 +109,16 @@ impl Subscriptions {
     /// Records that `shard` asked for `key`.
     pub fn subscribe(&mut self, key: RouteKey, shard: u16) {
         *self.shards.entry(key).or_default() |= 1u64 << shard;
+    }
+
+    /// Records that `shard` no longer holds `key`; the key goes when no shard holds it.
+    pub fn unsubscribe(&mut self, key: RouteKey, shard: u16) {
+        if let Some(shards) = self.shards.get_mut(&key) {
+            *shards &= !(1u64 << shard);
+            if *shards == 0 {
+                self.shards.remove(&key);
+            }
+        }
     }
 
     /// The shards that asked for `key` (a bit per shard), or `None` when none did.
@@ -191,10 +205,15 @@ impl DnsUplink {
         let mut encoded = 0;
         for ring in &mut self.requests {
             while let Some(request) = ring.pop() {
-                self.subscribed.subscribe(request.key, request.shard);
-                if let Some(out) = out.as_deref_mut() {
-                    encode_request(request.key, out);
-                    encoded += 1;
+                match request {
+                    DnsRequest::Ask { shard, key } => {
+                        self.subscribed.subscribe(key, shard);
+                        if let Some(out) = out.as_deref_mut() {
+                            encode_request(key, out);
+                            encoded += 1;
+                        }
+                    }
+                    DnsRequest::Forget { shard, key } => self.subscribed.unsubscribe(key, shard),
                 }
             }
         }
@@ -414,7 +433,7 @@ mod tests {
     use super::*;
     use crate::clock::Millis;
     use crate::lb::{LbSettings, RouteTable};
-    use crate::rings::{DnsRequest, ring};
+    use crate::rings::ring;
     use crate::uplink::liveness::LivenessFailure;
     use lars_wire::MsgId;
     use lars_wire::frame::encode_frame;
@@ -593,7 +612,7 @@ mod tests {
             let (_, ask) = tables[usize::from(shard)].get_host(key, now);
             if let Some(ask) = ask {
                 requests
-                    .push(DnsRequest {
+                    .push(DnsRequest::Ask {
                         shard,
                         key: ask.key,
                     })
@@ -693,6 +712,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forgotten_key_is_not_asked_after_a_reconnect_unless_another_shard_holds_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = UplinkConfig {
+            reconnect_min_ms: 1,
+            reconnect_max_ms: 1,
+            ..UplinkConfig::default()
+        };
+        let mut running = start(listener.local_addr().unwrap(), 64, config);
+        let [a, b, c] = [1, 2, 3].map(|cmdid| RouteKey::new(1, cmdid));
+        for (shard, key) in [(0, a), (0, b), (0, c), (1, c)] {
+            running
+                .requests
+                .push(DnsRequest::Ask { shard, key })
+                .unwrap();
+        }
+        let mut first = accept(&listener).await;
+        read_requests(&mut first, |asked| asked.len() == 4).await;
+        // Shard 0 evicts b and c; shard 1 still holds c.
+        for key in [b, c] {
+            running
+                .requests
+                .push(DnsRequest::Forget { shard: 0, key })
+                .unwrap();
+        }
+        drop(first);
+        let mut second = accept(&listener).await;
+        let fence = RouteKey::new(9, 9);
+        running
+            .requests
+            .push(DnsRequest::Ask {
+                shard: 0,
+                key: fence,
+            })
+            .unwrap();
+        let mut asked = read_requests(&mut second, |asked| asked.contains(&fence)).await;
+        asked.sort_unstable();
+        assert_eq!(asked, [a, c, fence]);
+        stopped(running.stop, running.uplink).await;
+    }
+
+    #[tokio::test]
     async fn a_burst_bigger_than_the_inbox_reaches_the_worker_without_more_dns_traffic() {
         const ROUTES: i32 = 40;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -709,7 +769,7 @@ mod tests {
         } = start(addr, 8, UplinkConfig::default());
         for cmdid in 1..=ROUTES {
             let key = RouteKey::new(1, cmdid);
-            requests.push(DnsRequest { shard: 0, key }).unwrap();
+            requests.push(DnsRequest::Ask { shard: 0, key }).unwrap();
         }
 
         // The worker: woken when its inbox gets items, takes them all, waits again. dns sends
@@ -781,7 +841,10 @@ mod tests {
             ..UplinkConfig::default()
         };
         let mut running = start_on(addrs, 64, config);
-        running.requests.push(DnsRequest { shard: 0, key }).unwrap();
+        running
+            .requests
+            .push(DnsRequest::Ask { shard: 0, key })
+            .unwrap();
         (first, backup, running)
     }
 

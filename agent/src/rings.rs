@@ -132,13 +132,26 @@ impl<T> RingRx<T> {
     }
 }
 
-/// A worker asks the dns uplink for a route on behalf of one of its shards.
+/// A worker tells the dns uplink what one of its shards needs of a route. The two kinds travel
+/// on one ring, so the uplink sees a shard's asks and forgets in the order the shard made them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DnsRequest {
-    /// The shard whose table holds the route.
-    pub shard: u16,
-    /// The route.
-    pub key: RouteKey,
+pub enum DnsRequest {
+    /// Ask dns for the route (and subscribe the shard to it).
+    Ask {
+        /// The shard whose table holds the route.
+        shard: u16,
+        /// The route.
+        key: RouteKey,
+    },
+    /// The shard evicted the route: unsubscribe it, so a reconnect does not ask for it again.
+    /// (The Lars protocol has no unsubscribe: the dns keeps pushing it on this connection, and
+    /// the uplink drops those answers.)
+    Forget {
+        /// The shard that no longer holds the route.
+        shard: u16,
+        /// The route.
+        key: RouteKey,
+    },
 }
 
 /// The dns uplink hands a route's hosts (a reply or a pushed change) to the worker of a shard

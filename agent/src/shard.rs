@@ -78,6 +78,9 @@ impl Shard {
         stats.get_host.inc();
         let key = RouteKey::new(request.modid, request.cmdid);
         let (answer, ask) = self.table.get_host(key, now);
+        if answer == HostAnswer::Refused {
+            stats.routes_refused.inc();
+        }
         let retcode = answer.retcode();
         stats.replies[retcode.as_i32() as usize].inc();
         let response = GetHostResponse {
@@ -87,7 +90,7 @@ impl Shard {
             retcode: retcode.as_i32(),
             host: match answer {
                 HostAnswer::Host(host) => Some(host.into()),
-                HostAnswer::Overload | HostAnswer::NoExist => None,
+                HostAnswer::Overload | HostAnswer::NoExist | HostAnswer::Refused => None,
             },
         };
         // A GetHostResponse is at most 8 + 42 bytes: it always fits.
@@ -134,7 +137,14 @@ impl Shard {
     ) -> Handled {
         stats.get_route.inc();
         let key = RouteKey::new(request.modid, request.cmdid);
-        let (hosts, ask) = self.table.get_route(key, now);
+        let Some((hosts, ask)) = self.table.get_route(key, now) else {
+            stats.routes_refused.inc();
+            return Handled {
+                reply_len: encode_route_reply(key, std::iter::empty(), reply),
+                ask: None,
+                transition: None,
+            };
+        };
         let reply_len = encode_route_reply(key, hosts, reply);
         Handled {
             reply_len,

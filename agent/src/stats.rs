@@ -151,6 +151,10 @@ pub struct WorkerStats {
     pub recovered: Counter,
     /// Routes held now.
     pub routes: Gauge,
+    /// Unknown keys answered NOEXIST without being held: their shard's table was at its cap.
+    pub routes_refused: Counter,
+    /// Routes evicted because no caller asked for them recently.
+    pub routes_evicted: Counter,
     /// Hosts held now.
     pub hosts: Gauge,
     /// Routes served from the route cache that dns has not answered yet.
@@ -312,6 +316,18 @@ pub const PER_WORKER: &[PerWorker] = &[
         "Routes held.",
         Kind::Gauge,
         WorkerValue::Each(|w| w.routes.get()),
+    ),
+    (
+        "lars_agent_routes_refused_total",
+        "Unknown keys answered NOEXIST without being held: the shard's table was at max_routes.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.routes_refused.get()),
+    ),
+    (
+        "lars_agent_routes_evicted_total",
+        "Routes evicted because no caller asked for them within their idle time.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.routes_evicted.get()),
     ),
     (
         "lars_agent_hosts",

@@ -20,6 +20,7 @@ use crate::clock::Millis;
 use crate::io::{DatagramLoop, DatagramService, Driver, DriverError, LoopControl};
 use crate::lb::{
     DnsUpdateOutcome, HostTransition, HostsUpdate, LbSettings, PanicTransition, RouteTable,
+    TableLimits,
 };
 use crate::log_limit::LogLimit;
 use crate::rings::{DnsRequest, DnsUplinkTx, ReportUplinkTx, Wake, WorkerInboxRx};
@@ -77,6 +78,8 @@ pub struct WorkerSetup {
     pub cache_tx: Option<CacheTx>,
     /// Least time between two snapshots for the cache writer.
     pub cache_interval: Duration,
+    /// Each shard table's cap and idle time.
+    pub limits: TableLimits,
 }
 
 /// Why a worker did not start.
@@ -152,6 +155,8 @@ struct WorkerState {
     stats: Arc<WorkerStats>,
     logs: LogLimit,
     epoch: Instant,
+    /// How often [`DatagramService::tick`] comes (`report_interval`).
+    tick: Millis,
     /// The route cache's part of the worker.
     cache: CacheFeed,
 }
@@ -183,7 +188,7 @@ impl WorkerState {
         let shard = &mut self.shards[local];
         let handled = shard.handle(datagram, reply, now, &self.stats);
         if let Some(ask) = handled.ask {
-            let request = DnsRequest {
+            let request = DnsRequest::Ask {
                 shard: shard.index,
                 key: ask.key,
             };
@@ -203,6 +208,37 @@ impl WorkerState {
             }
         }
         handled.reply_len
+    }
+
+    /// Evicts each shard's routes no caller asked for recently (see `lb::table`), telling the
+    /// dns uplink to forget each; a full dns ring leaves the rest for the next tick.
+    fn evict_idle(&mut self, now: Millis) {
+        let (mut negative, mut with_hosts) = (0, 0);
+        for shard in &mut self.shards {
+            let index = shard.index;
+            let dns_tx = &mut self.dns_tx;
+            let evicted = shard.table.evict_idle(now, self.tick, |key| {
+                dns_tx
+                    .push(DnsRequest::Forget { shard: index, key })
+                    .is_ok()
+            });
+            negative += evicted.negative;
+            with_hosts += evicted.with_hosts;
+        }
+        if negative + with_hosts == 0 {
+            return;
+        }
+        self.stats
+            .routes_evicted
+            .add((negative + with_hosts) as u64);
+        if with_hosts > 0 {
+            self.cache.changed = true;
+        }
+        debug!(
+            worker = self.worker,
+            negative, with_hosts, "idle routes evicted"
+        );
+        self.update_gauges();
     }
 
     /// Counts and logs a route entering or leaving panic mode.
@@ -251,7 +287,7 @@ impl WorkerState {
         while let Some(&(local, key)) = self.cache.to_ask.front() {
             let shard = &mut self.shards[local];
             if let Some(ask) = shard.table.ask_if_due(key, now) {
-                let request = DnsRequest {
+                let request = DnsRequest::Ask {
                     shard: shard.index,
                     key: ask.key,
                 };
@@ -318,11 +354,12 @@ impl WorkerState {
         self.stats.hosts.set(hosts as u64);
     }
 
-    /// Every `report_interval`: statistics out, cached routes asked for, stale routes counted,
-    /// routes to the cache writer.
+    /// Every `report_interval`: statistics out, idle routes evicted, cached routes asked for,
+    /// stale routes counted, routes to the cache writer.
     fn on_tick(&mut self) {
         self.send_reports();
         let now = self.now();
+        self.evict_idle(now);
         self.ask_for_cached(now);
         if self.cache.stale > 0 {
             self.count_stale();
@@ -482,6 +519,7 @@ fn prepare(
         cached,
         cache_tx,
         cache_interval,
+        limits,
         ..
     } = setup;
     let max_shard = shards
@@ -497,7 +535,7 @@ fn prepare(
         sockets.push(socket);
         owned.push(Shard {
             index: shard,
-            table: RouteTable::new(settings.clone()),
+            table: RouteTable::with_limits(settings.clone(), limits),
         });
     }
     stats.shards.set(owned.len() as u64);
@@ -512,6 +550,7 @@ fn prepare(
         stats,
         logs: LogLimit::new(STATE_LOGS_PER_SECOND),
         epoch,
+        tick: Millis::from(report_interval),
         cache: CacheFeed {
             tx: cache_tx,
             interval: Millis::from(cache_interval),

@@ -19,6 +19,9 @@ pub const DEFAULT_PORT: u16 = 7778;
 /// The port of `lars-dns`' metrics endpoint by default.
 pub const DEFAULT_METRICS_PORT: u16 = 7788;
 
+/// The default `[dns] max_subscriptions_per_connection`.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_000_000;
+
 /// Route synchronisation and push behaviour (`[dns]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,6 +36,12 @@ pub struct SyncConfig {
     /// routes when room comes, so a slow agent is caught up, never cut off, and holds no more
     /// than this plus one mark per subscription.
     pub write_queue_frames: usize,
+    /// Most subscriptions one connection holds (a hash-set entry each, a few tens of bytes). A request beyond it is
+    /// answered but not subscribed (counted, logged once per connection): its agent gets no
+    /// pushes for that key and relies on its periodic re-pull. The Lars protocol has no
+    /// unsubscribe, so a long-lived connection keeps the keys its agent evicted; the default is
+    /// well above an agent's default `max_routes` (150,000) to leave room for that churn.
+    pub max_subscriptions_per_connection: usize,
     /// How long an agent may read nothing at all while frames wait for it before it is
     /// disconnected (and logged and counted as a slow reader), in milliseconds.
     pub stalled_reader_timeout_ms: u64,
@@ -54,6 +63,7 @@ impl Default for SyncConfig {
             version_poll_ms: 1000,
             full_reload_secs: 10,
             write_queue_frames: 4096,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
             stalled_reader_timeout_ms: 30_000,
             db_retry_max_ms: 5000,
             push_empty_threshold: 50,
@@ -88,6 +98,11 @@ impl ServiceConfig for DnsConfig {
             origin,
             "dns.write_queue_frames",
             self.dns.write_queue_frames as u64,
+        )?;
+        at_least_one(
+            origin,
+            "dns.max_subscriptions_per_connection",
+            self.dns.max_subscriptions_per_connection as u64,
         )?;
         at_least_one(
             origin,
@@ -205,6 +220,15 @@ mod tests {
                 .dns
                 .push_empty_threshold,
             100
+        );
+    }
+
+    #[test]
+    fn zero_max_subscriptions_is_refused_with_its_key() {
+        let err = parse("[dns]\nmax_subscriptions_per_connection = 0\n").unwrap_err();
+        assert!(
+            err.contains("dns.max_subscriptions_per_connection"),
+            "{err}"
         );
     }
 

@@ -30,7 +30,7 @@
 
 use crate::shared::DnsShared;
 use crate::stats::DnsStats;
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Subscribed, Subscriptions};
 use crate::write_queue::{AnswerSlot, PushSlot, QueueError, WriteQueue, WriterEnd};
 use bytes::BytesMut;
 use lars_wire::RouteKey;
@@ -94,7 +94,7 @@ pub async fn serve(
     let mut conn = Connection {
         peer,
         queue,
-        subs: Subscriptions::new(shared.stats.clone()),
+        subs: Subscriptions::new(shared.stats.clone(), shared.max_subscriptions),
         shared,
         buf: BytesMut::with_capacity(4096),
         decoder: FrameDecoder::new(),
@@ -268,10 +268,21 @@ impl Connection {
         }
     }
 
-    /// Subscribes to `key` and queues its answer from the current snapshot.
+    /// Subscribes to `key` (unless the connection holds its most) and queues its answer from the
+    /// current snapshot.
     fn answer(&mut self, key: RouteKey, slot: AnswerSlot) {
-        if self.subs.subscribe(key) {
-            debug!(peer = %self.peer, modid = key.modid, cmdid = key.cmdid, "subscribed");
+        match self.subs.subscribe(key) {
+            Subscribed::New => {
+                debug!(peer = %self.peer, modid = key.modid, cmdid = key.cmdid, "subscribed");
+            }
+            Subscribed::Already => {}
+            // Once per connection: an agent asking for ever new keys would flood the log.
+            Subscribed::Refused { first: true } => {
+                warn!(peer = %self.peer, max = self.shared.max_subscriptions,
+                    "connection holds max_subscriptions_per_connection; further keys are answered \
+                     but not subscribed (counted in lars_dns_subscriptions_refused_total)");
+            }
+            Subscribed::Refused { first: false } => {}
         }
         DnsStats::inc(&self.shared.stats.requests);
         slot.send(self.shared.snapshot.load().frame(key));

@@ -63,10 +63,13 @@ impl DnsServer {
         let addr = listener
             .local_addr()
             .map_err(|source| DnsError::Bind { addr: want, source })?;
-        let shared = Arc::new(DnsShared::new(
-            config.dns.write_queue_frames,
-            config.stalled_reader_timeout(),
-        ));
+        let shared = Arc::new(
+            DnsShared::new(
+                config.dns.write_queue_frames,
+                config.stalled_reader_timeout(),
+            )
+            .with_max_subscriptions(config.dns.max_subscriptions_per_connection),
+        );
         let timing = SyncTiming {
             version_poll: config.version_poll(),
             full_reload: config.full_reload(),

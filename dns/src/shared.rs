@@ -40,6 +40,8 @@ pub struct DnsShared {
     pub write_queue: usize,
     /// How long an agent may read nothing while frames wait for it.
     pub stalled_reader_timeout: Duration,
+    /// Most subscriptions one connection holds.
+    pub max_subscriptions: usize,
 }
 
 impl DnsShared {
@@ -51,6 +53,13 @@ impl DnsShared {
             stats: Arc::new(DnsStats::default()),
             write_queue,
             stalled_reader_timeout,
+            max_subscriptions: crate::config::DEFAULT_MAX_SUBSCRIPTIONS,
         }
+    }
+
+    /// The same, with at most `max` subscriptions per connection.
+    pub fn with_max_subscriptions(mut self, max: usize) -> DnsShared {
+        self.max_subscriptions = max;
+        self
     }
 }

@@ -51,6 +51,9 @@ pub struct DnsStats {
     pub requests: AtomicU64,
     /// Subscriptions held now, over all connections.
     pub subscriptions: AtomicU64,
+    /// Requests answered but not subscribed: their connection held
+    /// `max_subscriptions_per_connection` already.
+    pub subscriptions_refused: AtomicU64,
     /// Route change frames pushed to subscribers.
     pub pushes: AtomicU64,
     /// `RouteVersion` polls that reached the database.
@@ -92,6 +95,7 @@ impl Default for DnsStats {
             requests_received: AtomicU64::default(),
             requests: AtomicU64::default(),
             subscriptions: AtomicU64::default(),
+            subscriptions_refused: AtomicU64::default(),
             pushes: AtomicU64::default(),
             polls: AtomicU64::default(),
             reloads: AtomicU64::default(),
@@ -115,7 +119,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 25] = [
+pub static FIELDS: [Field<DnsStats>; 26] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -200,6 +204,12 @@ pub static FIELDS: [Field<DnsStats>; 25] = [
         "lars_dns_subscriptions",
         "Subscriptions held, over all connections.",
         read!(subscriptions),
+    ),
+    Field::counter(
+        "lars_dns_subscriptions_refused_total",
+        "GetRouteRequests answered but not subscribed: the connection held \
+         max_subscriptions_per_connection.",
+        read!(subscriptions_refused),
     ),
     Field::counter(
         "lars_dns_pushes_total",
@@ -290,8 +300,8 @@ impl fmt::Display for DnsStats {
             f,
             "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
              paused={} owed_keys={} caught_up={} lags={} drain_cut={} requests={} subscriptions={} \
-             pushes={} polls={} reloads={} db_errors={} version={} routes={} push_empty_held={} \
-             peers_refused={}",
+             subscriptions_refused={} pushes={} polls={} reloads={} db_errors={} version={} routes={} \
+             push_empty_held={} peers_refused={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
@@ -304,6 +314,7 @@ impl fmt::Display for DnsStats {
             g(&self.drain_cut),
             g(&self.requests),
             g(&self.subscriptions),
+            g(&self.subscriptions_refused),
             g(&self.pushes),
             g(&self.polls),
             g(&self.reloads),

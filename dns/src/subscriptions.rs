@@ -2,7 +2,11 @@
 //! the keys it gets pushes for, and among them the keys it is *owed*: those that changed while
 //! its write queue had no room for the push. An owed key is remembered once however often it
 //! changes, and written from the snapshot current when room comes, so a connection that falls
-//! behind holds at most one mark per subscription, never one per change. Owned by the
+//! behind holds at most one mark per subscription, never one per change. The set is bounded
+//! (`[dns] max_subscriptions_per_connection`): beyond it a key is answered but not subscribed
+//! ([`Subscribed::Refused`]), so an agent asking for ever new keys cannot grow the dns; the
+//! oldest subscriptions are kept rather than dropped, as they are the ones a well-behaved agent
+//! holds longest. Owned by the
 //! connection's task alone (no locks); dropping it with the connection drops every subscription
 //! and owed key the connection had.
 
@@ -11,10 +15,28 @@ use lars_wire::RouteKey;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+/// What [`Subscriptions::subscribe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The key is subscribed now.
+    New,
+    /// It was subscribed already.
+    Already,
+    /// The set is full: not subscribed (counted).
+    Refused {
+        /// The first refusal on this connection (log it).
+        first: bool,
+    },
+}
+
 /// The keys one connection is subscribed to, and those it is owed.
 #[derive(Debug)]
 pub struct Subscriptions {
     keys: HashSet<RouteKey>,
+    /// Most keys held.
+    max: usize,
+    /// Keys refused because the set was full.
+    refused: u64,
     /// Owed keys, each once; `owed_order` holds the same keys in the order they became owed, so
     /// the oldest debt is paid first and taking one is O(1).
     owed: HashSet<RouteKey>,
@@ -23,23 +45,34 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// An empty set that keeps the service-wide subscription and owed-key gauges up to date.
-    pub fn new(stats: Arc<DnsStats>) -> Subscriptions {
+    /// An empty set of at most `max` keys that keeps the service-wide subscription and owed-key
+    /// gauges up to date.
+    pub fn new(stats: Arc<DnsStats>, max: usize) -> Subscriptions {
         Subscriptions {
             keys: HashSet::new(),
+            max,
+            refused: 0,
             owed: HashSet::new(),
             owed_order: VecDeque::new(),
             stats,
         }
     }
 
-    /// Subscribes to `key`; true when it was not subscribed yet.
-    pub fn subscribe(&mut self, key: RouteKey) -> bool {
-        let new = self.keys.insert(key);
-        if new {
-            DnsStats::inc(&self.stats.subscriptions);
+    /// Subscribes to `key`, unless the set is full.
+    pub fn subscribe(&mut self, key: RouteKey) -> Subscribed {
+        if self.keys.contains(&key) {
+            return Subscribed::Already;
         }
-        new
+        if self.keys.len() >= self.max {
+            DnsStats::inc(&self.stats.subscriptions_refused);
+            self.refused += 1;
+            return Subscribed::Refused {
+                first: self.refused == 1,
+            };
+        }
+        self.keys.insert(key);
+        DnsStats::inc(&self.stats.subscriptions);
+        Subscribed::New
     }
 
     /// Whether the connection gets pushes for `key`.
@@ -140,10 +173,10 @@ mod tests {
     #[test]
     fn subscribing_twice_counts_once_and_dropping_releases_all() {
         let stats = Arc::new(DnsStats::default());
-        let mut subs = Subscriptions::new(stats.clone());
-        assert!(subs.subscribe(RouteKey::new(1, 1)));
-        assert!(!subs.subscribe(RouteKey::new(1, 1)));
-        assert!(subs.subscribe(RouteKey::new(1, 2)));
+        let mut subs = Subscriptions::new(stats.clone(), usize::MAX);
+        assert_eq!(subs.subscribe(RouteKey::new(1, 1)), Subscribed::New);
+        assert_eq!(subs.subscribe(RouteKey::new(1, 1)), Subscribed::Already);
+        assert_eq!(subs.subscribe(RouteKey::new(1, 2)), Subscribed::New);
         assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 2);
         subs.owe(RouteKey::new(1, 2));
         assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 1);
@@ -154,7 +187,7 @@ mod tests {
 
     #[test]
     fn matching_gives_only_subscribed_changed_keys() {
-        let mut subs = Subscriptions::new(Arc::new(DnsStats::default()));
+        let mut subs = Subscriptions::new(Arc::new(DnsStats::default()), usize::MAX);
         subs.subscribe(RouteKey::new(1, 1));
         subs.subscribe(RouteKey::new(2, 2));
         let changed = HashSet::from([RouteKey::new(2, 2), RouteKey::new(3, 3)]);
@@ -164,7 +197,7 @@ mod tests {
     #[test]
     fn a_key_changed_many_times_is_owed_once_oldest_first() {
         let stats = Arc::new(DnsStats::default());
-        let mut subs = Subscriptions::new(stats.clone());
+        let mut subs = Subscriptions::new(stats.clone(), usize::MAX);
         let (a, b) = (RouteKey::new(1, 1), RouteKey::new(1, 2));
         subs.subscribe(a);
         subs.subscribe(b);
@@ -185,7 +218,7 @@ mod tests {
 
     #[test]
     fn only_subscribed_keys_are_owed() {
-        let mut subs = Subscriptions::new(Arc::new(DnsStats::default()));
+        let mut subs = Subscriptions::new(Arc::new(DnsStats::default()), usize::MAX);
         assert!(!subs.owe(RouteKey::new(9, 9)));
         assert!(!subs.owes_any());
     }
@@ -193,7 +226,7 @@ mod tests {
     #[test]
     fn owing_all_marks_each_subscription_once() {
         let stats = Arc::new(DnsStats::default());
-        let mut subs = Subscriptions::new(stats.clone());
+        let mut subs = Subscriptions::new(stats.clone(), usize::MAX);
         for cmdid in 0..100 {
             subs.subscribe(RouteKey::new(1, cmdid));
         }
@@ -203,5 +236,21 @@ mod tests {
         assert_eq!(subs.owed(), 100);
         assert_eq!(stats.owed_keys.load(Ordering::Relaxed), 100);
         assert_eq!(subs.next_owed(), Some(RouteKey::new(1, 7)), "oldest first");
+    }
+
+    #[test]
+    fn a_full_set_refuses_new_keys_and_keeps_the_old_ones() {
+        let stats = Arc::new(DnsStats::default());
+        let mut subs = Subscriptions::new(stats.clone(), 2);
+        let [a, b, c] = [1, 2, 3].map(|cmdid| RouteKey::new(1, cmdid));
+        subs.subscribe(a);
+        subs.subscribe(b);
+        assert_eq!(subs.subscribe(c), Subscribed::Refused { first: true });
+        assert_eq!(subs.subscribe(c), Subscribed::Refused { first: false });
+        assert_eq!(subs.subscribe(a), Subscribed::Already);
+        assert!(subs.contains(&a) && subs.contains(&b) && !subs.contains(&c));
+        assert!(!subs.owe(c), "a refused key is never owed");
+        assert_eq!(stats.subscriptions.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.subscriptions_refused.load(Ordering::Relaxed), 2);
     }
 }

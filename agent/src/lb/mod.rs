@@ -38,7 +38,7 @@ pub(crate) mod table;
 pub use host::HostTransition;
 pub use route::{HostsUpdate, PanicTransition};
 pub use settings::LbSettings;
-pub use table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable};
+pub use table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable, TableLimits};
 
 /// What the tests of [`host`] and [`route`] build routes with.
 #[cfg(test)]

@@ -37,11 +37,25 @@
 //! its hosts until dns gives it hosts or a `removed` answer); otherwise the empty answer is
 //! applied. The rule counts this shard's routes only (`docs/FAIL_STATIC.md`).
 //!
+//! # Bounded: the cap and idle eviction
+//! A table holds at most [`TableLimits::max_routes`] routes (the agent's `max_routes` split over
+//! its shards), so a caller asking for ever new keys cannot grow the agent without bound. At the
+//! cap, an unknown key is *refused*: answered NOEXIST (no hosts) without being held or asked of
+//! dns ([`HostAnswer::Refused`], [`RouteTable::get_route`] returns `None`); known routes answer
+//! as before. Routes leave the table when no caller asked for them (`get_host`, `get_route`)
+//! for a while — negative-cache entries (no hosts: dns answered empty, or not answered yet) first,
+//! after `update_timeout` (by then their next ask re-asks dns anyway, exactly as for an unknown
+//! key), routes with hosts after `route_idle_ttl`. [`RouteTable::evict_idle`] does it, called at
+//! the worker's tick: it visits a bounded part of the table each call (an eviction queue of the
+//! held keys, oldest first, so each route is looked at about once per `update_timeout`); the
+//! request path only stamps the route's last use (and queues a new key), O(1).
+//!
 //! # After a dns reconnect
 //! The table does nothing: the dns uplink owns the agent's subscriptions (which shards asked
 //! for which key) and asks the new connection for every one of them once, so a pulling route's
 //! answer arrives without the shard asking again (see `dns_uplink`).
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -73,6 +87,8 @@ pub enum HostAnswer {
     Overload,
     /// NOEXIST: the route is unknown, not pulled yet, or has no hosts.
     NoExist,
+    /// NOEXIST for an unknown key beyond the table's cap: not held, dns not asked (count it).
+    Refused,
 }
 
 impl HostAnswer {
@@ -81,7 +97,7 @@ impl HostAnswer {
         match self {
             HostAnswer::Host(_) => RetCode::Succ,
             HostAnswer::Overload => RetCode::Overload,
-            HostAnswer::NoExist => RetCode::NoExist,
+            HostAnswer::NoExist | HostAnswer::Refused => RetCode::NoExist,
         }
     }
 
@@ -144,6 +160,8 @@ struct Held {
     empty_since: Option<Millis>,
     /// Push-empty protection decided to keep the route's hosts.
     held_back: bool,
+    /// When a caller last asked for the route (`get_host`, `get_route`), or when it was loaded.
+    last_used: Millis,
 }
 
 impl Held {
@@ -155,6 +173,7 @@ impl Held {
             last_update: None,
             empty_since: None,
             held_back: false,
+            last_used: now,
         }
     }
 
@@ -174,11 +193,44 @@ impl Held {
     }
 }
 
+/// How many routes a table may hold and how long an unused one stays (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLimits {
+    /// Most routes held; at it, unknown keys are refused. At least 1.
+    pub max_routes: usize,
+    /// A route with hosts no caller asked for within this is evicted.
+    pub idle_ttl: Millis,
+}
+
+impl Default for TableLimits {
+    /// The agent's defaults (`max_routes` over its default shards), for a table on its own.
+    fn default() -> TableLimits {
+        let agent = crate::config::DataPlaneConfig::default();
+        agent.table_limits()
+    }
+}
+
+/// What one [`RouteTable::evict_idle`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Negative-cache entries evicted (no hosts).
+    pub negative: usize,
+    /// Routes with hosts evicted.
+    pub with_hosts: usize,
+}
+
+/// Least routes [`RouteTable::evict_idle`] looks at per call (when it holds that many), so a
+/// small table is swept whole at every tick.
+const SWEEP_MIN: usize = 256;
+
 /// The routes of one shard.
 #[derive(Debug)]
 pub struct RouteTable {
     settings: Arc<LbSettings>,
+    limits: TableLimits,
     routes: HashMap<RouteKey, Held>,
+    /// Every held key once, in the order [`RouteTable::evict_idle`] looks at them next.
+    sweep: VecDeque<RouteKey>,
     /// Keys whose route had a report counted since the last [`RouteTable::take_reports`]; a key
     /// is added when its route goes from no reports to some, so it is here at most once per
     /// upload (twice only if its hosts were cleared in between, which `take_reports` skips).
@@ -190,11 +242,20 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// An empty table whose routes follow `settings` (validated by the config loader).
+    /// An empty table whose routes follow `settings` (validated by the config loader), with the
+    /// default [`TableLimits`].
+    #[cfg(test)]
     pub fn new(settings: LbSettings) -> RouteTable {
+        RouteTable::with_limits(settings, TableLimits::default())
+    }
+
+    /// An empty table whose routes follow `settings`, bounded by `limits`.
+    pub fn with_limits(settings: LbSettings, limits: TableLimits) -> RouteTable {
         RouteTable {
             settings: Arc::new(settings),
+            limits,
             routes: HashMap::default(),
+            sweep: VecDeque::new(),
             reported: Vec::new(),
             hosts: 0,
             kept: 0,
@@ -202,10 +263,12 @@ impl RouteTable {
     }
 
     /// A caller's `get_host`: the answer, and a dns ask to send if one is
-    /// due. An unknown key is created (pulling) and answered NOEXIST; a route without hosts
-    /// answers NOEXIST; otherwise [`Route::pick`] answers.
+    /// due. An unknown key is created (pulling) and answered NOEXIST, or refused at the cap; a
+    /// route without hosts answers NOEXIST; otherwise [`Route::pick`] answers.
     pub fn get_host(&mut self, key: RouteKey, now: Millis) -> (HostAnswer, Option<DnsAsk>) {
-        let (held, ask) = self.lookup(key, now);
+        let Some((held, ask)) = self.lookup(key, now) else {
+            return (HostAnswer::Refused, None);
+        };
         let answer = match held.route.pick() {
             Pick::Host(host) => HostAnswer::Host(host),
             Pick::Overload => HostAnswer::Overload,
@@ -215,10 +278,15 @@ impl RouteTable {
     }
 
     /// A caller's `get_route`: every host of the route (none for an unknown or empty one), and a
-    /// dns ask to send if one is due — the same rules as [`RouteTable::get_host`].
-    pub fn get_route(&mut self, key: RouteKey, now: Millis) -> (HostAddrs<'_>, Option<DnsAsk>) {
-        let (held, ask) = self.lookup(key, now);
-        (held.route.addrs(), ask)
+    /// dns ask to send if one is due — the same rules as [`RouteTable::get_host`]; `None` for
+    /// an unknown key refused at the cap (answer no hosts).
+    pub fn get_route(
+        &mut self,
+        key: RouteKey,
+        now: Millis,
+    ) -> Option<(HostAddrs<'_>, Option<DnsAsk>)> {
+        let (held, ask) = self.lookup(key, now)?;
+        Some((held.route.addrs(), ask))
     }
 
     /// A caller's `report` on `host` of `key`: `retcode` 0 (SUCC) is a success, anything else a
@@ -406,20 +474,86 @@ impl RouteTable {
         self.hosts
     }
 
-    /// The route of `key`, created (pulling) if unknown, and the dns ask due.
-    fn lookup(&mut self, key: RouteKey, now: Millis) -> (&mut Held, Option<DnsAsk>) {
+    /// The route of `key`, created (pulling) if unknown, and the dns ask due; stamps its use.
+    /// `None`: unknown and the table is at its cap.
+    fn lookup(&mut self, key: RouteKey, now: Millis) -> Option<(&mut Held, Option<DnsAsk>)> {
+        let full = self.routes.len() >= self.limits.max_routes;
         match self.routes.entry(key) {
-            Entry::Vacant(vacant) => (
-                vacant.insert(Held::pulling(&self.settings, now)),
-                Some(DnsAsk { key }),
-            ),
+            Entry::Vacant(_) if full => None,
+            Entry::Vacant(vacant) => {
+                self.sweep.push_back(key);
+                Some((
+                    vacant.insert(Held::pulling(&self.settings, now)),
+                    Some(DnsAsk { key }),
+                ))
+            }
             Entry::Occupied(occupied) => {
                 let held = occupied.into_mut();
+                held.last_used = now;
                 let update_timeout = Millis::from_secs(self.settings.update_timeout);
                 let ask = held.ask_due(now, update_timeout).then_some(DnsAsk { key });
-                (held, ask)
+                Some((held, ask))
             }
         }
+    }
+
+    /// Evicts the routes no caller asked for recently (see the module docs): looks at the
+    /// longest-unvisited routes, `max_routes * interval / update_timeout` of them (at least
+    /// [`SWEEP_MIN`]), so that every route is looked at about once per `update_timeout` when
+    /// called every `interval`, and evicts a negative-cache entry
+    /// unused for more than `update_timeout` and a route with hosts unused for more than
+    /// `idle_ttl`. Each is evicted only if `forget(key)` (the worker tells the dns uplink) says
+    /// so; on false the sweep stops and resumes there next call.
+    pub fn evict_idle(
+        &mut self,
+        now: Millis,
+        interval: Millis,
+        mut forget: impl FnMut(RouteKey) -> bool,
+    ) -> Evicted {
+        let update_timeout = Millis::from_secs(self.settings.update_timeout);
+        // A share of the cap, not of the routes held: the queue shrinks as it is swept, and each
+        // route must still be reached within update_timeout.
+        let cap = self.limits.max_routes as u128;
+        let share = u128::from(interval.0) * cap / u128::from(update_timeout.0.max(1));
+        let visits = self
+            .sweep
+            .len()
+            .min(SWEEP_MIN.max(usize::try_from(share).unwrap_or(usize::MAX) + 1));
+        let mut evicted = Evicted::default();
+        for _ in 0..visits {
+            let Some(key) = self.sweep.pop_front() else {
+                break;
+            };
+            let Some(held) = self.routes.get(&key) else {
+                continue;
+            };
+            let negative = held.route.is_empty();
+            let ttl = if negative {
+                update_timeout
+            } else {
+                self.limits.idle_ttl
+            };
+            if now.since(held.last_used) <= ttl {
+                self.sweep.push_back(key);
+                continue;
+            }
+            if !forget(key) {
+                self.sweep.push_front(key);
+                break;
+            }
+            if let Some(held) = self.routes.remove(&key) {
+                self.hosts -= held.route.len();
+                if held.empty_since.is_some() {
+                    self.kept -= 1;
+                }
+            }
+            if negative {
+                evicted.negative += 1;
+            } else {
+                evicted.with_hosts += 1;
+            }
+        }
+        evicted
     }
 }
 
@@ -430,9 +564,9 @@ impl RouteTable {
     /// Loads a route from the route cache at start: `key` with `hosts`, all idle from `now`,
     /// served at once but stale: neither pulling nor ever answered by dns, so the next
     /// [`RouteTable::ask_if_due`], `get_host` or `get_route` asks dns for it. A key already held,
-    /// or no hosts, is not loaded (false).
+    /// no hosts, or a table at its cap: not loaded (false).
     pub fn preload(&mut self, key: RouteKey, hosts: &[HostAddr], now: Millis) -> bool {
-        if hosts.is_empty() {
+        if hosts.is_empty() || self.routes.len() >= self.limits.max_routes {
             return false;
         }
         let Entry::Vacant(vacant) = self.routes.entry(key) else {
@@ -446,7 +580,9 @@ impl RouteTable {
             last_update: None,
             empty_since: None,
             held_back: false,
+            last_used: now,
         });
+        self.sweep.push_back(key);
         true
     }
 
@@ -735,7 +871,7 @@ mod tests {
         }
         assert_eq!(asks, [ms(20_100), ms(35_200), ms(50_300)]);
         // get_route follows the same rule.
-        let (hosts, dns) = table.get_route(KEY, secs(66));
+        let (hosts, dns) = table.get_route(KEY, secs(66)).unwrap();
         assert_eq!((hosts.len(), dns), (0, ask(KEY)));
     }
 
@@ -904,16 +1040,16 @@ mod tests {
     #[test]
     fn get_route_lists_every_host_and_creates_unknown_routes() {
         let mut table = table_with(&[1, 2, 3], secs(0));
-        let (list, dns) = table.get_route(KEY, secs(1));
+        let (list, dns) = table.get_route(KEY, secs(1)).unwrap();
         assert_eq!(list.collect::<Vec<_>>(), hosts(&[1, 2, 3]));
         assert_eq!(dns, None);
-        let (list, dns) = table.get_route(KEY, secs(16));
+        let (list, dns) = table.get_route(KEY, secs(16)).unwrap();
         assert_eq!((list.len(), dns), (3, ask(KEY)));
 
         let unknown = RouteKey::new(8, 8);
-        let (list, dns) = table.get_route(unknown, secs(1));
+        let (list, dns) = table.get_route(unknown, secs(1)).unwrap();
         assert_eq!((list.len(), dns), (0, ask(unknown)));
-        assert_eq!(table.get_route(unknown, secs(2)).1, None);
+        assert_eq!(table.get_route(unknown, secs(2)).unwrap().1, None);
         assert_eq!(table.route_count(), 2);
     }
 
@@ -933,7 +1069,7 @@ mod tests {
                 let retcode = if host == addr(2) || n % 7 == 0 { 1 } else { 0 };
                 table.report(KEY, host, retcode, now);
             }
-            let (list, _) = table.get_route(KEY, now);
+            let (list, _) = table.get_route(KEY, now).unwrap();
             assert_eq!(list.len(), 5);
             if n % 997 == 0 {
                 // The periodic re-pull answers with the same hosts now and then.
@@ -948,7 +1084,7 @@ mod tests {
         const ROUTES: i32 = 100_000;
         const HOSTS: u32 = 10;
         let before = alloc_counter::live_bytes();
-        let mut table = RouteTable::new(LbSettings::default());
+        let mut table = bounded(usize::MAX, 600);
         let mut list = Vec::with_capacity(HOSTS as usize);
         for r in 0..ROUTES {
             let key = RouteKey::new(r, r % 7);
@@ -1134,5 +1270,179 @@ mod tests {
             DnsUpdateOutcome::Applied(_)
         ));
         assert_eq!(table.kept_count(), 0);
+    }
+
+    fn bounded(max_routes: usize, idle_ttl_secs: u64) -> RouteTable {
+        let limits = TableLimits {
+            max_routes,
+            idle_ttl: secs(idle_ttl_secs),
+        };
+        RouteTable::with_limits(LbSettings::default(), limits)
+    }
+
+    /// Evicts at `now` with a 1 s tick, forgetting everything; returns the evicted keys.
+    fn evict(table: &mut RouteTable, now: Millis) -> Vec<RouteKey> {
+        let mut forgot = Vec::new();
+        table.evict_idle(now, secs(1), |key| {
+            forgot.push(key);
+            true
+        });
+        forgot.sort_unstable();
+        forgot
+    }
+
+    #[test]
+    fn at_the_cap_an_unknown_key_is_refused_and_known_routes_still_answer() {
+        let mut table = bounded(2, 600);
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(0));
+        let other = RouteKey::new(7, 7);
+        assert_eq!(
+            table.get_host(other, secs(0)),
+            (HostAnswer::NoExist, ask(other))
+        );
+        let third = RouteKey::new(8, 8);
+        assert_eq!(table.get_host(third, secs(1)), (HostAnswer::Refused, None));
+        assert_eq!(HostAnswer::Refused.retcode(), RetCode::NoExist);
+        assert!(table.get_route(third, secs(1)).is_none());
+        assert!(!table.preload(third, &hosts(&[2]), secs(1)));
+        assert_eq!(table.route_count(), 2);
+        assert_eq!(table.get_host(KEY, secs(1)).0, HostAnswer::Host(addr(1)));
+        // A dns answer for the refused key is not held either.
+        assert_eq!(
+            table.apply_dns_update(third, &hosts(&[3]), false, secs(1)),
+            DnsUpdateOutcome::NotHeld
+        );
+    }
+
+    #[test]
+    fn negative_entries_go_after_update_timeout_routes_with_hosts_after_idle_ttl() {
+        let mut table = bounded(10, 60);
+        let (empty, pulling) = (RouteKey::new(5, 5), RouteKey::new(6, 6));
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1, 2]), false, secs(0));
+        table.get_host(empty, secs(0));
+        table.apply_dns_update(empty, &[], false, secs(0));
+        table.get_host(pulling, secs(0));
+        assert!(
+            evict(&mut table, secs(15)).is_empty(),
+            "not idle beyond update_timeout"
+        );
+        let mut negatives = vec![empty, pulling];
+        negatives.sort_unstable();
+        assert_eq!(evict(&mut table, secs(16)), negatives);
+        assert_eq!((table.route_count(), table.host_count()), (1, 2));
+        assert!(evict(&mut table, secs(60)).is_empty());
+        assert_eq!(evict(&mut table, secs(61)), [KEY]);
+        assert_eq!((table.route_count(), table.host_count()), (0, 0));
+        // Evicted means unknown: asked for again, it is created and asked of dns.
+        assert_eq!(
+            table.get_host(KEY, secs(62)),
+            (HostAnswer::NoExist, ask(KEY))
+        );
+    }
+
+    #[test]
+    fn a_caller_asking_keeps_a_route_and_eviction_frees_room_under_the_cap() {
+        let mut table = bounded(2, 60);
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(0));
+        let junk = RouteKey::new(9, 9);
+        table.get_host(junk, secs(0));
+        for at in [30, 59, 88, 117] {
+            table.get_route(KEY, secs(at)).unwrap();
+            evict(&mut table, secs(at));
+        }
+        assert!(table.route(KEY).is_some(), "asked every 30 s: kept");
+        assert!(table.route(junk).is_none());
+        let new = RouteKey::new(4, 4);
+        assert_eq!(
+            table.get_host(new, secs(118)),
+            (HostAnswer::NoExist, ask(new))
+        );
+    }
+
+    #[test]
+    fn a_refused_forget_keeps_the_route_and_the_sweep_resumes_there() {
+        let mut table = bounded(10, 60);
+        let keys: Vec<RouteKey> = (1..=3).map(|c| RouteKey::new(1, c)).collect();
+        for &key in &keys {
+            table.get_host(key, secs(0));
+        }
+        let mut calls = 0;
+        let evicted = table.evict_idle(secs(20), secs(1), |_| {
+            calls += 1;
+            calls == 1
+        });
+        assert_eq!(
+            (evicted.negative, calls),
+            (1, 2),
+            "stops at the first refusal"
+        );
+        assert_eq!(table.route_count(), 2);
+        assert_eq!(evict(&mut table, secs(20)).len(), 2);
+        assert_eq!(table.route_count(), 0);
+    }
+
+    #[test]
+    fn an_evicted_kept_route_leaves_the_kept_count() {
+        let mut table = bounded(10, 60);
+        table.get_host(KEY, secs(0));
+        table.apply_dns_update(KEY, &hosts(&[1]), false, secs(0));
+        table.apply_dns_update(KEY, &[], false, secs(1));
+        assert_eq!(table.kept_count(), 1);
+        assert_eq!(evict(&mut table, secs(61)), [KEY]);
+        assert_eq!((table.kept_count(), table.host_count()), (0, 0));
+    }
+
+    #[test]
+    fn one_sweep_looks_at_a_bounded_share_of_a_large_table() {
+        let mut table = bounded(100_000, 60);
+        for cmdid in 0..30_000 {
+            table.get_host(RouteKey::new(1, cmdid), secs(0));
+        }
+        let mut looked = 0;
+        // All idle beyond update_timeout: each sweep evicts what it looks at, 1/15 of the cap
+        // (a 1 s tick, update_timeout 15 s), so a full table goes within update_timeout.
+        let first = table.evict_idle(secs(16), secs(1), |_| {
+            looked += 1;
+            true
+        });
+        assert_eq!(looked, 6667);
+        assert_eq!(first.negative, 6667);
+        for tick in 17..20 {
+            evict(&mut table, secs(tick));
+        }
+        assert_eq!(table.route_count(), 30_000 - 4 * 6667);
+        evict(&mut table, secs(20));
+        assert_eq!(table.route_count(), 0);
+    }
+
+    #[test]
+    fn a_held_route_costs_what_the_default_cap_assumes() {
+        // What a route costs: its table entry, its eviction-queue slot and its hosts (4, the
+        // usual few; none for a negative-cache entry), and in the dns uplink its subscription.
+        // The default `max_routes` of routes with hosts must fit in about 100 MB.
+        const ROUTES: i32 = 20_000;
+        let per_route = |ids: &[u8]| {
+            let mut table = bounded(usize::MAX, 600);
+            let mut subscriptions = crate::dns_uplink::Subscriptions::default();
+            let before = alloc_counter::live_bytes();
+            for cmdid in 0..ROUTES {
+                let key = RouteKey::new(1, cmdid);
+                table.get_host(key, secs(0));
+                table.apply_dns_update(key, &hosts(ids), false, secs(0));
+                subscriptions.subscribe(key, 0);
+            }
+            (alloc_counter::live_bytes() - before) / i64::from(ROUTES)
+        };
+        let (with_hosts, negative) = (per_route(&[1, 2, 3, 4]), per_route(&[]));
+        let total = with_hosts as usize * crate::config::DEFAULT_MAX_ROUTES;
+        assert!(
+            negative < with_hosts && (300..=800).contains(&with_hosts) && total <= 100 << 20,
+            "{with_hosts} B per route with hosts, {negative} B per negative entry, {} MB at \
+             the default cap",
+            total >> 20
+        );
     }
 }

@@ -198,10 +198,15 @@ impl System {
 
     /// A client of the agent with a short timeout.
     pub fn client(&self) -> Client {
+        self.client_waiting(Duration::from_millis(500))
+    }
+
+    /// A client of the agent whose requests wait `timeout` for their answer.
+    pub fn client_waiting(&self, timeout: Duration) -> Client {
         let base_port: u16 = self.agent().field("base_port").parse().unwrap();
         Client::new(ClientConfig {
             base_port,
-            timeout: Duration::from_millis(500),
+            timeout,
             ..ClientConfig::default()
         })
         .unwrap()

@@ -154,3 +154,24 @@ fn cli_dns_and_reporter_work_over_tls() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!((rows[0].succ_cnt, rows[0].err_cnt), (10, 1));
 }
+
+#[test]
+fn a_bad_store_url_is_named_without_its_password() {
+    let out = lars(&[
+        "route",
+        "list",
+        "--store",
+        "mysql://lars:secret@127.0.0.1:1/lars_dns?ssl-mode=verify-ca&bogus=1",
+    ]);
+    out.assert_failed(1, "unknown option `bogus` (known options: ssl-mode, ssl-ca");
+    assert!(
+        out.stderr.contains("mysql://lars:***@127.0.0.1:1/lars_dns"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("secret"),
+        "password shown: {}",
+        out.stderr
+    );
+}

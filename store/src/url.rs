@@ -120,7 +120,9 @@ pub enum SslMode {
     /// eavesdropping, not against an impostor).
     Required,
     /// `verify-ca`: encrypted, and the server certificate must be signed by a trusted CA
-    /// (`ssl-ca`, or the built-in public roots); its name is not checked.
+    /// (`ssl-ca`, or the built-in public roots). Its name should not be checked, but with
+    /// mysql_async 0.37.1 it still is (blackbeam/mysql_async#404, fixed upstream and not yet
+    /// released), so for now this is as strict as `verify-identity`.
     VerifyCa,
     /// `verify-identity`: as `verify-ca`, and the certificate must also be issued for the host
     /// in the URL (a DNS name or IP address SAN).

@@ -7,7 +7,7 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use lars_store::testing::TlsMariaDb;
+use lars_store::testing::{TlsMariaDb, UNNAMED_LOOPBACK};
 use lars_store::{MysqlTls, SslMode, Store, StoreError, StoreOptions, StoreUrl};
 use lars_wire::{HostAddr, RouteKey};
 
@@ -118,6 +118,57 @@ async fn the_store_speaks_tls_to_a_server_that_requires_it() {
         );
         store.close().await;
     }
+
+    // ... and not for 127.0.0.2, where verify-identity refuses it.
+    let StoreUrl::Mysql(mut m) = server.verify_ca_url("lars_tls") else {
+        unreachable!()
+    };
+    m.host = UNNAMED_LOOPBACK.to_string();
+    for mode in [SslMode::VerifyIdentity, SslMode::VerifyCa] {
+        m.tls.mode = mode;
+        let message = match Store::open_with(&StoreUrl::Mysql(m.clone()), options()).await {
+            Ok(store) => panic!("{mode:?} opened {store:?} on a name the certificate lacks"),
+            Err(e) => chain(&e),
+        };
+        assert!(
+            message.starts_with("TLS with 127.0.0.2:")
+                && message.contains(&format!("`ssl-mode={}`", mode.as_str()))
+                && message.contains("certificate not valid for name"),
+            "{message}"
+        );
+        // verify-ca is refused too: mysql_async 0.37.1 cannot skip the name check with the
+        // rustls in the tree (blackbeam/mysql_async#404, fixed upstream, not released). When
+        // this assertion fails after a driver upgrade, verify-ca has stopped checking names:
+        // expect it to open here, and drop the caveat from `SslMode::VerifyCa` and the README.
+    }
+
+    // A user that must show a client certificate: refused without one, let in with it.
+    let root = Store::open_with(&url, options()).await.unwrap();
+    for sql in [
+        "CREATE USER lars_x509@'%' REQUIRE X509",
+        "GRANT ALL ON lars_tls.* TO lars_x509@'%'",
+    ] {
+        root.execute_raw(sql).await.unwrap();
+    }
+    root.close().await;
+    let StoreUrl::Mysql(mut m) = server.verify_ca_url("lars_tls") else {
+        unreachable!()
+    };
+    m.user = Some("lars_x509".into());
+    let message = match Store::open_with(&StoreUrl::Mysql(m.clone()), options()).await {
+        Ok(store) => panic!("opened {store:?} without the required client certificate"),
+        Err(e) => chain(&e),
+    };
+    assert!(
+        message.contains("Access denied for user 'lars_x509'"),
+        "{message}"
+    );
+    m.tls.client_identity = Some(server.client_identity());
+    let with_cert = StoreUrl::Mysql(m);
+    assert!(with_cert.to_string().contains("&ssl-cert=/"), "{with_cert}");
+    let store = Store::open_with(&with_cert, options()).await.unwrap();
+    assert_eq!(store.load_routes().await.unwrap().routes[&key], vec![host]);
+    store.close().await;
 
     // required: encrypted without checking the certificate, so even the wrong CA's server works.
     let required = with_tls(

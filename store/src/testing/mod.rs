@@ -12,4 +12,4 @@ mod tls_mariadb;
 
 pub use cut_proxy::CutProxy;
 pub use test_db::{MYSQL_URL_ENV, TestDb};
-pub use tls_mariadb::TlsMariaDb;
+pub use tls_mariadb::{TlsMariaDb, UNNAMED_LOOPBACK};

@@ -4,7 +4,9 @@
 //! Owns the server process, its data directory and the certificates: `mariadb-install-db` makes
 //! a fresh data directory (root with an empty password), `mariadbd` serves it on
 //! `127.0.0.1:<free port>` with a server certificate for `localhost` and `127.0.0.1`, signed by a
-//! CA made with `rcgen`. A second, unrelated CA is there for "wrong CA" checks. The server is
+//! CA made with `rcgen`. It also listens on `127.0.0.2`, an address the certificate is not issued
+//! for ("wrong name" checks); a second, unrelated CA is there for "wrong CA" checks, and a client
+//! certificate signed by the CA for users that `REQUIRE X509`. The server is
 //! killed and its directory removed on drop. Starting it touches only the temporary directory.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -26,6 +28,9 @@ const MARIADBD_PATHS: [&str; 2] = ["/usr/sbin/mariadbd", "/usr/local/sbin/mariad
 /// under a second on the 2-core test machine; the margin covers a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A second loopback address the server listens on, which its certificate does not name.
+pub const UNNAMED_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
 /// How often readiness is polled while the server starts.
 const START_POLL: Duration = Duration::from_millis(20);
 
@@ -35,6 +40,8 @@ pub struct TlsMariaDb {
     addr: SocketAddr,
     ca: PathBuf,
     other_ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
     dir: TempDir,
 }
 
@@ -72,7 +79,11 @@ impl TlsMariaDb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--bind-address={},{}",
+                Ipv4Addr::LOCALHOST,
+                UNNAMED_LOOPBACK
+            ))
             .arg(format!(
                 "--socket={}",
                 dir.path().join("mysqld.sock").display()
@@ -101,6 +112,8 @@ impl TlsMariaDb {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             ca: certs.ca,
             other_ca: certs.other_ca,
+            client_cert: certs.client_cert,
+            client_key: certs.client_key,
             dir,
         };
         server.wait_until_listening(&log);
@@ -120,6 +133,12 @@ impl TlsMariaDb {
     /// The PEM file of a CA that has nothing to do with this server.
     pub fn other_ca(&self) -> &Path {
         &self.other_ca
+    }
+
+    /// The PEM files of a client certificate signed by [`TlsMariaDb::ca`] and of its key, for
+    /// `ssl-cert` and `ssl-key`.
+    pub fn client_identity(&self) -> (PathBuf, PathBuf) {
+        (self.client_cert.clone(), self.client_key.clone())
     }
 
     /// `mysql://root@127.0.0.1:PORT/database` with the given TLS options.
@@ -197,10 +216,12 @@ struct Certificates {
     other_ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
-/// A CA, a server certificate for `localhost` and `127.0.0.1` signed by it, and an unrelated CA,
-/// as PEM files in `dir`.
+/// A CA, a server certificate for `localhost` and `127.0.0.1` and a client certificate signed by
+/// it, and an unrelated CA, as PEM files in `dir`.
 fn write_certificates(dir: &Path) -> Certificates {
     let ca = new_ca("lars test CA");
     let other_ca = new_ca("lars unrelated test CA");
@@ -213,17 +234,30 @@ fn write_certificates(dir: &Path) -> Certificates {
         .distinguished_name
         .push(DnType::CommonName, "localhost");
     let server_cert = generated(params.signed_by(&server_key, &ca), "server certificate");
+    let client_key = generated(KeyPair::generate(), "client key");
+    let mut params = generated(
+        CertificateParams::new(Vec::<String>::new()),
+        "client certificate parameters",
+    );
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "lars test client");
+    let client_cert = generated(params.signed_by(&client_key, &ca), "client certificate");
     let out = Certificates {
         ca: dir.join("ca.pem"),
         other_ca: dir.join("other-ca.pem"),
         server_cert: dir.join("server-cert.pem"),
         server_key: dir.join("server-key.pem"),
+        client_cert: dir.join("client-cert.pem"),
+        client_key: dir.join("client-key.pem"),
     };
     for (path, pem) in [
         (&out.ca, ca.pem()),
         (&out.other_ca, other_ca.pem()),
         (&out.server_cert, server_cert.pem()),
         (&out.server_key, server_key.serialize_pem()),
+        (&out.client_cert, client_cert.pem()),
+        (&out.client_key, client_key.serialize_pem()),
     ] {
         if let Err(e) = std::fs::write(path, pem) {
             panic!("cannot write {}: {e}", path.display());

@@ -32,6 +32,50 @@ pub enum StoreError {
         source: BackendError,
     },
 
+    /// The server refused a login over plain TCP (`ssl-mode` unset or `disabled`): a wrong
+    /// user or password, or a server that accepts only TLS.
+    #[error(
+        "{target} refused the login over plain TCP: a wrong user or password, or a server that \
+         requires TLS (`require_secure_transport`); for the latter add \
+         `?ssl-mode=verify-ca&ssl-ca=CA.pem` to the store URL"
+    )]
+    PlainRefused {
+        /// Where we tried to connect (`host:port/db`).
+        target: String,
+        /// The server's refusal.
+        #[source]
+        source: BackendError,
+    },
+
+    /// The TLS handshake with the server failed: its certificate is not signed by a trusted CA
+    /// (`ssl-ca`), is not issued for the host in the URL (`verify-identity`), or the server
+    /// offers no TLS at all.
+    #[error(
+        "TLS with {target} failed (`ssl-mode={mode}`): the server certificate is not trusted \
+         (check `ssl-ca`) or not issued for this host, or the server offers no TLS"
+    )]
+    Tls {
+        /// Where we tried to connect (`host:port/db`).
+        target: String,
+        /// The URL's `ssl-mode`.
+        mode: &'static str,
+        /// The TLS library's verdict.
+        #[source]
+        source: BackendError,
+    },
+
+    /// A TLS file named in the store URL (`ssl-ca`, `ssl-cert`, `ssl-key`) cannot be read.
+    #[error("cannot read `{option}` file {path:?} of the store URL")]
+    TlsFile {
+        /// The URL option that names the file.
+        option: &'static str,
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The MySQL database named in the URL does not exist. Opening a store never creates one;
     /// only [`Store::init`](crate::Store::init) (`lars init`) does.
     #[error(

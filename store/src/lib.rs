@@ -46,7 +46,8 @@ pub use crate::route::{RouteLoad, RouteTable};
 pub use crate::schema::{InitReport, SchemaProblem};
 pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
 pub use crate::url::{
-    DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MysqlUrl, StoreUrl,
+    DEFAULT_MYSQL_DATABASE, DEFAULT_MYSQL_PORT, DEFAULT_STORE_URL, MYSQL_URL_OPTIONS, MysqlTls,
+    MysqlUrl, SslMode, StoreUrl,
 };
 
 use crate::edit::RouteEdit;

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
+use mysql_async::{
+    ClientIdentity, Conn, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, SslOpts,
+    TxOpts, Value,
+};
 use tokio::time::timeout;
 
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
@@ -28,13 +31,19 @@ use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_go
 use lars_wire::RouteKey;
 
 use crate::{
-    BackendError, CallStatusRow, EditOutcome, MysqlUrl, RouteLoad, StoreError, StoreOptions,
-    StoreUrl, status,
+    BackendError, CallStatusRow, EditOutcome, MysqlTls, MysqlUrl, RouteLoad, SslMode, StoreError,
+    StoreOptions, StoreUrl, status,
 };
 
 /// The server's "Unknown database" error (`ER_BAD_DB_ERROR`): the database in the URL does not
 /// exist.
 const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// "Access denied for user" (`ER_ACCESS_DENIED_ERROR`).
+const ER_ACCESS_DENIED_ERROR: u16 = 1045;
+
+/// MySQL's "Connections using insecure transport are prohibited" (`ER_SECURE_TRANSPORT_REQUIRED`).
+const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 
 /// The tables of the connection's database.
 const SELECT_TABLES: &str =
@@ -65,6 +74,8 @@ pub(crate) struct MysqlStore {
     /// What [`StoreError::NoDatabase`] names.
     missing: Arc<MissingDatabase>,
     options: StoreOptions,
+    /// The URL's `ssl-mode`, to tell TLS failures apart in [`connect_error`].
+    tls_mode: SslMode,
 }
 
 /// The parts of a [`StoreError::NoDatabase`] for this store.
@@ -82,6 +93,7 @@ impl MysqlStore {
         full_url: &StoreUrl,
         options: StoreOptions,
     ) -> Result<MysqlStore, StoreError> {
+        check_tls_files(url)?;
         let pool_opts = PoolOpts::default()
             .with_constraints(PoolConstraints::new(POOL_MIN_IDLE, POOL_MAX).unwrap_or_default());
         let opts = connection_opts(url)
@@ -96,6 +108,7 @@ impl MysqlStore {
                 url: full_url.to_string(),
             }),
             options,
+            tls_mode: url.tls.mode,
         };
         store.ping().await?;
         tracing::info!(target_db = %store.target, "opened MySQL store");
@@ -169,12 +182,7 @@ impl MysqlStore {
                     url: self.missing.url.clone(),
                 });
             }
-            Ok(Err(e)) => {
-                return Err(StoreError::Connect {
-                    target: self.target.to_string(),
-                    source: BackendError::Mysql(e),
-                });
-            }
+            Ok(Err(e)) => return Err(connect_error(self.target.to_string(), self.tls_mode, e)),
             Ok(Ok(conn)) => conn,
         };
         match timeout(self.options.op_timeout, f(conn)).await {
@@ -395,9 +403,10 @@ impl MysqlStore {
     }
 }
 
-/// Connection options for `url` without a database: host, port, credentials. Always TCP to the
-/// address in the URL (`prefer_socket(false)`): `mysql_async` would otherwise switch loopback
-/// connections to the server's Unix socket, bypassing whatever the URL points at.
+/// Connection options for `url` without a database: host, port, credentials, TLS. Always TCP to
+/// the address in the URL (`prefer_socket(false)`): `mysql_async` would otherwise switch loopback
+/// connections to the server's Unix socket, bypassing whatever the URL points at (and the TLS it
+/// asks for, which `mysql_async` does not apply to a socket).
 pub(crate) fn connection_opts(url: &MysqlUrl) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname(url.host.clone())
@@ -405,6 +414,85 @@ pub(crate) fn connection_opts(url: &MysqlUrl) -> OptsBuilder {
         .user(url.user.clone())
         .pass(url.password.clone())
         .prefer_socket(false)
+        .ssl_opts(ssl_opts(&url.tls))
+}
+
+/// Why connecting to `target` with `mode` failed. Over plain TCP, a refused login is
+/// [`StoreError::PlainRefused`]: MariaDB with `require_secure_transport=ON` answers a plain login
+/// with "Access denied" (1045), MySQL with [`ER_SECURE_TRANSPORT_REQUIRED`]. With TLS, a failed
+/// handshake is [`StoreError::Tls`]: rustls reports a rejected certificate as an I/O error of
+/// kind `InvalidData`, and a server without TLS is the driver's `NoClientSslFlagFromServer`.
+fn connect_error(target: String, mode: SslMode, e: mysql_async::Error) -> StoreError {
+    use mysql_async::{DriverError, Error, IoError};
+    let plain_refused = matches!(&e, Error::Server(s)
+        if s.code == ER_ACCESS_DENIED_ERROR || s.code == ER_SECURE_TRANSPORT_REQUIRED);
+    let tls_failed = match &e {
+        Error::Io(IoError::Tls(_)) => true,
+        Error::Io(IoError::Io(io)) => io.kind() == std::io::ErrorKind::InvalidData,
+        Error::Driver(DriverError::NoClientSslFlagFromServer) => true,
+        _ => false,
+    };
+    let source = BackendError::Mysql(e);
+    match mode {
+        SslMode::Disabled if plain_refused => StoreError::PlainRefused { target, source },
+        SslMode::Disabled => StoreError::Connect { target, source },
+        mode if tls_failed => StoreError::Tls {
+            target,
+            mode: mode.as_str(),
+            source,
+        },
+        _ => StoreError::Connect { target, source },
+    }
+}
+
+/// `tls` as `mysql_async` takes it; `None` for plain TCP. The files are read at each connect, so
+/// a renewed certificate is picked up by the next pooled connection.
+fn ssl_opts(tls: &MysqlTls) -> Option<SslOpts> {
+    let (accept_any_cert, check_name) = match tls.mode {
+        SslMode::Disabled => return None,
+        SslMode::Required => (true, false),
+        SslMode::VerifyCa => (false, false),
+        SslMode::VerifyIdentity => (false, true),
+    };
+    let mut opts = SslOpts::default()
+        .with_danger_accept_invalid_certs(accept_any_cert)
+        .with_danger_skip_domain_validation(!check_name);
+    if let Some(ca) = &tls.ca {
+        // A private CA replaces the public roots: trust what the operator named, nothing else.
+        opts = opts
+            .with_root_certs(vec![ca.clone().into()])
+            .with_disable_built_in_roots(true);
+    }
+    if let Some((cert, key)) = &tls.client_identity {
+        opts = opts.with_client_identity(Some(ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    Some(opts)
+}
+
+/// Every TLS file `url` names can be read: a typo in a path is a [`StoreError::TlsFile`] naming
+/// the option and the path when the store opens, not a bare "No such file" at each connect.
+fn check_tls_files(url: &MysqlUrl) -> Result<(), StoreError> {
+    let tls = &url.tls;
+    let identity = tls.client_identity.as_ref();
+    let files = [
+        ("ssl-ca", tls.ca.as_ref()),
+        ("ssl-cert", identity.map(|(cert, _)| cert)),
+        ("ssl-key", identity.map(|(_, key)| key)),
+    ];
+    for (option, path) in files {
+        let Some(path) = path else { continue };
+        if let Err(source) = std::fs::File::open(path) {
+            return Err(StoreError::TlsFile {
+                option,
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `name` as a quoted MySQL identifier.
@@ -416,6 +504,7 @@ pub(crate) fn quote_ident(name: &str) -> String {
 /// default database; true when it created it.
 async fn ensure_database(url: &MysqlUrl, options: &StoreOptions) -> Result<bool, StoreError> {
     const OP: &str = "check database";
+    check_tls_files(url)?;
     let server = url.server();
     let mut conn = match timeout(options.connect_timeout, Conn::new(connection_opts(url))).await {
         Err(_) => {
@@ -425,12 +514,7 @@ async fn ensure_database(url: &MysqlUrl, options: &StoreOptions) -> Result<bool,
                 after: options.connect_timeout,
             });
         }
-        Ok(Err(e)) => {
-            return Err(StoreError::Connect {
-                target: server,
-                source: BackendError::Mysql(e),
-            });
-        }
+        Ok(Err(e)) => return Err(connect_error(server, url.tls.mode, e)),
         Ok(Ok(conn)) => conn,
     };
     let work = async {

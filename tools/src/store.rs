@@ -33,6 +33,8 @@ pub async fn init(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `url` parsed; the error shows it with the password hidden (`StoreError::BadUrl`), never as
+/// typed.
 fn parse(url: &str) -> anyhow::Result<StoreUrl> {
-    url.parse().with_context(|| format!("bad --store `{url}`"))
+    url.parse().context("bad --store")
 }

@@ -6,7 +6,8 @@
 //! a signal or kill. Beside it: the one way to wait for something ([`eventually`]), binaries run
 //! to completion and the command-line checks every service shares ([`command_line`]), the checks
 //! every service's config type shares ([`config_file`]), services run as tasks inside the test
-//! process ([`service_task`]), a plain HTTP GET ([`http`]), and
+//! process ([`service_task`]), a plain HTTP GET ([`http`]), connection floods and `VmRSS` for
+//! the hygiene tests ([`hostile`]), and
 //! [`both_backends!`](crate::both_backends) for test bodies that run against each store backend.
 //! Never used outside tests.
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 pub mod command_line;
 pub mod config_file;
 pub mod eventually;
+pub mod hostile;
 pub mod http;
 pub mod service_task;
 

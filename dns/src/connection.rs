@@ -137,6 +137,11 @@ pub async fn serve(
                     conn.answer_waiting(slot);
                     conn.answer_requests()
                 });
+                // Answering the request that waited counts as its frame arriving now: the
+                // agent's frames were held up by this side, not its own.
+                let partial = conn.partial_len();
+                timer.read(std::time::Instant::now(), 1, partial);
+                ticket.read(1, partial);
                 if let Err(close) = answered {
                     break close;
                 }

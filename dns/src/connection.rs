@@ -20,7 +20,10 @@
 //!
 //! At shutdown the writer gets [`SHUTDOWN_DRAIN`] to hand over what is queued; an agent that does
 //! not take it by then is cut (logged and counted), so a stalled agent never holds up a stop.
-//! A protocol error closes this connection only.
+//! A protocol error closes this connection only. So do the hygiene rules
+//! ([`lars_service::admission`]): no complete frame for `idle_timeout`, a frame unfinished for
+//! `frame_timeout` (neither runs while requests are not being read), eviction for a new
+//! connection, or the largest unfinished frame past `max_pending_bytes`.
 //!
 //! Requests are decoded one at a time; the one waiting for room is kept as its key, and its answer
 //! is read from the snapshot only once it has a place in the queue, when the connection also
@@ -33,6 +36,7 @@ use crate::stats::DnsStats;
 use crate::subscriptions::{Subscribed, Subscriptions};
 use crate::write_queue::{AnswerSlot, PushSlot, QueueError, WriteQueue, WriterEnd};
 use bytes::BytesMut;
+use lars_service::admission::{HygieneClose, Ticket};
 use lars_wire::RouteKey;
 use lars_wire::{FrameDecoder, Message, WireError};
 use std::collections::HashSet;
@@ -58,6 +62,8 @@ enum Close {
     ReadError(std::io::Error),
     Protocol(WireError),
     UnexpectedMessage(i32),
+    /// Closed by the hygiene rules.
+    Hygiene(HygieneClose),
     /// The writer is gone; why is in its [`WriterEnd`].
     WriterGone,
     /// The writer ended, for this reason.
@@ -84,6 +90,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<DnsShared>,
+    mut ticket: Ticket,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -96,10 +103,12 @@ pub async fn serve(
         queue,
         subs: Subscriptions::new(shared.stats.clone(), shared.max_subscriptions),
         shared,
-        buf: BytesMut::with_capacity(4096),
+        buf: BytesMut::new(),
         decoder: FrameDecoder::new(),
         waiting: None,
+        frames: 0,
     };
+    let mut timer = ticket.read_timer();
 
     let close = loop {
         tokio::select! {
@@ -107,17 +116,32 @@ pub async fn serve(
             read = reader.read_buf(&mut conn.buf), if conn.waiting.is_none() => match read {
                 Ok(0) => break Close::PeerClosed,
                 Ok(_) => {
-                    if let Err(close) = conn.answer_requests() {
+                    let before = conn.frames;
+                    let answered = conn.answer_requests();
+                    let (frames, partial) = (conn.frames - before, conn.partial_len());
+                    timer.read(std::time::Instant::now(), frames as usize, partial);
+                    ticket.read(frames as usize, partial);
+                    if let Err(close) = answered {
                         break close;
                     }
                 }
                 Err(e) => break Close::ReadError(e),
             },
+            // The read deadlines run only while requests are being read.
+            timed_out = sleep_until(timer.deadline()), if conn.waiting.is_none() => {
+                break Close::Hygiene(timed_out.into());
+            }
+            evicted = ticket.closed() => break Close::Hygiene(evicted.into()),
             slot = conn.queue.answer_slot(), if conn.waiting.is_some() => {
                 let answered = slot.map_err(Close::from).and_then(|slot| {
                     conn.answer_waiting(slot);
                     conn.answer_requests()
                 });
+                // Answering the request that waited counts as its frame arriving now: the
+                // agent's frames were held up by this side, not its own.
+                let partial = conn.partial_len();
+                timer.read(std::time::Instant::now(), 1, partial);
+                ticket.read(1, partial);
                 if let Err(close) = answered {
                     break close;
                 }
@@ -159,6 +183,7 @@ pub async fn serve(
             debug!(%peer, subscriptions, "connection closed");
         }
         Close::Shutdown => debug!(%peer, subscriptions, "connection closed at shutdown"),
+        Close::Hygiene(why) => stats.hygiene.record(*why, peer),
         Close::ReadError(e) => {
             DnsStats::inc(&stats.read_errors);
             info!(%peer, subscriptions, error = %e, "connection read failed");
@@ -189,7 +214,7 @@ pub async fn serve(
     match close {
         // The writer has ended already.
         Close::Writer(_) | Close::WriterGone => {}
-        Close::Protocol(_) | Close::UnexpectedMessage(_) => writer.abort(),
+        Close::Protocol(_) | Close::UnexpectedMessage(_) | Close::Hygiene(_) => writer.abort(),
         Close::Shutdown => drain(writer, peer, &stats).await,
         // The writer flushes what was queued, then closes its half; an agent that reads nothing
         // meanwhile is cut by the stalled-reader timeout.
@@ -197,6 +222,14 @@ pub async fn serve(
             let _ = writer.await;
         }
     }
+}
+
+/// Resolves at the timer's deadline with why it ran out.
+async fn sleep_until(
+    (at, why): (std::time::Instant, lars_service::admission::TimedOut),
+) -> lars_service::admission::TimedOut {
+    tokio::time::sleep_until(at.into()).await;
+    why
 }
 
 /// Lets the writer hand the agent what is queued for at most [`SHUTDOWN_DRAIN`], then cuts it.
@@ -223,9 +256,16 @@ struct Connection {
     /// The request read but not answered yet, for want of room in the queue; nothing more is
     /// read while there is one.
     waiting: Option<RouteKey>,
+    /// Complete frames read.
+    frames: u64,
 }
 
 impl Connection {
+    /// Bytes of the unfinished frame held.
+    fn partial_len(&self) -> usize {
+        self.decoder.partial_len(&self.buf)
+    }
+
     /// Answers the requests in `buf` in order while the queue has room for their answers; the
     /// first one without room waits in `waiting`.
     fn answer_requests(&mut self) -> Result<(), Close> {
@@ -259,6 +299,7 @@ impl Connection {
         else {
             return Ok(None);
         };
+        self.frames += 1;
         match frame.decode().map_err(Close::Protocol)? {
             Message::GetRouteRequest(request) => {
                 DnsStats::inc(&self.shared.stats.requests_received);
@@ -365,6 +406,10 @@ mod tests {
 
     const KEYS: i32 = 50;
 
+    fn lars_dns_config_limits() -> lars_service::admission::Limits {
+        crate::DnsConfig::default().reactor.limits()
+    }
+
     /// Every key (1, 0..KEYS) with `hosts` hosts.
     fn snapshot(version: i64, hosts: u8) -> Arc<RouteSnapshot> {
         let table = (0..KEYS)
@@ -411,7 +456,9 @@ mod tests {
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let (_stop, shutdown) = watch::channel(false);
-        let served = tokio::spawn(serve(stream, peer, shared.clone(), shutdown));
+        let gate = lars_service::admission::Gate::new(lars_dns_config_limits());
+        let (ticket, _) = gate.admit(peer.ip()).unwrap();
+        let served = tokio::spawn(serve(stream, peer, shared.clone(), ticket, shutdown));
 
         let mut asks = BytesMut::new();
         for cmdid in 0..KEYS {

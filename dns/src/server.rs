@@ -1,5 +1,6 @@
 //! The dns service as a whole: binds the listener, starts the route synchroniser, and accepts
-//! agent connections up to `maxConn` once the first snapshot is loaded (until then connections
+//! agent connections under the [`Gate`] rules (`maxConn`, per-peer cap, eviction of idle
+//! connections) once the first snapshot is loaded (until then connections
 //! wait in the kernel's backlog rather than being told that every route is empty). At shutdown
 //! it stops accepting, gives the connections a bounded time to hand their agents what is queued,
 //! and cuts the rest, so a stalled agent never holds up a stop.
@@ -10,6 +11,7 @@ use crate::push_empty::PushEmptyRule;
 use crate::route_sync::{RouteSync, SyncTiming};
 use crate::shared::DnsShared;
 use crate::stats::DnsStats;
+use lars_service::admission::{Gate, Limits};
 use lars_service::metrics::ServiceMetrics;
 use lars_service::peers::AllowedPeers;
 use lars_store::StoreUrl;
@@ -17,12 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-
-/// Refused connections logged one by one; after that one line per this many.
-const REFUSALS_LOGGED_EVERY: u64 = 1000;
 
 /// How long a stopping service waits for all its connections: the per-connection drain and as
 /// much again for the connections' own closing.
@@ -49,7 +48,7 @@ pub struct DnsServer {
     shared: Arc<DnsShared>,
     metrics: ServiceMetrics,
     sync: RouteSync,
-    max_conn: usize,
+    limits: Limits,
     allowed_peers: AllowedPeers,
 }
 
@@ -85,7 +84,7 @@ impl DnsServer {
             shared,
             metrics,
             sync,
-            max_conn: config.reactor.max_conn,
+            limits: config.reactor.limits(),
             allowed_peers: config.reactor.allowed_peers.clone(),
         })
     }
@@ -113,17 +112,18 @@ impl DnsServer {
             shared,
             metrics,
             mut sync,
-            max_conn,
+            limits,
             allowed_peers,
         } = self;
         if !sync.start(&mut shutdown).await {
             return;
         }
         let sync_task = tokio::spawn(sync.run(shutdown.clone()));
-        info!(%addr, max_conn, %allowed_peers, "lars-dns serving");
+        info!(%addr, max_conn = limits.max_conn, per_peer = limits.max_conn_per_peer,
+            idle_timeout = ?limits.idle_timeout, frame_timeout = ?limits.frame_timeout, %allowed_peers, "lars-dns serving");
         metrics.set_serving();
 
-        let limit = Arc::new(Semaphore::new(max_conn));
+        let gate = Gate::new(limits);
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -132,11 +132,7 @@ impl DnsServer {
                         if !allowed_peers.admit(peer, &shared.stats.peers_refused) {
                             continue;
                         }
-                        let Ok(permit) = limit.clone().try_acquire_owned() else {
-                            let refused = shared.stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if refused < 10 || refused.is_multiple_of(REFUSALS_LOGGED_EVERY) {
-                                warn!(%peer, max_conn, refused = refused + 1, "connection limit reached; closing new connection");
-                            }
+                        let Some(ticket) = gate.accept(peer, &shared.stats.connections_refused, &shared.stats.hygiene) else {
                             continue;
                         };
                         DnsStats::inc(&shared.stats.connections);
@@ -144,9 +140,8 @@ impl DnsServer {
                         let shared = shared.clone();
                         let shutdown = shutdown.clone();
                         connections.spawn(async move {
-                            connection::serve(stream, peer, shared.clone(), shutdown).await;
+                            connection::serve(stream, peer, shared.clone(), ticket, shutdown).await;
                             DnsStats::sub(&shared.stats.connections, 1);
-                            drop(permit);
                         });
                     }
                     Err(e) => {

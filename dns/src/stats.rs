@@ -3,6 +3,7 @@
 //! ([`DnsStats::metrics`]: the atomics read at scrape time through [`FIELDS`], and the histogram
 //! of reload times).
 
+use lars_service::admission::HygieneCounters;
 use lars_service::metrics::prometheus_client::metrics::histogram::{
     Histogram, exponential_buckets,
 };
@@ -21,6 +22,8 @@ pub struct DnsStats {
     pub connections_total: AtomicU64,
     /// Connections refused because `maxConn` were open.
     pub connections_refused: AtomicU64,
+    /// Refusals and closes by the connection hygiene rules.
+    pub hygiene: HygieneCounters,
     /// Connections closed by the agent.
     pub peer_closed: AtomicU64,
     /// Connections closed because reading failed (reset and the like).
@@ -82,6 +85,7 @@ impl Default for DnsStats {
             connections: AtomicU64::default(),
             connections_total: AtomicU64::default(),
             connections_refused: AtomicU64::default(),
+            hygiene: HygieneCounters::default(),
             peer_closed: AtomicU64::default(),
             read_errors: AtomicU64::default(),
             write_errors: AtomicU64::default(),
@@ -119,7 +123,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 26] = [
+pub static FIELDS: [Field<DnsStats>; 31] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -132,9 +136,38 @@ pub static FIELDS: [Field<DnsStats>; 26] = [
     ),
     Field::counter(
         "lars_dns_connections_refused_total",
-        "Connections closed at once because maxConn were open.",
+        "Connections closed at once because maxConn were open and none was idle enough to evict.",
         read!(connections_refused),
     ),
+    Field::counter(
+        "lars_dns_connections_peer_refused_total",
+        "Connections closed at once because their peer held max_conn_per_peer that sent frames.",
+        |s: &DnsStats| s.hygiene.peer_refused.load(Ordering::Relaxed),
+    ),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &DnsStats| s.hygiene.idle.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "idle")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &DnsStats| s.hygiene.frame_timeout.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "frame_timeout")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &DnsStats| s.hygiene.evicted.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "evicted")]),
+    Field::counter(
+        "lars_dns_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &DnsStats| s.hygiene.pending_bytes.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "pending_bytes")]),
     Field::counter(
         "lars_dns_connections_closed_total",
         "Connections closed, by reason.",
@@ -298,13 +331,19 @@ impl fmt::Display for DnsStats {
         let g = DnsStats::get;
         write!(
             f,
-            "connections={} connections_total={} refused={} protocol_errors={} slow_closed={} \
+            "connections={} connections_total={} refused={} peer_refused={} idle_closed={} \
+             frame_timeout_closed={} evicted={} pending_closed={} protocol_errors={} slow_closed={} \
              paused={} owed_keys={} caught_up={} lags={} drain_cut={} requests={} subscriptions={} \
              subscriptions_refused={} pushes={} polls={} reloads={} db_errors={} version={} routes={} \
              push_empty_held={} peers_refused={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
+            g(&self.hygiene.peer_refused),
+            g(&self.hygiene.idle),
+            g(&self.hygiene.frame_timeout),
+            g(&self.hygiene.evicted),
+            g(&self.hygiene.pending_bytes),
             g(&self.protocol_errors),
             g(&self.slow_closed),
             g(&self.paused),

@@ -9,12 +9,16 @@
 //! peer, and nothing else is affected. A frame the [`Admission`] rules refuse (forged caller,
 //! `ts` in the future, too many results) is dropped whole and counted by reason, and a row that
 //! cannot be stored is dropped and counted; each kind logs at most one warning per connection
-//! every [`BAD_ROW_LOG_EVERY`], naming the peer.
+//! every [`BAD_ROW_LOG_EVERY`], naming the peer. The hygiene rules
+//! ([`lars_service::admission`]) close a connection that sends no complete frame for
+//! `idle_timeout`, leaves one unfinished for `frame_timeout`, is evicted for a new connection,
+//! or holds the largest unfinished frame past `max_pending_bytes`.
 
 use crate::inbox::Inboxes;
 use crate::report::{Admission, BadRow, RefusedFrame, status_rows};
 use crate::stats::ReporterStats;
 use bytes::BytesMut;
+use lars_service::admission::{HygieneClose, Ticket, TimedOut};
 use lars_store::CallStatusRow;
 use lars_wire::messages::ReportStatusRequest;
 use lars_wire::msg::decode_body;
@@ -51,6 +55,9 @@ pub enum Close {
         id = MsgId::ReportStatusRequest.as_i32()
     )]
     UnexpectedMessage(i32),
+    /// Closed by the hygiene rules.
+    #[error("closed by the connection hygiene rules ({0:?})")]
+    Hygiene(HygieneClose),
 }
 
 /// Serves one accepted connection until the peer closes or misbehaves, or the service stops.
@@ -61,17 +68,24 @@ pub async fn serve(
     inboxes: Inboxes,
     stats: Arc<ReporterStats>,
     admission: Admission,
+    mut ticket: Ticket,
     mut shutdown: watch::Receiver<bool>,
 ) -> Close {
     let mut conn = Connection::new(peer, inboxes, stats, admission);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Grown by the decoder as frames arrive: an idle connection holds no buffer.
+    let mut buf = BytesMut::new();
     let mut decoder = FrameDecoder::new();
+    let mut timer = ticket.read_timer();
     let close = loop {
         tokio::select! {
             read = stream.read_buf(&mut buf) => match read {
                 Ok(0) => break Close::PeerClosed,
                 Ok(_) => {
+                    let before = conn.frames;
                     let handled = conn.handle_input(&mut decoder, &mut buf);
+                    let (frames, partial) = ((conn.frames - before) as usize, decoder.partial_len(&buf));
+                    timer.read(Instant::now(), frames, partial);
+                    ticket.read(frames, partial);
                     // Rows of the frames before a bad one are kept.
                     conn.deliver();
                     if let Err(close) = handled {
@@ -80,11 +94,19 @@ pub async fn serve(
                 }
                 Err(e) => break Close::ReadError(e),
             },
+            timed_out = sleep_until(timer.deadline()) => break Close::Hygiene(timed_out.into()),
+            evicted = ticket.closed() => break Close::Hygiene(evicted.into()),
             _ = crate::shutdown::requested(&mut shutdown) => break Close::Shutdown,
         }
     };
     conn.log_close(&close);
     close
+}
+
+/// Resolves at the timer's deadline with why it ran out.
+async fn sleep_until((at, why): (Instant, TimedOut)) -> TimedOut {
+    tokio::time::sleep_until(at.into()).await;
+    why
 }
 
 /// The state of one connection.
@@ -184,6 +206,7 @@ impl Connection {
                 debug!(%peer, frames, reason = %close, "connection closed");
             }
             Close::ReadError(e) => info!(%peer, frames, error = %e, "connection read failed"),
+            Close::Hygiene(why) => self.stats.hygiene.record(*why, peer),
             Close::Protocol(e) => {
                 ReporterStats::inc(&self.stats.protocol_errors);
                 warn!(%peer, frames, error = %e, "protocol error; closing connection");

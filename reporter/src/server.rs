@@ -1,5 +1,6 @@
 //! The reporter service as a whole: binds the listener, starts the store workers and the stats
-//! log, accepts agent connections up to `maxConn`, and on shutdown stops accepting, closes the
+//! log, accepts agent connections under the [`Gate`] rules (`maxConn`, per-peer cap, eviction of
+//! idle connections), and on shutdown stops accepting, closes the
 //! connections, lets every worker write what is still pending (for at most
 //! [`SHUTDOWN_FLUSH`]) and closes the store.
 //!
@@ -14,6 +15,7 @@ use crate::report::Admission;
 use crate::shutdown;
 use crate::stats::ReporterStats;
 use crate::store_worker::{SharedStore, StoreWorker, WorkerTiming};
+use lars_service::admission::{Gate, Limits};
 use lars_service::metrics::ServiceMetrics;
 use lars_service::peers::AllowedPeers;
 use lars_store::StoreUrl;
@@ -21,12 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-
-/// Refused connections logged one by one; after that one line per this many.
-const REFUSALS_LOGGED_EVERY: u64 = 1000;
 
 /// How long the store workers may take at shutdown to write what is still pending.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
@@ -57,7 +56,7 @@ pub struct ReporterServer {
     inboxes: Inboxes,
     store: Arc<SharedStore>,
     timing: WorkerTiming,
-    max_conn: usize,
+    limits: Limits,
     batch_rows: usize,
     allowed_peers: AllowedPeers,
     admission: Admission,
@@ -91,7 +90,7 @@ impl ReporterServer {
                 retry_max: config.db_retry_max(),
                 shutdown_flush: SHUTDOWN_FLUSH,
             },
-            max_conn: config.reactor.max_conn,
+            limits: config.reactor.limits(),
             batch_rows: r.batch_rows,
             allowed_peers: config.reactor.allowed_peers.clone(),
             admission: config.admission(),
@@ -128,7 +127,7 @@ impl ReporterServer {
             inboxes,
             store,
             timing,
-            max_conn,
+            limits,
             batch_rows,
             allowed_peers,
             admission,
@@ -148,11 +147,12 @@ impl ReporterServer {
         }
         let opener = tokio::spawn(open_store(store.clone(), stats.clone()));
         let stats_log = tokio::spawn(log_stats(stats.clone()));
-        info!(%addr, max_conn, %allowed_peers, workers = inboxes.len(), batch_rows, flush = ?timing.flush,
+        info!(%addr, max_conn = limits.max_conn, per_peer = limits.max_conn_per_peer,
+            idle_timeout = ?limits.idle_timeout, frame_timeout = ?limits.frame_timeout, %allowed_peers, workers = inboxes.len(), batch_rows, flush = ?timing.flush,
             "lars-reporter serving");
         metrics.set_serving();
 
-        let limit = Arc::new(Semaphore::new(max_conn));
+        let gate = Gate::new(limits);
         let mut connections = JoinSet::new();
         let mut stop = shutdown.clone();
         loop {
@@ -162,11 +162,7 @@ impl ReporterServer {
                         if !allowed_peers.admit(peer, &stats.peers_refused) {
                             continue;
                         }
-                        let Ok(permit) = limit.clone().try_acquire_owned() else {
-                            let refused = stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if refused < 10 || refused.is_multiple_of(REFUSALS_LOGGED_EVERY) {
-                                warn!(%peer, max_conn, refused = refused + 1, "connection limit reached; closing new connection");
-                            }
+                        let Some(ticket) = gate.accept(peer, &stats.connections_refused, &stats.hygiene) else {
                             continue;
                         };
                         ReporterStats::inc(&stats.connections);
@@ -174,9 +170,8 @@ impl ReporterServer {
                         let _ = stream.set_nodelay(true);
                         let (inboxes, stats, shutdown) = (inboxes.clone(), stats.clone(), shutdown.clone());
                         connections.spawn(async move {
-                            connection::serve(stream, peer, inboxes, stats.clone(), admission, shutdown).await;
+                            connection::serve(stream, peer, inboxes, stats.clone(), admission, ticket, shutdown).await;
                             ReporterStats::sub(&stats.connections, 1);
-                            drop(permit);
                         });
                     }
                     Err(e) => {

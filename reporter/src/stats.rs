@@ -8,6 +8,7 @@
 //! + rows_refused` (the rows of refused frames, over every reason).
 
 use crate::report::RefusedReason;
+use lars_service::admission::HygieneCounters;
 use lars_service::metrics::prometheus_client::metrics::histogram::{
     Histogram, exponential_buckets,
 };
@@ -26,6 +27,8 @@ pub struct ReporterStats {
     pub connections_total: AtomicU64,
     /// Connections refused because `maxConn` were open.
     pub connections_refused: AtomicU64,
+    /// Refusals and closes by the connection hygiene rules.
+    pub hygiene: HygieneCounters,
     /// Connections closed for a protocol error (bad length, unknown msgid, undecodable body, a
     /// message other than `ReportStatusRequest`).
     pub protocol_errors: AtomicU64,
@@ -70,6 +73,7 @@ impl Default for ReporterStats {
             connections: AtomicU64::default(),
             connections_total: AtomicU64::default(),
             connections_refused: AtomicU64::default(),
+            hygiene: HygieneCounters::default(),
             protocol_errors: AtomicU64::default(),
             frames: AtomicU64::default(),
             rows_received: AtomicU64::default(),
@@ -99,7 +103,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`ReporterStats`] as it is exposed.
-pub static FIELDS: [Field<ReporterStats>; 18] = [
+pub static FIELDS: [Field<ReporterStats>; 23] = [
     Field::gauge(
         "lars_reporter_connections",
         "Agent connections open.",
@@ -112,9 +116,38 @@ pub static FIELDS: [Field<ReporterStats>; 18] = [
     ),
     Field::counter(
         "lars_reporter_connections_refused_total",
-        "Connections closed at once because maxConn were open.",
+        "Connections closed at once because maxConn were open and none was idle enough to evict.",
         read!(connections_refused),
     ),
+    Field::counter(
+        "lars_reporter_connections_peer_refused_total",
+        "Connections closed at once because their peer held max_conn_per_peer that sent frames.",
+        |s: &ReporterStats| s.hygiene.peer_refused.load(Ordering::Relaxed),
+    ),
+    Field::counter(
+        "lars_reporter_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &ReporterStats| s.hygiene.idle.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "idle")]),
+    Field::counter(
+        "lars_reporter_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &ReporterStats| s.hygiene.frame_timeout.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "frame_timeout")]),
+    Field::counter(
+        "lars_reporter_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &ReporterStats| s.hygiene.evicted.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "evicted")]),
+    Field::counter(
+        "lars_reporter_connections_closed_total",
+        "Connections closed, by reason.",
+        |s: &ReporterStats| s.hygiene.pending_bytes.load(Ordering::Relaxed),
+    )
+    .labelled(&[("reason", "pending_bytes")]),
     Field::counter(
         "lars_reporter_protocol_errors_total",
         "Connections closed for a protocol error.",
@@ -292,13 +325,19 @@ impl fmt::Display for ReporterStats {
         let g = ReporterStats::get;
         write!(
             f,
-            "connections={} connections_total={} refused={} protocol_errors={} frames={} \
+            "connections={} connections_total={} refused={} peer_refused={} idle_closed={} \
+             frame_timeout_closed={} evicted={} pending_closed={} protocol_errors={} frames={} \
              rows_received={} rows_written={} batches={} coalesced={} dropped_bad_row={} \
              dropped_over_cap={} db_errors={} pending_rows={} max_pending_rows={} \
              peers_refused={} rows_refused={}",
             g(&self.connections),
             g(&self.connections_total),
             g(&self.connections_refused),
+            g(&self.hygiene.peer_refused),
+            g(&self.hygiene.idle),
+            g(&self.hygiene.frame_timeout),
+            g(&self.hygiene.evicted),
+            g(&self.hygiene.pending_bytes),
             g(&self.protocol_errors),
             g(&self.frames),
             g(&self.rows_received),

@@ -172,11 +172,14 @@ both_backends!(rows_that_cannot_be_stored_are_dropped_and_counted);
 async fn connections_past_max_conn_are_closed_and_counted() {
     let db = TestDb::sqlite();
     let reporter = TestReporter::start(db.url(), |c| c.reactor.max_conn = 2).await;
-    let a = TestAgent::connect(reporter.addr).await;
-    let _b = TestAgent::connect(reporter.addr).await;
+    let mut a = TestAgent::connect(reporter.addr).await;
+    let mut b = TestAgent::connect(reporter.addr).await;
+    // Connections that sent a frame recently are never evicted for a new one.
+    a.send(&report(7, 1, 1, &[host(1, 1, 1, 1, false)])).await;
+    b.send(&report(7, 2, 1, &[host(1, 1, 1, 1, false)])).await;
     reporter
-        .wait_for("two connections", WITHIN, |s| {
-            ReporterStats::get(&s.connections) == 2
+        .wait_for("two connections that sent a frame", WITHIN, |s| {
+            ReporterStats::get(&s.connections) == 2 && ReporterStats::get(&s.frames) == 2
         })
         .await;
     let mut c = TestAgent::connect(reporter.addr).await;
@@ -191,7 +194,10 @@ async fn connections_past_max_conn_are_closed_and_counted() {
     let store = db.open().await.unwrap();
     let mut d = TestAgent::connect(reporter.addr).await;
     d.send(&report(1, 1, 1, &[host(1, 1, 1, 1, false)])).await;
-    wait_for_rows(&store, &[row(1, 1, 1, host(1, 1, 1, 1, false))], WITHIN).await;
+    let rows: Vec<_> = [(7, 1), (7, 2), (1, 1)]
+        .map(|(modid, cmdid)| row(modid, cmdid, 1, host(1, 1, 1, 1, false)))
+        .into();
+    wait_for_rows(&store, &rows, WITHIN).await;
     reporter.stop().await;
 }
 

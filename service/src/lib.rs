@@ -8,6 +8,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod backoff;
 pub mod config;
 pub mod logging;

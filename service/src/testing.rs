@@ -7,7 +7,8 @@
 //! to completion and the command-line checks every service shares ([`command_line`]), the checks
 //! every service's config type shares ([`config_file`]), services run as tasks inside the test
 //! process ([`service_task`]), a plain HTTP GET ([`http`]), connections from a chosen loopback
-//! address ([`connect_from`]), and
+//! address ([`connect_from`]), connection floods and `VmRSS` for the hygiene tests
+//! ([`hostile`]), and
 //! [`both_backends!`](crate::both_backends) for test bodies that run against each store backend.
 //! Never used outside tests.
 
@@ -24,6 +25,7 @@ pub mod command_line;
 pub mod config_file;
 pub mod connect_from;
 pub mod eventually;
+pub mod hostile;
 pub mod http;
 pub mod service_task;
 

@@ -4,7 +4,9 @@
 //! intermediate copy. Owns no socket: callers read into the buffer and write out what it fills.
 //!
 //! A `msglen` that is negative or larger than [`MAX_BODY_LEN`] is a protocol error; the decoder
-//! reports it before reserving any memory, so a hostile peer cannot make it allocate.
+//! reports it before reserving any memory, so a hostile peer cannot make it allocate. A valid
+//! length is not reserved up front either: the buffer grows by at most [`READ_CHUNK`] at a time
+//! as the body arrives, so a peer that announces 64 KiB and sends a few bytes holds a few KiB.
 
 use crate::error::WireError;
 use crate::msg::{Message, MsgId};
@@ -17,6 +19,8 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_FRAME_LEN: usize = 65535;
 /// Largest body a header may declare.
 pub const MAX_BODY_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
+/// Most the decoder reserves at once for the rest of a frame still arriving.
+pub const READ_CHUNK: usize = 4096;
 
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +91,17 @@ impl FrameDecoder {
         FrameDecoder::default()
     }
 
+    /// Bytes of the unfinished frame held (its header included) when `buf` is what
+    /// [`decode`](Self::decode) left: 0 between frames.
+    pub fn partial_len(&self, buf: &BytesMut) -> usize {
+        match self.pending {
+            Some(_) => HEADER_LEN + buf.len(),
+            None => buf.len(),
+        }
+    }
+
     /// Takes the next complete frame off the front of `buf`, or `Ok(None)` when more bytes are
-    /// needed (in which case `buf` is reserved up to the rest of the frame).
+    /// needed (in which case `buf` is reserved for up to [`READ_CHUNK`] more of the frame).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawFrame>, WireError> {
         let (msgid, len) = match self.pending {
             Some(pending) => pending,
@@ -106,7 +119,7 @@ impl FrameDecoder {
             }
         };
         if buf.len() < len {
-            buf.reserve(len - buf.len());
+            buf.reserve((len - buf.len()).min(READ_CHUNK));
             return Ok(None);
         }
         self.pending = None;
@@ -257,6 +270,34 @@ mod tests {
         let err = FrameDecoder::new().decode(&mut buf).unwrap_err();
         assert_eq!(err, WireError::FrameTooLong { len: 65536 });
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn an_announced_body_is_not_reserved_up_front_but_grows_as_it_arrives() {
+        let mut decoder = FrameDecoder::new();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&header(2, MAX_BODY_LEN as i32));
+        buf.extend_from_slice(&[0; 3]);
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= 2 * READ_CHUNK, "{}", buf.capacity());
+        assert_eq!(decoder.partial_len(&buf), HEADER_LEN + 3);
+        let mut sent = 3;
+        while sent < MAX_BODY_LEN {
+            let n = (MAX_BODY_LEN - sent).min(1000);
+            buf.extend_from_slice(&vec![0; n]);
+            sent += n;
+            if sent < MAX_BODY_LEN {
+                assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+                assert!(
+                    buf.capacity() <= 2 * (sent + READ_CHUNK),
+                    "{}",
+                    buf.capacity()
+                );
+            }
+        }
+        let frame = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.body.len(), MAX_BODY_LEN);
+        assert_eq!(decoder.partial_len(&buf), 0);
     }
 
     #[test]

@@ -33,6 +33,8 @@ impl TestDns {
         config.reactor.port = 0;
         config.dns.version_poll_ms = 100;
         config.dns.db_retry_max_ms = 300;
+        // Every test connection comes from 127.0.0.1: only maxConn limits them.
+        config.reactor.hygiene.max_conn_per_peer = config.reactor.max_conn;
         tweak(&mut config);
         let server = DnsServer::bind(&config, store).await.expect("dns binds");
         let addr = server.local_addr();

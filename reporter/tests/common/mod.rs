@@ -35,6 +35,8 @@ impl TestReporter {
         let mut config = ReporterConfig::default();
         config.reactor.port = 0;
         config.reporter.db_retry_max_ms = 300;
+        // Every test connection comes from 127.0.0.1: only maxConn limits them.
+        config.reactor.hygiene.max_conn_per_peer = config.reactor.max_conn;
         tweak(&mut config);
         config
             .validate("test config")

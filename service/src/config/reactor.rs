@@ -1,13 +1,16 @@
 //! The `[reactor]` section every Lars service has, under Lars' own key names: the address and
 //! port it listens on, how many connections it serves at once and how many runtime threads serve
-//! them, and which peers may connect (`allowed_peers`, loopback only by default). Owns their
-//! defaults and their checks; a service only names its default port. Plain data: never binds a
-//! socket or starts a thread.
+//! them, which peers may connect (`allowed_peers`, loopback only by default), and the
+//! connection hygiene limits ([`crate::admission`]: read deadlines, connections per peer, bytes
+//! of unfinished frames). Owns their defaults and their checks; a service only names its
+//! default port. Plain data: never binds a socket or starts a thread.
 
 use super::{ConfigError, at_least_one};
+use crate::admission::Limits;
 use crate::peers::AllowedPeers;
 use serde::{Deserialize, Deserializer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 /// Listening socket, connection limit and worker threads (`[reactor]`, Lars' names) of a service
 /// whose built-in port is `DEFAULT_PORT`.
@@ -17,7 +20,8 @@ pub struct ReactorConfig<const DEFAULT_PORT: u16> {
     pub ip: IpAddr,
     /// TCP port to listen on (0 lets the OS pick one; the service logs it).
     pub port: u16,
-    /// Most connections served at once; more are accepted and closed at once.
+    /// Most connections served at once; past it a new connection evicts an idle one or is
+    /// accepted and closed at once (see [`crate::admission`]).
     pub max_conn: usize,
     /// Runtime worker threads (0: one per CPU).
     pub thread_num: usize,
@@ -25,6 +29,36 @@ pub struct ReactorConfig<const DEFAULT_PORT: u16> {
     // Who may connect (`lars_service::peers`).
     /// The networks connections are accepted from; others are closed at once.
     pub allowed_peers: AllowedPeers,
+    /// Connection hygiene (see [`crate::admission`]).
+    pub hygiene: HygieneConfig,
+}
+
+/// The connection hygiene keys of `[reactor]`: how long a frame may take, how long a connection
+/// may go without one, and how many connections and unfinished-frame bytes peers may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HygieneConfig {
+    /// `frame_timeout_ms`: longest a frame may take from its first byte to its last.
+    pub frame_timeout_ms: u64,
+    /// `idle_timeout_ms`: longest a connection may go without sending a complete frame.
+    pub idle_timeout_ms: u64,
+    /// `max_conn_per_peer`: most connections open at once from one IP.
+    pub max_conn_per_peer: usize,
+    /// `max_pending_bytes`: most bytes of unfinished frames held over all connections.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for HygieneConfig {
+    fn default() -> Self {
+        HygieneConfig {
+            // A frame is at most 64 KiB: seconds even on a slow WAN link.
+            frame_timeout_ms: 10_000,
+            // Four times the agent's 15 s route re-ask, twelve times its 5 s idle probe.
+            idle_timeout_ms: 60_000,
+            max_conn_per_peer: 64,
+            // 64 full-size unfinished frames.
+            max_pending_bytes: 4 << 20,
+        }
+    }
 }
 
 /// The keys of `[reactor]` as written, each optional. serde's derive cannot take the const
@@ -41,12 +75,17 @@ struct ReactorKeys {
 
     // Who may connect.
     allowed_peers: Option<AllowedPeers>,
+    frame_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_conn_per_peer: Option<usize>,
+    max_pending_bytes: Option<usize>,
 }
 
 impl<'de, const DEFAULT_PORT: u16> Deserialize<'de> for ReactorConfig<DEFAULT_PORT> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let keys = ReactorKeys::deserialize(deserializer)?;
         let defaults = Self::default();
+        let d = defaults.hygiene;
         Ok(ReactorConfig {
             ip: keys.ip.unwrap_or(defaults.ip),
             port: keys.port.unwrap_or(defaults.port),
@@ -54,6 +93,12 @@ impl<'de, const DEFAULT_PORT: u16> Deserialize<'de> for ReactorConfig<DEFAULT_PO
             thread_num: keys.thread_num.unwrap_or(defaults.thread_num),
 
             allowed_peers: keys.allowed_peers.unwrap_or(defaults.allowed_peers),
+            hygiene: HygieneConfig {
+                frame_timeout_ms: keys.frame_timeout_ms.unwrap_or(d.frame_timeout_ms),
+                idle_timeout_ms: keys.idle_timeout_ms.unwrap_or(d.idle_timeout_ms),
+                max_conn_per_peer: keys.max_conn_per_peer.unwrap_or(d.max_conn_per_peer),
+                max_pending_bytes: keys.max_pending_bytes.unwrap_or(d.max_pending_bytes),
+            },
         })
     }
 }
@@ -67,6 +112,7 @@ impl<const DEFAULT_PORT: u16> Default for ReactorConfig<DEFAULT_PORT> {
             thread_num: 0,
 
             allowed_peers: AllowedPeers::loopback(),
+            hygiene: HygieneConfig::default(),
         }
     }
 }
@@ -84,13 +130,55 @@ impl<const DEFAULT_PORT: u16> ReactorConfig<DEFAULT_PORT> {
                  [\"0.0.0.0/0\", \"::/0\"]",
             ));
         }
+        let h = &self.hygiene;
+        at_least_one(origin, "reactor.frame_timeout_ms", h.frame_timeout_ms)?;
+        at_least_one(
+            origin,
+            "reactor.max_conn_per_peer",
+            h.max_conn_per_peer as u64,
+        )?;
+        if h.idle_timeout_ms < h.frame_timeout_ms {
+            return Err(ConfigError::invalid(
+                origin,
+                "reactor.idle_timeout_ms",
+                format!("must be at least frame_timeout_ms ({})", h.frame_timeout_ms),
+            ));
+        }
+        if h.max_pending_bytes < lars_frame_len() {
+            return Err(ConfigError::invalid(
+                origin,
+                "reactor.max_pending_bytes",
+                format!(
+                    "must hold at least one whole frame ({} bytes)",
+                    lars_frame_len()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The limits the connection [`Gate`](crate::admission::Gate) applies.
+    pub fn limits(&self) -> Limits {
+        let h = &self.hygiene;
+        Limits {
+            max_conn: self.max_conn,
+            max_conn_per_peer: h.max_conn_per_peer,
+            max_pending_bytes: h.max_pending_bytes,
+            frame_timeout: Duration::from_millis(h.frame_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        }
     }
 
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
     }
+}
+
+/// The largest Lars frame, header included (the wire crate's 64 KiB limit; this crate does not
+/// depend on the wire crate).
+fn lars_frame_len() -> usize {
+    65535
 }
 
 #[cfg(test)]
@@ -148,6 +236,27 @@ mod tests {
             err.contains("x.toml") && err.contains("reactor.allowed_peers"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hygiene_keys_are_read_and_checked_naming_the_key() {
+        let text = "frame_timeout_ms = 500\nidle_timeout_ms = 2000\nmax_conn_per_peer = 3\n";
+        let reactor: Reactor = toml::from_str(text).unwrap();
+        let limits = reactor.limits();
+        assert_eq!(limits.frame_timeout, Duration::from_millis(500));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_conn_per_peer, 3);
+        assert_eq!(limits.max_pending_bytes, 4 << 20);
+        reactor.validate("x.toml").unwrap();
+        for (text, key) in [
+            ("idle_timeout_ms = 9000\n", "reactor.idle_timeout_ms"),
+            ("max_pending_bytes = 1000\n", "reactor.max_pending_bytes"),
+            ("max_conn_per_peer = 0\n", "reactor.max_conn_per_peer"),
+        ] {
+            let reactor: Reactor = toml::from_str(text).unwrap();
+            let err = reactor.validate("x.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -43,7 +43,9 @@ fn report(db: &TestDb, addr: SocketAddr, modid: i32) {
     let request = ReportStatusRequest {
         modid,
         cmdid: 1,
-        caller: 0x0A00_0001,
+        // The connection comes from 127.0.0.1, and the reporter stores a row only under the
+        // address it came from.
+        caller: lars_wire::ip::ip_to_wire(std::net::Ipv4Addr::LOCALHOST),
         results: vec![HostCallResult {
             ip: 0x0A00_0002,
             port: 80,

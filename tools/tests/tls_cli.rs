@@ -119,7 +119,7 @@ fn cli_dns_and_reporter_work_over_tls() {
     let request = ReportStatusRequest {
         modid: 4,
         cmdid: 5,
-        caller: 0x0A00_0009,
+        caller: 0x7F00_0001, // 127.0.0.1, the peer it is sent from (the reporter checks it)
         results: vec![HostCallResult {
             ip: 0x0A00_0001,
             port: 8080,

@@ -331,7 +331,7 @@ mod tests {
             text.contains("6.6.6.6") && text.contains("10.0.0.7"),
             "{text}"
         );
-        let no_caller = from_caller(Ipv4Addr::UNSPECIFIED, NOW as u32, 1);
+        let no_caller = from_caller(Ipv4Addr::new(0, 0, 0, 0), NOW as u32, 1);
         assert!(
             Admission::default()
                 .check(&no_caller, peer([10, 0, 0, 7]), NOW)

@@ -135,7 +135,7 @@ async fn impossible_rows_never_reach_the_store_and_are_counted_by_reason(db: Tes
     let frames = frames(&[
         own(1),
         report_from(Ipv4Addr::new(6, 6, 6, 6), 2, ts),
-        report_from(Ipv4Addr::UNSPECIFIED, 3, ts),
+        report_from(Ipv4Addr::new(0, 0, 0, 0), 3, ts),
         report_from(ONE, 4, u32::MAX),
         report_from(ONE, 4, ts + 3600),
         too_many,

@@ -298,6 +298,12 @@ pub fn decode(bytes: &[u8]) -> Result<RouteCacheFile, DecodeError> {
             });
         }
         let key = RouteKey::new(body.get_i32_le(), body.get_i32_le());
+        if !key.is_route() {
+            return Err(DecodeError::Malformed {
+                at: at(body),
+                what: "a route with a negative modid or cmdid",
+            });
+        }
         let hosts = body.get_u32_le() as usize;
         if hosts == 0 {
             return Err(DecodeError::Malformed {
@@ -598,18 +604,32 @@ mod tests {
                 vec![host(1, 9001), host(2, 9002)].into(),
             ),
             (
-                RouteKey::new(-5, 70000),
+                RouteKey::new(0, 70000),
                 vec![HostAddr::new(Ipv4Addr::new(200, 1, 2, 3), 0)].into(),
             ),
-            (
-                RouteKey::new(i32::MAX, i32::MIN),
-                vec![host(9, 65535)].into(),
-            ),
+            (RouteKey::new(i32::MAX, 0), vec![host(9, 65535)].into()),
         ]
     }
 
     fn encoded(routes: &[CachedRoute], at: u64) -> Vec<u8> {
         encode(routes.iter().map(|(k, h)| (*k, &h[..])), at)
+    }
+
+    #[test]
+    fn a_cached_route_with_a_negative_id_makes_the_file_malformed() {
+        for key in [RouteKey::new(-5, 1), RouteKey::new(5, i32::MIN)] {
+            let routes: Vec<CachedRoute> = vec![(key, vec![host(1, 9001)].into())];
+            assert!(
+                matches!(
+                    decode(&encoded(&routes, 7)),
+                    Err(DecodeError::Malformed {
+                        what: "a route with a negative modid or cmdid",
+                        ..
+                    })
+                ),
+                "{key}"
+            );
+        }
     }
 
     #[test]
@@ -706,7 +726,7 @@ mod tests {
         #[test]
         fn any_routes_round_trip(
             routes in prop::collection::btree_map(
-                (any::<i32>(), any::<i32>()),
+                (0..=i32::MAX, 0..=i32::MAX),
                 prop::collection::vec((any::<u32>(), any::<u16>()), 1..20),
                 0..40,
             ),

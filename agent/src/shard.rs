@@ -77,7 +77,12 @@ impl Shard {
     ) -> Handled {
         stats.get_host.inc();
         let key = RouteKey::new(request.modid, request.cmdid);
-        let (answer, ask) = self.table.get_host(key, now);
+        let (answer, ask) = if key.is_route() {
+            self.table.get_host(key, now)
+        } else {
+            stats.requests_not_a_route.inc();
+            (HostAnswer::NoExist, None)
+        };
         if answer == HostAnswer::Refused {
             stats.routes_refused.inc();
         }
@@ -109,6 +114,10 @@ impl Shard {
             return dropped(stats, DropReason::BadHost);
         };
         let key = RouteKey::new(request.modid, request.cmdid);
+        if !key.is_route() {
+            stats.requests_not_a_route.inc();
+            return Handled::default();
+        }
         let transition = match self.table.report(key, addr, request.retcode, now) {
             ReportOutcome::Counted(Some(transition)) => {
                 match transition {
@@ -137,8 +146,16 @@ impl Shard {
     ) -> Handled {
         stats.get_route.inc();
         let key = RouteKey::new(request.modid, request.cmdid);
-        let Some((hosts, ask)) = self.table.get_route(key, now) else {
-            stats.routes_refused.inc();
+        let held = if key.is_route() {
+            self.table.get_route(key, now)
+        } else {
+            stats.requests_not_a_route.inc();
+            None
+        };
+        let Some((hosts, ask)) = held else {
+            if key.is_route() {
+                stats.routes_refused.inc();
+            }
             return Handled {
                 reply_len: encode_route_reply(key, std::iter::empty(), reply),
                 ask: None,
@@ -251,6 +268,50 @@ mod tests {
             (7, 1, 2, RetCode::NoExist.as_i32())
         );
         assert_eq!(stats.replies[3].get(), 1);
+    }
+
+    #[test]
+    fn a_negative_id_answers_noexist_without_holding_the_key_or_asking_dns() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let mut reply = vec![0u8; 65536];
+        for (modid, cmdid) in [(-1, 2), (1, -2), (i32::MIN, 0)] {
+            let handled = shard.handle(&get_host(9, modid, cmdid), &mut reply, Millis(0), &stats);
+            assert_eq!(handled.ask, None);
+            let len = handled.reply_len.unwrap();
+            let Message::GetHostResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+                panic!("not a GetHostResponse")
+            };
+            assert_eq!(
+                (r.seq, r.modid, r.cmdid, r.retcode),
+                (9, modid, cmdid, RetCode::NoExist.as_i32())
+            );
+
+            let route = datagram(&Message::ApiGetRouteRequest(GetRouteRequest {
+                modid,
+                cmdid,
+            }));
+            let handled = shard.handle(&route, &mut reply, Millis(0), &stats);
+            assert_eq!(handled.ask, None);
+            let len = handled.reply_len.unwrap();
+            let Message::ApiGetRouteResponse(r) = decode_datagram(&reply[..len]).unwrap() else {
+                panic!("not an ApiGetRouteResponse")
+            };
+            assert!(r.host.is_empty());
+
+            let report = datagram(&Message::ReportRequest(ReportRequest {
+                modid,
+                cmdid,
+                host: Some(HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 80).into()),
+                retcode: 1,
+            }));
+            assert_eq!(
+                shard.handle(&report, &mut reply, Millis(0), &stats),
+                Handled::default()
+            );
+        }
+        assert_eq!(stats.requests_not_a_route.get(), 9);
+        assert_eq!(stats.routes_refused.get(), 0);
+        assert_eq!(shard.table.route_count(), 0, "nothing is held");
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct WorkerStats {
     pub routes: Gauge,
     /// Unknown keys answered NOEXIST without being held: their shard's table was at its cap.
     pub routes_refused: Counter,
+    /// Requests and reports for a negative modid or cmdid, which no route has: answered NOEXIST
+    /// (reports ignored) without holding the key or asking dns.
+    pub requests_not_a_route: Counter,
     /// Routes evicted because no caller asked for them recently.
     pub routes_evicted: Counter,
     /// Hosts held now.
@@ -322,6 +325,13 @@ pub const PER_WORKER: &[PerWorker] = &[
         "Unknown keys answered NOEXIST without being held: the shard's table was at max_routes.",
         Kind::Counter,
         WorkerValue::Each(|w| w.routes_refused.get()),
+    ),
+    (
+        "lars_agent_requests_not_a_route_total",
+        "Requests and reports for a negative modid or cmdid, which no route has: answered \
+         NOEXIST (reports ignored), never held or asked of dns.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.requests_not_a_route.get()),
     ),
     (
         "lars_agent_routes_evicted_total",

@@ -107,6 +107,7 @@ pub async fn serve(
         decoder: FrameDecoder::new(),
         waiting: None,
         frames: 0,
+        warned_not_a_route: false,
     };
     let mut timer = ticket.read_timer();
 
@@ -258,6 +259,8 @@ struct Connection {
     waiting: Option<RouteKey>,
     /// Complete frames read.
     frames: u64,
+    /// Whether a request for a key no route can have was logged (once per connection).
+    warned_not_a_route: bool,
 }
 
 impl Connection {
@@ -312,6 +315,20 @@ impl Connection {
     /// Subscribes to `key` (unless the connection holds its most) and queues its answer from the
     /// current snapshot.
     fn answer(&mut self, key: RouteKey, slot: AnswerSlot) {
+        DnsStats::inc(&self.shared.stats.requests);
+        if !key.is_route() {
+            // Answered (empty: no route has such a key) so the agent does not wait, but never
+            // subscribed: a peer cycling through negative keys holds nothing here.
+            DnsStats::inc(&self.shared.stats.requests_not_a_route);
+            if !self.warned_not_a_route {
+                self.warned_not_a_route = true;
+                warn!(peer = %self.peer, %key,
+                    "request for a negative modid or cmdid, which no route has: answered empty, \
+                     not subscribed (further ones counted in lars_dns_requests_not_a_route_total)");
+            }
+            slot.send(self.shared.snapshot.load().frame(key));
+            return;
+        }
         match self.subs.subscribe(key) {
             Subscribed::New => {
                 debug!(peer = %self.peer, modid = key.modid, cmdid = key.cmdid, "subscribed");
@@ -325,7 +342,6 @@ impl Connection {
             }
             Subscribed::Refused { first: false } => {}
         }
-        DnsStats::inc(&self.shared.stats.requests);
         slot.send(self.shared.snapshot.load().frame(key));
     }
 

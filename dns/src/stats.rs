@@ -57,6 +57,9 @@ pub struct DnsStats {
     /// Requests answered but not subscribed: their connection held
     /// `max_subscriptions_per_connection` already.
     pub subscriptions_refused: AtomicU64,
+    /// Requests for a key with a negative modid or cmdid (no route has one): answered empty,
+    /// never subscribed.
+    pub requests_not_a_route: AtomicU64,
     /// Route change frames pushed to subscribers.
     pub pushes: AtomicU64,
     /// `RouteVersion` polls that reached the database.
@@ -100,6 +103,7 @@ impl Default for DnsStats {
             requests: AtomicU64::default(),
             subscriptions: AtomicU64::default(),
             subscriptions_refused: AtomicU64::default(),
+            requests_not_a_route: AtomicU64::default(),
             pushes: AtomicU64::default(),
             polls: AtomicU64::default(),
             reloads: AtomicU64::default(),
@@ -123,7 +127,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`DnsStats`] as it is exposed.
-pub static FIELDS: [Field<DnsStats>; 31] = [
+pub static FIELDS: [Field<DnsStats>; 32] = [
     Field::gauge(
         "lars_dns_connections",
         "Agent connections open.",
@@ -243,6 +247,12 @@ pub static FIELDS: [Field<DnsStats>; 31] = [
         "GetRouteRequests answered but not subscribed: the connection held \
          max_subscriptions_per_connection.",
         read!(subscriptions_refused),
+    ),
+    Field::counter(
+        "lars_dns_requests_not_a_route_total",
+        "GetRouteRequests for a negative modid or cmdid, which no route has: answered empty, \
+         not subscribed.",
+        read!(requests_not_a_route),
     ),
     Field::counter(
         "lars_dns_pushes_total",

@@ -41,3 +41,25 @@ async fn beyond_the_cap_a_request_is_answered_but_not_subscribed() {
     assert_eq!(dns.get(|s| &s.subscriptions), 3);
     dns.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_with_a_negative_id_is_answered_empty_and_never_subscribed() {
+    let db = TestDb::sqlite();
+    let store = Store::open(&db.url()).await.unwrap();
+    let host = HostAddr::new(Ipv4Addr::new(10, 6, 0, 2), 6001);
+    store.add_host(RouteKey::new(601, 1), host).await.unwrap();
+    let dns = TestDns::start(db.url(), |_| {}).await;
+    let mut agent = TestAgent::connect(dns.addr).await;
+    for (modid, cmdid) in [(-1, 1), (601, -1), (i32::MIN, i32::MIN), (-1, 1)] {
+        let answer = agent.route(modid, cmdid).await;
+        assert_eq!((answer.modid, answer.cmdid), (modid, cmdid));
+        assert!(answer.host.is_empty() && !answer.removed, "{answer:?}");
+    }
+    assert_eq!(dns.get(|s| &s.requests_not_a_route), 4);
+    assert_eq!(dns.get(|s| &s.subscriptions), 0);
+    assert_eq!(dns.get(|s| &s.subscriptions_refused), 0);
+    // The connection still works and subscribes real keys.
+    assert_eq!(agent.route(601, 1).await.host.len(), 1);
+    assert_eq!(dns.get(|s| &s.subscriptions), 1);
+    dns.stop().await;
+}

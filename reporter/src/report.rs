@@ -14,14 +14,14 @@
 //!
 //! A forged caller drops the frame rather than storing its rows under the peer's address: the
 //! rows are someone's claim about calls the peer did not make, so no caller value makes them
-//! true. A negative `modid` or `cmdid` is not refused: route edits (`lars route add`, the
-//! store's `RouteKey`) accept every `i32`, as Lars' signed `int` columns do, so a real route can
-//! have one. The checks take the peer and the time as arguments; nothing here reads a clock.
+//! true. A negative `modid` or `cmdid` drops the frame too: no route can have one (route edits
+//! refuse it, [`lars_wire::RouteKey::is_route`]), so the rows describe calls to no service. The
+//! checks take the peer and the time as arguments; nothing here reads a clock.
 
 use lars_store::CallStatusRow;
-use lars_wire::HostAddr;
 use lars_wire::ip::ip_from_wire;
 use lars_wire::messages::{HostCallResult, ReportStatusRequest};
+use lars_wire::{HostAddr, RouteKey};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// How far ahead of the reporter's clock a report's `ts` may be by default: five minutes, far
@@ -64,6 +64,8 @@ pub enum RefusedReason {
     FutureTs,
     /// More results than `max_results_per_frame`.
     TooManyResults,
+    /// A negative `modid` or `cmdid`, which no route has.
+    NotARoute,
 }
 
 impl RefusedReason {
@@ -73,6 +75,7 @@ impl RefusedReason {
             RefusedReason::CallerMismatch => "caller_mismatch",
             RefusedReason::FutureTs => "future_ts",
             RefusedReason::TooManyResults => "too_many_results",
+            RefusedReason::NotARoute => "not_a_route",
         }
     }
 }
@@ -127,6 +130,9 @@ pub enum RefusedFrame {
         /// `max_results_per_frame`.
         max: usize,
     },
+    /// The frame names a key no route can have.
+    #[error("{0}")]
+    NotARoute(#[from] lars_wire::NotARoute),
 }
 
 impl RefusedFrame {
@@ -136,6 +142,7 @@ impl RefusedFrame {
             RefusedFrame::CallerMismatch { .. } => RefusedReason::CallerMismatch,
             RefusedFrame::FutureTs { .. } => RefusedReason::FutureTs,
             RefusedFrame::TooManyResults { .. } => RefusedReason::TooManyResults,
+            RefusedFrame::NotARoute(_) => RefusedReason::NotARoute,
         }
     }
 }
@@ -150,6 +157,7 @@ impl Admission {
         now_unix_secs: u64,
     ) -> Result<(), RefusedFrame> {
         let (modid, cmdid) = (request.modid, request.cmdid);
+        RouteKey::new(modid, cmdid).checked()?;
         let count = request.results.len();
         if count > self.max_results_per_frame {
             return Err(RefusedFrame::TooManyResults {
@@ -250,7 +258,7 @@ mod tests {
     fn request(results: Vec<HostCallResult>) -> ReportStatusRequest {
         ReportStatusRequest {
             modid: 10,
-            cmdid: -3,
+            cmdid: 3,
             caller: ip_to_wire(Ipv4Addr::new(172, 16, 0, 9)),
             results,
             ts: u32::MAX,
@@ -271,7 +279,7 @@ mod tests {
             row,
             CallStatusRow {
                 modid: 10,
-                cmdid: -3,
+                cmdid: 3,
                 ip: u32::from(Ipv4Addr::new(192, 168, 1, 10)),
                 port: 65535,
                 caller: u32::from(Ipv4Addr::new(172, 16, 0, 9)),
@@ -387,6 +395,31 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_modid_or_cmdid_is_refused_before_anything_else() {
+        let caller = Ipv4Addr::new(10, 0, 0, 7);
+        for (modid, cmdid) in [(-1, 2), (1, -2), (i32::MIN, i32::MAX)] {
+            let mut req = from_caller(caller, NOW as u32, 1);
+            (req.modid, req.cmdid) = (modid, cmdid);
+            let err = Admission::default()
+                .check(&req, peer([10, 0, 0, 7]), NOW)
+                .unwrap_err();
+            assert_eq!(err.reason(), RefusedReason::NotARoute);
+            assert_eq!(err.reason().label(), "not_a_route");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("modid={modid} cmdid={cmdid}")),
+                "{text}"
+            );
+        }
+        let mut zero = from_caller(caller, NOW as u32, 1);
+        (zero.modid, zero.cmdid) = (0, 0);
+        assert_eq!(
+            Admission::default().check(&zero, peer([10, 0, 0, 7]), NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn ports_outside_1_to_65535_are_bad_rows_and_the_others_still_count() {
         let result = |port| HostCallResult {
             ip: 1,
@@ -402,9 +435,6 @@ mod tests {
         assert_eq!(rows[1].as_ref().map(|r| r.port), Ok(80));
         assert!(rows[2].is_err() && rows[3].is_err());
         let text = rows[2].as_ref().unwrap_err().to_string();
-        assert!(
-            text.contains("65536") && text.contains("(10, -3)"),
-            "{text}"
-        );
+        assert!(text.contains("65536") && text.contains("(10, 3)"), "{text}");
     }
 }

@@ -63,6 +63,8 @@ pub struct ReporterStats {
     pub refused_future_ts: AtomicU64,
     /// Rows of frames refused because they carried more than `max_results_per_frame` results.
     pub refused_too_many_results: AtomicU64,
+    /// Rows of frames refused because their `modid` or `cmdid` was negative (no route's is).
+    pub refused_not_a_route: AtomicU64,
     /// How long each successful write (one multi-row upsert) took.
     pub write_seconds: Histogram,
 }
@@ -89,6 +91,7 @@ impl Default for ReporterStats {
             refused_caller_mismatch: AtomicU64::default(),
             refused_future_ts: AtomicU64::default(),
             refused_too_many_results: AtomicU64::default(),
+            refused_not_a_route: AtomicU64::default(),
             // 0.1 ms to about 3 s: a small SQLite upsert to a 10,000-row chunk on a busy MySQL.
             write_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         }
@@ -103,7 +106,7 @@ macro_rules! read {
 }
 
 /// Every atomic of [`ReporterStats`] as it is exposed.
-pub static FIELDS: [Field<ReporterStats>; 23] = [
+pub static FIELDS: [Field<ReporterStats>; 24] = [
     Field::gauge(
         "lars_reporter_connections",
         "Agent connections open.",
@@ -226,6 +229,12 @@ pub static FIELDS: [Field<ReporterStats>; 23] = [
         read!(refused_too_many_results),
     )
     .labelled(&[("reason", "too_many_results")]),
+    Field::counter(
+        "lars_reporter_rows_refused_total",
+        "Rows of frames refused before the store, by reason.",
+        read!(refused_not_a_route),
+    )
+    .labelled(&[("reason", "not_a_route")]),
 ];
 
 impl ReporterStats {
@@ -291,6 +300,7 @@ impl ReporterStats {
             RefusedReason::CallerMismatch => &self.refused_caller_mismatch,
             RefusedReason::FutureTs => &self.refused_future_ts,
             RefusedReason::TooManyResults => &self.refused_too_many_results,
+            RefusedReason::NotARoute => &self.refused_not_a_route,
         }
     }
 
@@ -300,6 +310,7 @@ impl ReporterStats {
         g(&self.refused_caller_mismatch)
             + g(&self.refused_future_ts)
             + g(&self.refused_too_many_results)
+            + g(&self.refused_not_a_route)
     }
 
     /// The monotonic counters, to tell whether anything happened between two looks.

@@ -132,6 +132,8 @@ async fn impossible_rows_never_reach_the_store_and_are_counted_by_reason(db: Tes
     }
     let mut bad_port = report(6, 1, ts, &[HOST, (HOST.0, 70_000, 1, 0, false)]);
     bad_port.caller = ip_to_wire(ONE);
+    let mut not_a_route_cmdid = report(7, -2, ts, &[HOST, HOST]);
+    not_a_route_cmdid.caller = ip_to_wire(ONE);
     let frames = frames(&[
         own(1),
         report_from(Ipv4Addr::new(6, 6, 6, 6), 2, ts),
@@ -140,21 +142,18 @@ async fn impossible_rows_never_reach_the_store_and_are_counted_by_reason(db: Tes
         report_from(ONE, 4, ts + 3600),
         too_many,
         bad_port,
-        // Route edits accept any i32, so a negative id is a real route's.
+        // No route has a negative id.
         own(-1),
+        not_a_route_cmdid,
     ]);
     let mut agent = connect_from(IpAddr::V4(ONE), reporter.addr).await.unwrap();
     agent.write_all(&frames).await.unwrap();
 
-    let want = [
-        row(1, 1, ts, HOST),
-        row(6, 1, ts, HOST),
-        row(-1, 1, ts, HOST),
-    ];
+    let want = [row(1, 1, ts, HOST), row(6, 1, ts, HOST)];
     wait_for_rows(&store, &want, WITHIN).await;
     reporter
         .wait_for("every frame read", WITHIN, |s| {
-            ReporterStats::get(&s.frames) == 8
+            ReporterStats::get(&s.frames) == 9
         })
         .await;
     let s = &reporter.stats;
@@ -162,6 +161,7 @@ async fn impossible_rows_never_reach_the_store_and_are_counted_by_reason(db: Tes
     assert_eq!(g(&s.refused_caller_mismatch), 2, "{s}");
     assert_eq!(g(&s.refused_future_ts), 2, "{s}");
     assert_eq!(g(&s.refused_too_many_results), 4, "{s}");
+    assert_eq!(g(&s.refused_not_a_route), 3, "{s}");
     assert_eq!(g(&s.dropped_bad_row), 1, "{s}");
     assert_eq!(
         g(&s.protocol_errors),
@@ -170,7 +170,7 @@ async fn impossible_rows_never_reach_the_store_and_are_counted_by_reason(db: Tes
     );
     reporter.assert_rows_balance();
     // Nothing else arrived later either.
-    assert_eq!(store.load_call_status(None, None).await.unwrap().len(), 3);
+    assert_eq!(store.load_call_status(None, None).await.unwrap().len(), 2);
     reporter.stop().await;
 }
 
@@ -258,7 +258,12 @@ fn a_real_agents_own_rows_are_stored(db: TestDb) {
         "the agent's own address"
     );
     let samples = reporter.scrape();
-    for reason in ["caller_mismatch", "future_ts", "too_many_results"] {
+    for reason in [
+        "caller_mismatch",
+        "future_ts",
+        "too_many_results",
+        "not_a_route",
+    ] {
         let refused = samples.get("lars_reporter_rows_refused_total", &[("reason", reason)]);
         assert_eq!(
             refused,

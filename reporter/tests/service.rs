@@ -28,13 +28,13 @@ async fn frames_from_an_agent_become_rows(db: TestDb) {
         (Ipv4Addr::new(10, 0, 0, 1), 1, u32::MAX, 0, false),
     ];
     agent.send(&report(1001, 7, 1_700_000_000, &hosts)).await;
-    agent.send(&report(-5, 8, 42, &hosts[..1])).await;
+    agent.send(&report(0, 8, 42, &hosts[..1])).await;
 
     let mut want: Vec<_> = hosts
         .iter()
         .map(|&h| row(1001, 7, 1_700_000_000, h))
         .collect();
-    want.push(row(-5, 8, 42, hosts[0]));
+    want.push(row(0, 8, 42, hosts[0]));
     wait_for_rows(&store, &want, WITHIN).await;
     // The overload column holds Lars' '1'/'0'.
     let overloaded = store

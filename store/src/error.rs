@@ -150,6 +150,17 @@ pub enum StoreError {
         source: BackendError,
     },
 
+    /// A route edit named a key no route can have (a negative `modid` or `cmdid`); nothing was
+    /// written.
+    #[error("{op} refused: {source}")]
+    NotARoute {
+        /// The edit, e.g. `add_host`.
+        op: &'static str,
+        /// The key.
+        #[source]
+        source: lars_wire::NotARoute,
+    },
+
     /// A stored row holds a value our types cannot represent; the row was skipped.
     #[error("bad row in {table} ({row}): {column} = {value}: {reason}")]
     BadRow {

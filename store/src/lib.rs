@@ -297,6 +297,12 @@ impl Store {
     /// Runs one route edit with its version bump and logs it once committed. A database without
     /// the `RouteVersion` row is refused ([`StoreError::NotRouteDatabase`]) and left unchanged.
     async fn edit(&self, edit: RouteEdit) -> Result<EditOutcome, StoreError> {
+        edit.key()
+            .checked()
+            .map_err(|source| StoreError::NotARoute {
+                op: edit.op(),
+                source,
+            })?;
         let outcome = on_backend!(self, edit(edit))?
             .ok_or_else(|| self.not_route_database(SchemaProblem::NoVersionRow))?;
         edit.log_committed(outcome);

@@ -72,8 +72,8 @@ pub(crate) fn decode_route_row(cells: [Cell; 5]) -> Result<(RouteKey, HostAddr),
     let [id, modid, cmdid, serverip, serverport] = cells;
     let check = RowCheck::by_id("RouteData", &id);
     let key = RouteKey {
-        modid: check.i32("modid", &modid)?,
-        cmdid: check.i32("cmdid", &cmdid)?,
+        modid: check.route_id("modid", &modid)?,
+        cmdid: check.route_id("cmdid", &cmdid)?,
     };
     let host = HostAddr::new(
         Ipv4Addr::from(check.u32("serverip", &serverip)?),
@@ -102,8 +102,8 @@ pub(crate) fn decode_version(cell: Option<Cell>) -> Result<Option<i64>, StoreErr
 pub(crate) fn decode_change_key(id: Cell, modid: Cell, cmdid: Cell) -> Option<RouteKey> {
     let check = RowCheck::by_id("RouteChange", &id);
     let key = check
-        .i32("modid", &modid)
-        .and_then(|modid| Ok(RouteKey::new(modid, check.i32("cmdid", &cmdid)?)));
+        .route_id("modid", &modid)
+        .and_then(|modid| Ok(RouteKey::new(modid, check.route_id("cmdid", &cmdid)?)));
     match key {
         Ok(key) => Some(key),
         Err(e) => {

@@ -99,14 +99,15 @@ impl RowCheck {
             .ok_or_else(|| self.bad(column, cell, reason))
     }
 
-    /// `cell` as an `i32` (`modid`, `cmdid`).
-    pub(crate) fn i32(&self, column: &'static str, cell: &Cell) -> Result<i32, StoreError> {
+    /// `cell` as a route id (`modid`, `cmdid`): `0..=i32::MAX`, since no route has a negative
+    /// id ([`lars_wire::RouteKey::is_route`]).
+    pub(crate) fn route_id(&self, column: &'static str, cell: &Cell) -> Result<i32, StoreError> {
         self.int_in(
             column,
             cell,
-            i32::MIN.into(),
+            0,
             i32::MAX.into(),
-            "must be an integer in i32 range",
+            "must be an integer in 0..=2147483647 (no route has a negative id)",
         )
     }
 
@@ -176,18 +177,23 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
-        assert!(
-            check()
-                .i32("modid", &Cell::Int(i64::from(i32::MAX) + 1))
-                .is_err()
-        );
+        for modid in [i64::from(i32::MAX) + 1, -1, i64::from(i32::MIN)] {
+            assert!(
+                check().route_id("modid", &Cell::Int(modid)).is_err(),
+                "{modid}"
+            );
+        }
         assert!(check().u32("serverip", &Cell::Int(-1)).is_err());
         assert!(check().i64("version", &Cell::Null).is_err());
     }
 
     #[test]
     fn in_range_values_of_either_signedness_pass() {
-        assert_eq!(check().i32("modid", &Cell::Int(-5)).ok(), Some(-5));
+        assert_eq!(check().route_id("modid", &Cell::Int(0)).ok(), Some(0));
+        assert_eq!(
+            check().route_id("cmdid", &Cell::Int(i32::MAX.into())).ok(),
+            Some(i32::MAX)
+        );
         assert_eq!(
             check().u32("serverip", &Cell::Int(u32::MAX.into())).ok(),
             Some(u32::MAX)

@@ -99,8 +99,8 @@ pub(crate) fn decode_status_row(cells: [Cell; 9]) -> Result<CallStatusRow, Store
         },
     };
     Ok(CallStatusRow {
-        modid: check.i32("modid", &modid)?,
-        cmdid: check.i32("cmdid", &cmdid)?,
+        modid: check.route_id("modid", &modid)?,
+        cmdid: check.route_id("cmdid", &cmdid)?,
         ip: check.u32("ip", &ip)?,
         port: check.port("port", &port, Port::Any)?,
         caller: check.u32("caller", &caller)?,

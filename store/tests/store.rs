@@ -33,6 +33,8 @@ on_both_backends!(
     edits_that_change_nothing_write_no_version,
     changed_keys_and_their_deletion_follow_the_version,
     bad_route_rows_are_skipped_and_reported_with_their_id,
+    edits_of_a_key_with_a_negative_id_are_refused_and_write_nothing,
+    stored_rows_with_a_negative_id_are_skipped_and_reported,
     duplicate_route_rows_collapse_into_one_host,
     batch_upsert_with_duplicate_keys_keeps_the_latest_row,
     second_upsert_updates_the_stored_rows,
@@ -279,6 +281,95 @@ async fn bad_route_rows_are_skipped_and_reported_with_their_id(db: TestDb) {
     );
 }
 
+async fn edits_of_a_key_with_a_negative_id_are_refused_and_write_nothing(db: TestDb) {
+    let store = open(&db).await;
+    let version = new_version(store.add_host(key(1, 1), host(1, 80))).await;
+    for bad in [key(-1, 1), key(1, -1), key(i32::MIN, i32::MIN)] {
+        let refusals = [
+            ("add_host", store.add_host(bad, host(1, 80)).await),
+            ("remove_host", store.remove_host(bad, host(1, 80)).await),
+            ("remove_route", store.remove_route(bad).await),
+        ];
+        for (op, result) in refusals {
+            match result {
+                Err(StoreError::NotARoute {
+                    op: refused,
+                    source,
+                }) => {
+                    assert_eq!((refused, source.key), (op, bad));
+                }
+                other => panic!("{op} of {bad}: expected NotARoute, got {other:?}"),
+            }
+        }
+    }
+    let err = store.add_host(key(-1, 2), host(1, 80)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "add_host refused: modid=-1 cmdid=2 cannot name a route: modid and cmdid must be in \
+         0..=2147483647"
+    );
+    assert_eq!(store.route_version().await.unwrap(), version);
+    assert_eq!(count(&store, "RouteData").await, 1);
+    assert_eq!(count(&store, "RouteChange").await, 1);
+}
+
+async fn stored_rows_with_a_negative_id_are_skipped_and_reported(db: TestDb) {
+    let store = open(&db).await;
+    store.add_host(key(1, 1), host(1, 80)).await.unwrap();
+    // Written behind the store's back, as a C++ Lars tool could have.
+    for (id, modid, cmdid) in [(910, -1, 1), (911, 1, -7)] {
+        store
+            .execute_raw(&format!(
+                "INSERT INTO RouteData (id, modid, cmdid, serverip, serverport) \
+                 VALUES ({id}, {modid}, {cmdid}, 167772162, 80)"
+            ))
+            .await
+            .unwrap();
+    }
+    let load = store.load_routes().await.unwrap();
+    assert_eq!(load.routes.len(), 1, "{:?}", load.routes);
+    assert_eq!(load.routes[&key(1, 1)], vec![host(1, 80)]);
+    let mut seen = Vec::new();
+    for rejected in &load.rejected {
+        match rejected {
+            StoreError::BadRow {
+                table: "RouteData",
+                row: RowId::Id(id),
+                column,
+                value,
+                ..
+            } => seen.push((*id, *column, value.clone())),
+            other => panic!("unexpected rejection: {other}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (910, "modid", "-1".to_string()),
+            (911, "cmdid", "-7".to_string())
+        ]
+    );
+
+    // Statistics rows with a negative id are skipped the same way.
+    store
+        .execute_raw(
+            "INSERT INTO ServerCallStatus (modid, cmdid, ip, port, caller, succ_cnt, err_cnt, ts, \
+             overload) VALUES (-2, 1, 167772162, 80, 2130706433, 1, 0, 1, '0')",
+        )
+        .await
+        .unwrap();
+    store
+        .upsert_call_status(&[status(3, 3, 1, 5)])
+        .await
+        .unwrap();
+    let statuses = store.load_call_status(None, None).await.unwrap();
+    assert_eq!(
+        statuses.iter().map(|r| r.modid).collect::<Vec<_>>(),
+        vec![3],
+        "{statuses:?}"
+    );
+}
+
 async fn duplicate_route_rows_collapse_into_one_host(db: TestDb) {
     let store = open(&db).await;
     for _ in 0..2 {
@@ -301,7 +392,7 @@ async fn duplicate_route_rows_collapse_into_one_host(db: TestDb) {
 
 async fn batch_upsert_with_duplicate_keys_keeps_the_latest_row(db: TestDb) {
     let store = open(&db).await;
-    let mut extreme = status(-3, i32::MAX, u32::MAX, 7);
+    let mut extreme = status(0, i32::MAX, u32::MAX, 7);
     extreme.caller = u32::MAX;
     extreme.port = u16::MAX;
     extreme.succ_cnt = u32::MAX;

@@ -19,15 +19,19 @@ pub fn parse_ip(value: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("`{value}` is not an IPv4 address (expected a.b.c.d)"))
 }
 
-/// A `modid` or `cmdid`: a signed 32-bit integer.
+/// A `modid` or `cmdid`: an integer in `0..=2147483647` (no route has a negative id).
 pub fn parse_id(value: &str) -> Result<i32, String> {
-    value.parse().map_err(|_| {
-        format!(
-            "id `{value}` is not an integer in {}..{}",
-            i32::MIN,
+    match value.parse::<i64>() {
+        Ok(id @ 0..=0x7fff_ffff) => Ok(id as i32),
+        Ok(id) if id < 0 => Err(format!(
+            "id {id} is negative; a modid or cmdid is in 0..={} (no route has a negative id)",
             i32::MAX
-        )
-    })
+        )),
+        _ => Err(format!(
+            "id `{value}` is not an integer in 0..={}",
+            i32::MAX
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -57,8 +61,15 @@ mod tests {
     }
 
     #[test]
-    fn ids_must_fit_in_i32() {
-        assert_eq!(parse_id("-5"), Ok(-5));
-        assert!(parse_id("2147483648").unwrap_err().contains("2147483647"));
+    fn ids_must_be_non_negative_and_fit_in_i32() {
+        assert_eq!(parse_id("0"), Ok(0));
+        assert_eq!(parse_id("2147483647"), Ok(i32::MAX));
+        assert!(parse_id("-5").unwrap_err().contains("id -5 is negative"));
+        assert!(
+            parse_id("2147483648")
+                .unwrap_err()
+                .contains("0..=2147483647")
+        );
+        assert!(parse_id("x").unwrap_err().contains("`x`"));
     }
 }

@@ -68,7 +68,7 @@ both_backends!(blocking add_list_and_delete_routes);
 fn bad_arguments_are_clear_errors_with_exit_code_2() {
     let db = TestDb::sqlite();
     let url = db.url_string();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["route", "add", "1", "2", "10.0.0.256", "80"],
             "not an IPv4 address",
@@ -87,7 +87,15 @@ fn bad_arguments_are_clear_errors_with_exit_code_2() {
         ),
         (
             &["route", "add", "--", "1", "-2147483649", "10.0.0.1", "80"],
-            "not an integer",
+            "id -2147483649 is negative",
+        ),
+        (
+            &["route", "add", "--", "-1", "2", "10.0.0.1", "80"],
+            "id -1 is negative",
+        ),
+        (
+            &["route", "del", "--", "1", "-1"],
+            "no route has a negative id",
         ),
         (&["route", "del", "1", "2", "10.0.0.1"], "both IP and PORT"),
         (&["route", "list", "x"], "not an integer"),

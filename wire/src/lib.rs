@@ -65,4 +65,4 @@ pub use error::WireError;
 pub use frame::{FrameDecoder, RawFrame};
 pub use latest::LatestWins;
 pub use msg::{Message, MsgId, RetCode};
-pub use route::{BadPort, HostAddr, RouteKey};
+pub use route::{BadPort, HostAddr, NotARoute, RouteKey};

@@ -29,6 +29,24 @@ impl RouteKey {
         RouteKey { modid, cmdid }
     }
 
+    /// Whether a route can have this key: `modid` and `cmdid` are both in `0..=i32::MAX`.
+    ///
+    /// The wire carries any `int32`, but no route has a negative id: route edits refuse one
+    /// ([`RouteKey::checked`]), so the agent answers NOEXIST for such a key without holding it,
+    /// lars-dns answers it empty without subscribing, and lars-reporter drops statistics for it.
+    pub const fn is_route(self) -> bool {
+        self.modid >= 0 && self.cmdid >= 0
+    }
+
+    /// This key, if a route can have it ([`RouteKey::is_route`]).
+    pub const fn checked(self) -> Result<RouteKey, NotARoute> {
+        if self.is_route() {
+            Ok(self)
+        } else {
+            Err(NotARoute { key: self })
+        }
+    }
+
     /// The `GetRouteRequest` that asks for this route.
     pub const fn request(self) -> GetRouteRequest {
         GetRouteRequest {
@@ -49,6 +67,14 @@ impl From<&GetRouteRequest> for RouteKey {
     fn from(request: &GetRouteRequest) -> RouteKey {
         RouteKey::new(request.modid, request.cmdid)
     }
+}
+
+/// A key with a negative `modid` or `cmdid`, which no route has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{key} cannot name a route: modid and cmdid must be in 0..=2147483647")]
+pub struct NotARoute {
+    /// The key as given.
+    pub key: RouteKey,
 }
 
 /// One `ip:port` server of a route, as Lars identifies it.
@@ -207,6 +233,30 @@ mod tests {
         let c = HostAddr::new(Ipv4Addr::new(10, 0, 0, 0), 2);
         assert!(a < b && b < c);
         assert!(a.ip_bits() < b.ip_bits());
+    }
+
+    #[test]
+    fn only_keys_with_both_ids_non_negative_can_name_a_route() {
+        for (modid, cmdid) in [(0, 0), (1, 2), (i32::MAX, i32::MAX)] {
+            assert!(RouteKey::new(modid, cmdid).is_route());
+            assert_eq!(
+                RouteKey::new(modid, cmdid).checked(),
+                Ok(RouteKey::new(modid, cmdid))
+            );
+        }
+        for (modid, cmdid) in [(-1, 0), (0, -1), (i32::MIN, 5), (-3, -3)] {
+            let key = RouteKey::new(modid, cmdid);
+            assert!(!key.is_route());
+            let err = key.checked().unwrap_err();
+            assert_eq!(err, NotARoute { key });
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "modid={modid} cmdid={cmdid} cannot name a route: modid and cmdid must be in \
+                     0..=2147483647"
+                )
+            );
+        }
     }
 
     #[test]

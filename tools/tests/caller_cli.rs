@@ -153,6 +153,31 @@ fn caller_commands_answer_with_exit_codes_scripts_can_use() {
 }
 
 #[test]
+fn agent_stats_works_while_other_clients_hold_connections_to_the_endpoint_open() {
+    use std::io::Write;
+    let setup = Setup::start();
+    let addr = setup.agent.field("stats");
+    // One client that connects and never sends, one that sends half a request and stops, and
+    // one that sends a whole request and never reads the answer: each holds its connection.
+    let idle = std::net::TcpStream::connect(&addr).unwrap();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut unread = std::net::TcpStream::connect(&addr).unwrap();
+    unread
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // `lars agent-stats` gives up after 2 s: behind an endpoint that served one client at a
+    // time, each of these would fail.
+    for _ in 0..3 {
+        let stats = lars(&["agent-stats", "--addr", &addr]);
+        assert!(stats.status.success(), "{}", text(&stats));
+        assert!(text(&stats).contains("WORKER"), "{}", text(&stats));
+    }
+    drop((idle, half, unread));
+}
+
+#[test]
 fn a_stopped_agent_is_a_clear_failure() {
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -5,6 +5,8 @@ use lars_service::testing::{ServiceProcess, workspace_binary};
 use std::net::TcpListener;
 
 /// A TCP port on 127.0.0.1 where nothing listens (the OS picked it free and it was let go).
+// Not every test binary that includes this module needs it.
+#[allow(dead_code)]
 pub fn nowhere() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -174,6 +174,17 @@ mod tests {
     }
 
     #[test]
+    fn a_config_printed_for_debugging_never_shows_the_store_password() {
+        let config = parse("[store]\nurl = \"mysql://lars:hunter2@db:3306/lars_dns\"\n").unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("mysql://lars:***@db:3306/lars_dns"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn the_shipped_file_equals_the_built_in_defaults() {
         assert_shipped_config_is_the_defaults::<DnsConfig>(
             env!("CARGO_MANIFEST_DIR"),

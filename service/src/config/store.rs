@@ -49,11 +49,16 @@ impl<U: Default + fmt::Display> Default for StoreConfig<U> {
     }
 }
 
-impl<U> fmt::Debug for StoreConfig<U> {
+/// Shows the URL as `U` prints it, which for the store's URL type hides the password, so a
+/// config logged or printed with `{:?}` never shows one. A URL that does not parse is not shown
+/// at all: where its password would be cannot be told.
+impl<U: FromStr + fmt::Display> fmt::Debug for StoreConfig<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("url", &self.url)
-            .finish()
+        let shown = match self.url.parse::<U>() {
+            Ok(url) => url.to_string(),
+            Err(_) => "(a URL that does not parse; not shown, it may hold a password)".to_string(),
+        };
+        f.debug_struct("StoreConfig").field("url", &shown).finish()
     }
 }
 
@@ -63,6 +68,41 @@ mod tests {
 
     /// A stand-in URL type: a port number.
     type Store = StoreConfig<u16>;
+
+    /// A URL type that prints itself without its secret, as the store's does.
+    #[derive(Debug, Default)]
+    struct Secretive;
+
+    impl FromStr for Secretive {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Secretive, String> {
+            s.starts_with("db://")
+                .then_some(Secretive)
+                .ok_or_else(|| "no".to_string())
+        }
+    }
+
+    impl fmt::Display for Secretive {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("db://user:***@host")
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_the_url_as_its_type_prints_it_never_as_written() {
+        let config = StoreConfig::<Secretive>::new("db://user:hunter2@host");
+        let shown = format!("{config:?}");
+        assert!(shown.contains("db://user:***@host"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let bad = format!(
+            "{:?}",
+            StoreConfig::<Secretive>::new("x://user:hunter2@host")
+        );
+        assert!(
+            !bad.contains("hunter2") && bad.contains("does not parse"),
+            "{bad}"
+        );
+    }
 
     #[test]
     fn the_built_in_url_is_what_the_default_url_prints() {

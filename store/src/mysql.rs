@@ -19,6 +19,7 @@ use mysql_async::{
 };
 use tokio::time::timeout;
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
 use crate::error::During;
 use crate::route::{
@@ -366,6 +367,45 @@ impl MysqlStore {
         self.run(OP, |mut conn| async move {
             let rows: Vec<Row> = conn.exec(sql, Params::from(params)).await.during(OP)?;
             Ok(keep_good(rows.into_iter().map(cells::<9>)))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |mut conn| async move {
+            let create = crate::schema::mysql_create(AUDIT_TABLE);
+            conn.query_drop(create).await.during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, |mut conn| async move {
+            let params = (entry.ts, entry.who, entry.peer, entry.action);
+            conn.exec_drop(audit::INSERT_AUDIT, params).await.during(OP)
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, |mut conn| async move {
+            let limit = audit::clamp_limit(limit);
+            let rows: Vec<Row> = conn.exec(sql, (limit,)).await.during(op)?;
+            Ok(audit::keep_decoded(
+                sql,
+                rows.into_iter().map(cells::<N>),
+                decode,
+            ))
         })
         .await
     }

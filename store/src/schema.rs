@@ -21,11 +21,12 @@ use std::fmt;
 pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
 
 /// Every table of the schema, in creation order.
-pub(crate) const TABLES: [&str; 4] = [
+pub(crate) const TABLES: [&str; 5] = [
     "RouteData",
     "RouteVersion",
     "RouteChange",
     "ServerCallStatus",
+    "ConsoleAudit",
 ];
 
 /// Why a reachable database is not a Lars route database.
@@ -173,6 +174,28 @@ pub(crate) fn mysql_statements() -> Vec<String> {
         .collect()
 }
 
+/// The `CREATE TABLE` statement of `table` in `schema` (statements split at `;`); empty when
+/// there is none, which the tests below rule out for every table of [`TABLES`].
+fn create_statement(statements: impl IntoIterator<Item = String>, table: &str) -> String {
+    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    statements
+        .into_iter()
+        .find(|s| s.starts_with(&create))
+        .unwrap_or_default()
+}
+
+/// The MySQL `CREATE TABLE IF NOT EXISTS` of `table`, for a table a tool adds to a database made
+/// before it existed (the console's `ConsoleAudit`).
+pub(crate) fn mysql_create(table: &str) -> String {
+    create_statement(mysql_statements(), table)
+}
+
+/// The SQLite `CREATE TABLE IF NOT EXISTS` of `table`, as [`mysql_create`].
+pub(crate) fn sqlite_create(table: &str) -> String {
+    let statements = SQLITE_SCHEMA.split(';').map(|s| s.trim().to_string());
+    create_statement(statements, table)
+}
+
 /// The SQLite schema, run as one batch inside one `BEGIN IMMEDIATE` transaction.
 ///
 /// Column types are SQLite's `INTEGER`/`TEXT`; the value ranges are the MySQL ones, enforced by
@@ -213,6 +236,14 @@ CREATE TABLE IF NOT EXISTS ServerCallStatus (
     PRIMARY KEY (modid, cmdid, ip, port, caller)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mlb_index ON ServerCallStatus (modid, cmdid);
+
+CREATE TABLE IF NOT EXISTS ConsoleAudit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    who    TEXT    NOT NULL,
+    peer   TEXT    NOT NULL,
+    action TEXT    NOT NULL
+);
 ";
 
 #[cfg(test)]
@@ -222,7 +253,7 @@ mod tests {
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
-        assert_eq!(statements.len(), 5, "{statements:#?}");
+        assert_eq!(statements.len(), 6, "{statements:#?}");
         for s in &statements {
             assert!(
                 s.starts_with("CREATE TABLE IF NOT EXISTS") || s.starts_with("INSERT IGNORE"),
@@ -239,6 +270,8 @@ mod tests {
             let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
             assert!(mysql.contains(&create), "mysql lacks {table}");
             assert!(SQLITE_SCHEMA.contains(&create), "sqlite lacks {table}");
+            assert!(mysql_create(table).starts_with(&create), "{table}");
+            assert!(sqlite_create(table).starts_with(&create), "{table}");
         }
     }
 
@@ -284,7 +317,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("created tables RouteData, RouteVersion, RouteChange, ServerCallStatus"),
+            text.contains(
+                "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, ConsoleAudit"
+            ),
             "{text}"
         );
         assert!(text.contains("route version to 0"), "{text}");

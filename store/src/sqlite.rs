@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
 use crate::route::{
@@ -449,6 +450,48 @@ impl SqliteStore {
                 .during(OP)?;
             let cells = rows.collect::<Result<Vec<_>, _>>().during(OP)?;
             Ok(keep_good(cells))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |conn| {
+            conn.execute_batch(&crate::schema::sqlite_create(AUDIT_TABLE))
+                .during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, move |conn| {
+            conn.execute(
+                audit::INSERT_AUDIT,
+                rusqlite::params![entry.ts, entry.who, entry.peer, entry.action],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T: Send + 'static>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, move |conn| {
+            let mut stmt = conn.prepare(sql).during(op)?;
+            let rows = stmt
+                .query_map([audit::clamp_limit(limit)], |r| Ok(cells::<N>(r)))
+                .during(op)?;
+            let cells = rows.collect::<Result<Vec<_>, _>>().during(op)?;
+            Ok(audit::keep_decoded(sql, cells, decode))
         })
         .await
     }

@@ -165,6 +165,16 @@ pub enum StoreError {
         reason: &'static str,
     },
 
+    /// A name for a module or command was refused before anything was written (see
+    /// [`Store::set_module_name`](crate::Store::set_module_name)).
+    #[error("cannot name {what}: {reason}")]
+    InvalidName {
+        /// What was to be named: `modid 3` or `cmdid 7`.
+        what: String,
+        /// Why the name or the id was refused.
+        reason: String,
+    },
+
     /// The blocking thread that runs an SQLite operation panicked or was cancelled.
     #[error("{op}: the SQLite worker thread failed: {reason}")]
     Worker {

@@ -12,7 +12,9 @@
 //! A **Lars route database** has the tables `RouteData`, `RouteVersion` and `RouteChange`, and
 //! the row `RouteVersion.id = 1` (the route version; "never set" means that row is missing).
 //! `lars init` and the SQLite first start write that row with version 0; every database the
-//! original Lars set up has it. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
+//! original Lars set up has it. The name tables (`ModIDConfig`, `CmdIDConfig`) are part of
+//! the schema but not of a route database: a database without them serves routes, reads as no
+//! names, and gets each from [`create_table_statement`] when a name is first written. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
 //! is not a route database, [`InitReport`] what an init changed. Pure: the backends query.
 
 use std::fmt;
@@ -21,11 +23,13 @@ use std::fmt;
 pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
 
 /// Every table of the schema, in creation order.
-pub(crate) const TABLES: [&str; 4] = [
+pub(crate) const TABLES: [&str; 6] = [
     "RouteData",
     "RouteVersion",
     "RouteChange",
     "ServerCallStatus",
+    "ModIDConfig",
+    "CmdIDConfig",
 ];
 
 /// Why a reachable database is not a Lars route database.
@@ -160,7 +164,12 @@ pub(crate) const MYSQL_SCHEMA: &str = include_str!("../../conf/lars_dns.sql");
 
 /// The MySQL statements of [`MYSQL_SCHEMA`]: comment lines (`-- ...`) dropped, split at `;`.
 pub(crate) fn mysql_statements() -> Vec<String> {
-    let without_comments: String = MYSQL_SCHEMA
+    split_statements(MYSQL_SCHEMA)
+}
+
+/// The statements of `schema`: comment lines (`-- ...`) dropped, split at `;`, trimmed.
+fn split_statements(schema: &str) -> Vec<String> {
+    let without_comments: String = schema
         .lines()
         .filter(|line| !line.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
@@ -213,7 +222,28 @@ CREATE TABLE IF NOT EXISTS ServerCallStatus (
     PRIMARY KEY (modid, cmdid, ip, port, caller)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mlb_index ON ServerCallStatus (modid, cmdid);
+
+CREATE TABLE IF NOT EXISTS ModIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    modid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS CmdIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    cmdid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
 ";
+
+/// The `CREATE TABLE IF NOT EXISTS` statement of `table` in `schema` (statements split at `;`,
+/// comment lines dropped), for creating one table of a database made before it existed.
+pub(crate) fn create_table_statement(schema: &str, table: &str) -> Option<String> {
+    let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    split_statements(schema)
+        .into_iter()
+        .find(|s| s.starts_with(&head))
+}
 
 #[cfg(test)]
 mod tests {
@@ -222,7 +252,7 @@ mod tests {
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
-        assert_eq!(statements.len(), 5, "{statements:#?}");
+        assert_eq!(statements.len(), 7, "{statements:#?}");
         for s in &statements {
             assert!(
                 s.starts_with("CREATE TABLE IF NOT EXISTS") || s.starts_with("INSERT IGNORE"),
@@ -240,6 +270,18 @@ mod tests {
             assert!(mysql.contains(&create), "mysql lacks {table}");
             assert!(SQLITE_SCHEMA.contains(&create), "sqlite lacks {table}");
         }
+    }
+
+    #[test]
+    fn each_names_table_has_one_create_statement_per_backend() {
+        for table in ["ModIDConfig", "CmdIDConfig"] {
+            for schema in [MYSQL_SCHEMA, SQLITE_SCHEMA] {
+                let create = create_table_statement(schema, table).unwrap();
+                assert!(create.contains("content"), "{create}");
+                assert!(!create.contains(';'), "{create}");
+            }
+        }
+        assert_eq!(create_table_statement(SQLITE_SCHEMA, "Nothing"), None);
     }
 
     #[test]
@@ -284,7 +326,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("created tables RouteData, RouteVersion, RouteChange, ServerCallStatus"),
+            text.contains(
+                "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, \
+                 ModIDConfig, CmdIDConfig"
+            ),
             "{text}"
         );
         assert!(text.contains("route version to 0"), "{text}");

@@ -22,6 +22,16 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The store URL of a setting (`--store`, `LARS_STORE`) could not be understood.
+    #[error("{setting} is not a store URL")]
+    BadSetting {
+        /// The option or environment variable that held it.
+        setting: &'static str,
+        /// Why it is not one ([`StoreError::BadUrl`]).
+        #[source]
+        source: Box<StoreError>,
+    },
+
     /// The database server could not be reached, or the SQLite file could not be opened.
     #[error("cannot connect to {target}")]
     Connect {

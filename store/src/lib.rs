@@ -9,6 +9,9 @@
 //! (`sqlite://PATH`, the default `sqlite://lars.db`, so every binary runs with no database
 //! server and several processes can share the file). Both pass the same tests.
 //!
+//! Which store a command means when it names none is [`StoreChoice::resolve`]'s rule
+//! (`--store`, else `LARS_STORE`, else this user's default file), shared by every command line.
+//!
 //! Databases are never created by accident: [`Store::open`] opens a database that exists and
 //! runs no DDL (a missing one is [`StoreError::NoDatabase`] / [`StoreError::NoSqliteFile`]);
 //! [`Store::init`] (`lars init`) is the one way to create a database and its schema, and the
@@ -27,6 +30,7 @@
 
 mod edit;
 mod error;
+mod location;
 mod mysql;
 mod names;
 mod route;
@@ -44,6 +48,7 @@ use lars_wire::{HostAddr, RouteKey};
 
 pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
+pub use crate::location::{STORE_ENV, StoreChoice, StoreSource, default_store_path};
 pub use crate::names::{MAX_NAME_CHARS, NameChange, Names};
 pub use crate::route::{RouteLoad, RouteTable};
 pub use crate::schema::{InitReport, SchemaProblem};

@@ -79,3 +79,14 @@ CREATE TABLE IF NOT EXISTS CmdIDConfig (
     content VARCHAR(255) NOT NULL,
     PRIMARY KEY (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+
+-- Not a Lars table: the operator console's audit log (who changed which route, when). lars init
+-- creates it, and so does lars-console on a database that lacks it.
+CREATE TABLE IF NOT EXISTS ConsoleAudit (
+    id     BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    ts     BIGINT          NOT NULL,
+    who    VARCHAR(64)     NOT NULL,
+    peer   VARCHAR(64)     NOT NULL,
+    action VARCHAR(512)    NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB;

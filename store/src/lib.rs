@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+mod audit;
 mod edit;
 mod error;
 mod location;
@@ -46,6 +47,9 @@ use std::time::Duration;
 
 use lars_wire::{HostAddr, RouteKey};
 
+pub use crate::audit::{
+    AUDIT_ACTION_MAX, AUDIT_PEER_MAX, AUDIT_WHO_MAX, AuditEntry, LIST_LIMIT_MAX, RouteChangeRow,
+};
 pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
 pub use crate::location::{STORE_ENV, StoreChoice, StoreSource, default_store_path};
@@ -381,6 +385,44 @@ impl Store {
         on_backend!(self, load_call_status(modid, cmdid))
     }
 
+    /// The newest `limit` (at most [`LIST_LIMIT_MAX`]) `RouteChange` rows, newest first. Rows
+    /// our types cannot hold are logged and skipped.
+    pub async fn load_route_changes(&self, limit: u32) -> Result<Vec<RouteChangeRow>, StoreError> {
+        on_backend!(
+            self,
+            load_newest(
+                "load_route_changes",
+                audit::SELECT_CHANGES,
+                limit,
+                audit::decode_change_row
+            )
+        )
+    }
+
+    /// Creates the console's audit table `ConsoleAudit` when the database lacks it (a database
+    /// made before the console existed); `lars init` makes it with the rest of the schema.
+    pub async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        on_backend!(self, ensure_audit_table())
+    }
+
+    /// Appends `entry` to the console's audit log (its `id` is ignored; the database assigns it).
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        on_backend!(self, append_audit(entry.clone()))
+    }
+
+    /// The newest `limit` (at most [`LIST_LIMIT_MAX`]) audit entries, newest first.
+    pub async fn load_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        on_backend!(
+            self,
+            load_newest(
+                "load_audit",
+                audit::SELECT_AUDIT,
+                limit,
+                audit::decode_audit_row
+            )
+        )
+    }
+
     /// Closes the store's connections for every clone: MySQL says goodbye to the server
     /// (waiting at most the operation timeout); SQLite connections close as the last clone
     /// drops.
@@ -442,6 +484,10 @@ mod tests {
         is_send(&store.add_host(key, host));
         is_send(&store.remove_host(key, host));
         is_send(&store.remove_route(key));
+        is_send(&store.load_route_changes(1));
+        is_send(&store.ensure_audit_table());
+        is_send(&store.append_audit(&AuditEntry::new(0, "", "", "")));
+        is_send(&store.load_audit(1));
         is_send(&store.upsert_call_status(rows));
         is_send(&store.upsert_call_status_per_row(rows));
         is_send(&store.load_call_status(None, None));

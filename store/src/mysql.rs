@@ -19,6 +19,7 @@ use mysql_async::{
 };
 use tokio::time::timeout;
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
 use crate::error::During;
 use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
@@ -27,7 +28,7 @@ use crate::route::{
     decode_route_row, decode_version,
 };
 use crate::row::Cell;
-use crate::schema::{InitReport, MYSQL_SCHEMA, SchemaState, create_table_statement};
+use crate::schema::{InitReport, SchemaState};
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use lars_wire::RouteKey;
 
@@ -296,11 +297,9 @@ impl MysqlStore {
         name: String,
     ) -> Result<NameChange, StoreError> {
         const OP: &str = "set_name";
-        let create = create_table_statement(MYSQL_SCHEMA, table.table());
+        let create = crate::schema::mysql_create(table.table());
         self.run(OP, |mut conn| async move {
-            if let Some(create) = create {
-                conn.query_drop(create).await.during(OP)?;
-            }
+            conn.query_drop(create).await.during(OP)?;
             let mut tx = conn.start_transaction(TxOpts::default()).await.during(OP)?;
             let stored: Option<Row> = tx
                 .exec_first(table.select_one(" FOR UPDATE"), (id,))
@@ -417,6 +416,45 @@ impl MysqlStore {
         self.run(OP, |mut conn| async move {
             let rows: Vec<Row> = conn.exec(sql, Params::from(params)).await.during(OP)?;
             Ok(keep_good(rows.into_iter().map(cells::<9>)))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |mut conn| async move {
+            let create = crate::schema::mysql_create(AUDIT_TABLE);
+            conn.query_drop(create).await.during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, |mut conn| async move {
+            let params = (entry.ts, entry.who, entry.peer, entry.action);
+            conn.exec_drop(audit::INSERT_AUDIT, params).await.during(OP)
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, |mut conn| async move {
+            let limit = audit::clamp_limit(limit);
+            let rows: Vec<Row> = conn.exec(sql, (limit,)).await.during(op)?;
+            Ok(audit::keep_decoded(
+                sql,
+                rows.into_iter().map(cells::<N>),
+                decode,
+            ))
         })
         .await
     }

@@ -14,7 +14,7 @@
 //! `lars init` and the SQLite first start write that row with version 0; every database the
 //! original Lars set up has it. The name tables (`ModIDConfig`, `CmdIDConfig`) are part of
 //! the schema but not of a route database: a database without them serves routes, reads as no
-//! names, and gets each from [`create_table_statement`] when a name is first written. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
+//! names, and gets each from [`mysql_create`] / [`sqlite_create`] when a name is first written. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
 //! is not a route database, [`InitReport`] what an init changed. Pure: the backends query.
 
 use std::fmt;
@@ -23,13 +23,14 @@ use std::fmt;
 pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
 
 /// Every table of the schema, in creation order.
-pub(crate) const TABLES: [&str; 6] = [
+pub(crate) const TABLES: [&str; 7] = [
     "RouteData",
     "RouteVersion",
     "RouteChange",
     "ServerCallStatus",
     "ModIDConfig",
     "CmdIDConfig",
+    "ConsoleAudit",
 ];
 
 /// Why a reachable database is not a Lars route database.
@@ -182,6 +183,28 @@ fn split_statements(schema: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `CREATE TABLE` statement of `table` in `schema` (statements split at `;`); empty when
+/// there is none, which the tests below rule out for every table of [`TABLES`].
+fn create_statement(statements: impl IntoIterator<Item = String>, table: &str) -> String {
+    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    statements
+        .into_iter()
+        .find(|s| s.starts_with(&create))
+        .unwrap_or_default()
+}
+
+/// The MySQL `CREATE TABLE IF NOT EXISTS` of `table`, for a table a tool adds to a database made
+/// before it existed (the console's `ConsoleAudit`).
+pub(crate) fn mysql_create(table: &str) -> String {
+    create_statement(mysql_statements(), table)
+}
+
+/// The SQLite `CREATE TABLE IF NOT EXISTS` of `table`, as [`mysql_create`].
+pub(crate) fn sqlite_create(table: &str) -> String {
+    let statements = SQLITE_SCHEMA.split(';').map(|s| s.trim().to_string());
+    create_statement(statements, table)
+}
+
 /// The SQLite schema, run as one batch inside one `BEGIN IMMEDIATE` transaction.
 ///
 /// Column types are SQLite's `INTEGER`/`TEXT`; the value ranges are the MySQL ones, enforced by
@@ -234,16 +257,15 @@ CREATE TABLE IF NOT EXISTS CmdIDConfig (
     cmdid   INTEGER NOT NULL,
     content TEXT    NOT NULL
 );
-";
 
-/// The `CREATE TABLE IF NOT EXISTS` statement of `table` in `schema` (statements split at `;`,
-/// comment lines dropped), for creating one table of a database made before it existed.
-pub(crate) fn create_table_statement(schema: &str, table: &str) -> Option<String> {
-    let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
-    split_statements(schema)
-        .into_iter()
-        .find(|s| s.starts_with(&head))
-}
+CREATE TABLE IF NOT EXISTS ConsoleAudit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    who    TEXT    NOT NULL,
+    peer   TEXT    NOT NULL,
+    action TEXT    NOT NULL
+);
+";
 
 #[cfg(test)]
 mod tests {
@@ -252,7 +274,7 @@ mod tests {
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
-        assert_eq!(statements.len(), 7, "{statements:#?}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
         for s in &statements {
             assert!(
                 s.starts_with("CREATE TABLE IF NOT EXISTS") || s.starts_with("INSERT IGNORE"),
@@ -269,19 +291,20 @@ mod tests {
             let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
             assert!(mysql.contains(&create), "mysql lacks {table}");
             assert!(SQLITE_SCHEMA.contains(&create), "sqlite lacks {table}");
+            assert!(mysql_create(table).starts_with(&create), "{table}");
+            assert!(sqlite_create(table).starts_with(&create), "{table}");
         }
     }
 
     #[test]
     fn each_names_table_has_one_create_statement_per_backend() {
         for table in ["ModIDConfig", "CmdIDConfig"] {
-            for schema in [MYSQL_SCHEMA, SQLITE_SCHEMA] {
-                let create = create_table_statement(schema, table).unwrap();
+            for create in [mysql_create(table), sqlite_create(table)] {
                 assert!(create.contains("content"), "{create}");
                 assert!(!create.contains(';'), "{create}");
             }
         }
-        assert_eq!(create_table_statement(SQLITE_SCHEMA, "Nothing"), None);
+        assert_eq!(sqlite_create("Nothing"), "");
     }
 
     #[test]
@@ -328,7 +351,7 @@ mod tests {
         assert!(
             text.contains(
                 "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, \
-                 ModIDConfig, CmdIDConfig"
+                 ModIDConfig, CmdIDConfig, ConsoleAudit"
             ),
             "{text}"
         );

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
 use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
@@ -26,7 +27,7 @@ use crate::route::{
     decode_route_row, decode_version,
 };
 use crate::row::Cell;
-use crate::schema::{InitReport, SchemaState, create_table_statement};
+use crate::schema::{InitReport, SchemaState};
 use crate::status::{INSERT_COLUMNS, ROW_PLACEHOLDERS, UPSERT_CHUNK_ROWS, keep_good};
 use lars_wire::RouteKey;
 
@@ -377,14 +378,12 @@ impl SqliteStore {
         name: String,
     ) -> Result<NameChange, StoreError> {
         const OP: &str = "set_name";
-        let create = create_table_statement(crate::schema::SQLITE_SCHEMA, table.table());
+        let create = crate::schema::sqlite_create(table.table());
         self.run(OP, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .during(OP)?;
-            if let Some(create) = create {
-                tx.execute_batch(&create).during(OP)?;
-            }
+            tx.execute_batch(&create).during(OP)?;
             let stored = tx
                 .query_row(&table.select_one(""), [id], |r| Ok(cells::<1>(r)))
                 .optional()
@@ -504,6 +503,48 @@ impl SqliteStore {
                 .during(OP)?;
             let cells = rows.collect::<Result<Vec<_>, _>>().during(OP)?;
             Ok(keep_good(cells))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |conn| {
+            conn.execute_batch(&crate::schema::sqlite_create(AUDIT_TABLE))
+                .during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, move |conn| {
+            conn.execute(
+                audit::INSERT_AUDIT,
+                rusqlite::params![entry.ts, entry.who, entry.peer, entry.action],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T: Send + 'static>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, move |conn| {
+            let mut stmt = conn.prepare(sql).during(op)?;
+            let rows = stmt
+                .query_map([audit::clamp_limit(limit)], |r| Ok(cells::<N>(r)))
+                .during(op)?;
+            let cells = rows.collect::<Result<Vec<_>, _>>().during(op)?;
+            Ok(audit::keep_decoded(sql, cells, decode))
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use lars_store::testing::TestDb;
-use lars_store::{CallStatusRow, EditOutcome, NameChange, RowId, Store, StoreError};
+use lars_store::{AuditEntry, CallStatusRow, EditOutcome, NameChange, RowId, Store, StoreError};
 use lars_wire::{HostAddr, RouteKey};
 
 /// Runs each named `async fn(TestDb)` once per backend, as `<name>::mysql` and `<name>::sqlite`.
@@ -40,6 +40,9 @@ on_both_backends!(
     large_batches_are_written_in_chunks,
     call_status_loads_filtered_by_modid_and_cmdid,
     concurrent_editors_get_distinct_versions,
+    audit_entries_are_appended_and_listed_newest_first,
+    a_database_made_before_the_console_gets_its_audit_table,
+    route_changes_list_newest_first,
     ping_answers,
     init_makes_both_name_tables_empty,
     names_are_added_renamed_and_loaded,
@@ -414,6 +417,71 @@ async fn concurrent_editors_get_distinct_versions(db: TestDb) {
         store.load_routes().await.unwrap().routes[&key(1, 1)].len(),
         8
     );
+}
+
+async fn audit_entries_are_appended_and_listed_newest_first(db: TestDb) {
+    let store = open(&db).await;
+    assert!(store.load_audit(10).await.unwrap().is_empty());
+    for (ts, action) in [
+        (10, "add host a"),
+        (11, "remove host b"),
+        (12, "remove route c"),
+    ] {
+        let entry = AuditEntry::new(ts, "operator", "127.0.0.1:5000", action);
+        store.append_audit(&entry).await.unwrap();
+    }
+    let listed = store.load_audit(2).await.unwrap();
+    let actions: Vec<&str> = listed.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["remove route c", "remove host b"]);
+    assert_eq!((listed[0].ts, listed[0].who.as_str()), (12, "operator"));
+    assert_eq!(listed[0].peer, "127.0.0.1:5000");
+    assert!(listed[0].id > listed[1].id);
+    // Text the SQL must not mistake for its own.
+    let odd = AuditEntry::new(13, "o'brien", "::1", "quote ' and ; -- dash");
+    store.append_audit(&odd).await.unwrap();
+    let newest = &store.load_audit(1).await.unwrap()[0];
+    assert_eq!(
+        (newest.who.as_str(), newest.action.as_str()),
+        ("o'brien", odd.action.as_str())
+    );
+}
+
+async fn a_database_made_before_the_console_gets_its_audit_table(db: TestDb) {
+    let store = open(&db).await;
+    store.execute_raw("DROP TABLE ConsoleAudit").await.unwrap();
+    assert!(store.load_audit(1).await.is_err(), "the table is gone");
+    store.ensure_audit_table().await.unwrap();
+    store.ensure_audit_table().await.unwrap();
+    store
+        .append_audit(&AuditEntry::new(1, "a", "b", "c"))
+        .await
+        .unwrap();
+    assert_eq!(store.load_audit(5).await.unwrap().len(), 1);
+    // `lars init` on such a database creates the table too, and says so.
+    store.execute_raw("DROP TABLE ConsoleAudit").await.unwrap();
+    let report = db.init();
+    assert_eq!(report.created_tables, ["ConsoleAudit"], "{report}");
+}
+
+async fn route_changes_list_newest_first(db: TestDb) {
+    let store = open(&db).await;
+    let host = HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000);
+    store.add_host(RouteKey::new(1, 1), host).await.unwrap();
+    store.add_host(RouteKey::new(2, 2), host).await.unwrap();
+    let last = store.remove_route(RouteKey::new(1, 1)).await.unwrap();
+    let changes = store.load_route_changes(10).await.unwrap();
+    let keys: Vec<RouteKey> = changes.iter().map(|c| c.key).collect();
+    assert_eq!(
+        keys,
+        [
+            RouteKey::new(1, 1),
+            RouteKey::new(2, 2),
+            RouteKey::new(1, 1)
+        ]
+    );
+    assert_eq!(Some(changes[0].version), last.version);
+    assert!(changes[0].version > changes[2].version);
+    assert_eq!(store.load_route_changes(1).await.unwrap().len(), 1);
 }
 
 async fn ping_answers(db: TestDb) {

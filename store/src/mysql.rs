@@ -22,6 +22,7 @@ use tokio::time::timeout;
 use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
 use crate::error::During;
+use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
 use crate::route::{
     CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_ROUTES, SELECT_VERSION, decode_change_key,
     decode_route_row, decode_version,
@@ -265,6 +266,54 @@ impl MysqlStore {
         self.run(OP, |mut conn| async move {
             conn.query_drop(CLEAR_CHANGES).await.during(OP)?;
             Ok(conn.affected_rows())
+        })
+        .await
+    }
+
+    /// The names of modules and commands; a table the database lacks gives no names.
+    pub(crate) async fn load_names(&self) -> Result<Names, StoreError> {
+        const OP: &str = "load_names";
+        self.run(OP, |mut conn| async move {
+            let tables: Vec<String> = conn.query(SELECT_TABLES).await.during(OP)?;
+            let mut names = Names::default();
+            for table in NAME_TABLES.into_iter().filter(|t| has_table(&tables, *t)) {
+                let rows: Vec<Row> = conn.exec(table.select(), ()).await.during(OP)?;
+                for row in rows {
+                    names.push(table, decode_name_row(table, cells(row)));
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Sets the name of `id` in `table`, creating the table first if the database lacks it (DDL
+    /// commits by itself in MySQL, so before the transaction). The newest row of `id` is locked
+    /// (`FOR UPDATE`) while its name is read and written, so two writers run one after the other.
+    pub(crate) async fn set_name(
+        &self,
+        table: NameTable,
+        id: i32,
+        name: String,
+    ) -> Result<NameChange, StoreError> {
+        const OP: &str = "set_name";
+        let create = crate::schema::mysql_create(table.table());
+        self.run(OP, |mut conn| async move {
+            conn.query_drop(create).await.during(OP)?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.during(OP)?;
+            let stored: Option<Row> = tx
+                .exec_first(table.select_one(" FOR UPDATE"), (id,))
+                .await
+                .during(OP)?;
+            let change = NameChange::new(stored.map(|r| cells::<1>(r)[0].clone()), &name);
+            match change {
+                NameChange::Added => tx.exec_drop(table.insert(), (id, &name)).await,
+                NameChange::Renamed { .. } => tx.exec_drop(table.update(), (&name, id)).await,
+                NameChange::Unchanged => Ok(()),
+            }
+            .during(OP)?;
+            tx.commit().await.during(OP)?;
+            Ok(change)
         })
         .await
     }

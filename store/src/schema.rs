@@ -12,7 +12,9 @@
 //! A **Lars route database** has the tables `RouteData`, `RouteVersion` and `RouteChange`, and
 //! the row `RouteVersion.id = 1` (the route version; "never set" means that row is missing).
 //! `lars init` and the SQLite first start write that row with version 0; every database the
-//! original Lars set up has it. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
+//! original Lars set up has it. The name tables (`ModIDConfig`, `CmdIDConfig`) are part of
+//! the schema but not of a route database: a database without them serves routes, reads as no
+//! names, and gets each from [`mysql_create`] / [`sqlite_create`] when a name is first written. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
 //! is not a route database, [`InitReport`] what an init changed. Pure: the backends query.
 
 use std::fmt;
@@ -21,11 +23,13 @@ use std::fmt;
 pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
 
 /// Every table of the schema, in creation order.
-pub(crate) const TABLES: [&str; 5] = [
+pub(crate) const TABLES: [&str; 7] = [
     "RouteData",
     "RouteVersion",
     "RouteChange",
     "ServerCallStatus",
+    "ModIDConfig",
+    "CmdIDConfig",
     "ConsoleAudit",
 ];
 
@@ -161,7 +165,12 @@ pub(crate) const MYSQL_SCHEMA: &str = include_str!("../../conf/lars_dns.sql");
 
 /// The MySQL statements of [`MYSQL_SCHEMA`]: comment lines (`-- ...`) dropped, split at `;`.
 pub(crate) fn mysql_statements() -> Vec<String> {
-    let without_comments: String = MYSQL_SCHEMA
+    split_statements(MYSQL_SCHEMA)
+}
+
+/// The statements of `schema`: comment lines (`-- ...`) dropped, split at `;`, trimmed.
+fn split_statements(schema: &str) -> Vec<String> {
+    let without_comments: String = schema
         .lines()
         .filter(|line| !line.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
@@ -237,6 +246,18 @@ CREATE TABLE IF NOT EXISTS ServerCallStatus (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mlb_index ON ServerCallStatus (modid, cmdid);
 
+CREATE TABLE IF NOT EXISTS ModIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    modid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS CmdIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    cmdid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ConsoleAudit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     ts     INTEGER NOT NULL,
@@ -253,7 +274,7 @@ mod tests {
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
-        assert_eq!(statements.len(), 6, "{statements:#?}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
         for s in &statements {
             assert!(
                 s.starts_with("CREATE TABLE IF NOT EXISTS") || s.starts_with("INSERT IGNORE"),
@@ -273,6 +294,17 @@ mod tests {
             assert!(mysql_create(table).starts_with(&create), "{table}");
             assert!(sqlite_create(table).starts_with(&create), "{table}");
         }
+    }
+
+    #[test]
+    fn each_names_table_has_one_create_statement_per_backend() {
+        for table in ["ModIDConfig", "CmdIDConfig"] {
+            for create in [mysql_create(table), sqlite_create(table)] {
+                assert!(create.contains("content"), "{create}");
+                assert!(!create.contains(';'), "{create}");
+            }
+        }
+        assert_eq!(sqlite_create("Nothing"), "");
     }
 
     #[test]
@@ -318,7 +350,8 @@ mod tests {
         );
         assert!(
             text.contains(
-                "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, ConsoleAudit"
+                "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, \
+                 ModIDConfig, CmdIDConfig, ConsoleAudit"
             ),
             "{text}"
         );

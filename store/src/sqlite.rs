@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
+use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
 use crate::route::{
     CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_ROUTES, SELECT_VERSION, decode_change_key,
     decode_route_row, decode_version,
@@ -346,6 +347,58 @@ impl SqliteStore {
         self.run(OP, |conn| {
             let n = conn.execute(CLEAR_CHANGES, []).during(OP)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    /// The names of modules and commands; a table the file lacks gives no names.
+    pub(crate) async fn load_names(&self) -> Result<Names, StoreError> {
+        const OP: &str = "load_names";
+        self.run(OP, |conn| {
+            let tables = table_names(conn).during(OP)?;
+            let mut names = Names::default();
+            for table in NAME_TABLES.into_iter().filter(|t| has_table(&tables, *t)) {
+                let mut stmt = conn.prepare(table.select()).during(OP)?;
+                let rows = stmt.query_map([], |r| Ok(cells::<3>(r))).during(OP)?;
+                for row in rows {
+                    names.push(table, decode_name_row(table, row.during(OP)?));
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Sets the name of `id` in `table` in one `BEGIN IMMEDIATE` transaction, creating the table
+    /// first if the file lacks it.
+    pub(crate) async fn set_name(
+        &self,
+        table: NameTable,
+        id: i32,
+        name: String,
+    ) -> Result<NameChange, StoreError> {
+        const OP: &str = "set_name";
+        let create = crate::schema::sqlite_create(table.table());
+        self.run(OP, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .during(OP)?;
+            tx.execute_batch(&create).during(OP)?;
+            let stored = tx
+                .query_row(&table.select_one(""), [id], |r| Ok(cells::<1>(r)))
+                .optional()
+                .during(OP)?;
+            let change = NameChange::new(stored.map(|[c]| c), &name);
+            match change {
+                NameChange::Added => tx.execute(&table.insert(), rusqlite::params![id, name]),
+                NameChange::Renamed { .. } => {
+                    tx.execute(&table.update(), rusqlite::params![name, id])
+                }
+                NameChange::Unchanged => Ok(0),
+            }
+            .during(OP)?;
+            tx.commit().during(OP)?;
+            Ok(change)
         })
         .await
     }

@@ -312,3 +312,49 @@ fn a_host_an_agent_reports_failing_shows_as_overloaded(db: TestDb) {
     let overview = console.get(&http, "/");
     assert!(overview.contains("<tr class=\"unhealthy\">"), "{overview}");
 }
+
+#[test]
+fn routes_show_their_names_and_are_found_by_them() {
+    let db = TestDb::sqlite();
+    db.run(|store| async move {
+        store
+            .add_host(RouteKey::new(3, 1), host(1, 9000))
+            .await
+            .unwrap();
+        store
+            .add_host(RouteKey::new(4, 1), host(1, 9000))
+            .await
+            .unwrap();
+        store.set_module_name(3, "Users").await.unwrap();
+        store.set_command_name(1, "login").await.unwrap();
+    });
+    let console = Console::start(&db.url_string(), "");
+    let (http, _) = console.logged_in();
+    let found = console.get(&http, "/?q=user");
+    assert!(
+        found.contains("Users/login") && found.contains("/route/3/1"),
+        "{found}"
+    );
+    assert!(!found.contains("/route/4/1"), "{found}");
+    let by_key = console.get(&http, "/?q=4/1");
+    assert!(
+        by_key.contains("/route/4/1") && !by_key.contains("/route/3/1"),
+        "{by_key}"
+    );
+    assert!(console.get(&http, "/route/3/1").contains("Users/login"));
+}
+
+#[test]
+fn login_attempts_are_rate_limited() {
+    let db = TestDb::sqlite();
+    let console = Console::start(&db.url_string(), "");
+    let http = console.client();
+    for _ in 0..lars_console::auth::LOGIN_ATTEMPTS_PER_PEER {
+        assert_eq!(console.try_login(&http, "wrong").status(), 401);
+    }
+    // Past the limit even the right token is not checked.
+    let answer = console.try_login(&http, &console.token);
+    assert_eq!(answer.status(), 429);
+    assert!(answer.text().unwrap().contains("Too many login attempts"));
+    assert_eq!(http.get(console.url("/")).send().unwrap().status(), 303);
+}

@@ -358,3 +358,26 @@ fn login_attempts_are_rate_limited() {
     assert!(answer.text().unwrap().contains("Too many login attempts"));
     assert_eq!(http.get(console.url("/")).send().unwrap().status(), 303);
 }
+
+#[test]
+fn without_a_password_it_refuses_to_listen_beyond_loopback() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "lars_console.toml",
+        &format!(
+            "[console]\nlisten = \"0.0.0.0:0\"\npassword_env = \"\"\n[store]\nurl = \"{}\"\n",
+            db.url_string()
+        ),
+    );
+    let console = common::Service::start_unready(
+        std::path::Path::new(env!("CARGO_BIN_EXE_lars-console")),
+        &["--config", &config],
+    );
+    console.wait_for_line(
+        "refusing to listen on 0.0.0.0:0 without a password",
+        Duration::from_secs(10),
+    );
+    assert!(!console.wait_for_exit(Duration::from_secs(10)).success());
+}

@@ -61,3 +61,32 @@ CREATE TABLE IF NOT EXISTS ServerCallStatus (
     PRIMARY KEY (modid, cmdid, ip, port, caller),
     KEY mlb_index (modid, cmdid)
 ) ENGINE = InnoDB;
+
+-- larsWeb's names for modules and commands, shown by `lars route list`, `lars status` and the
+-- console. One row per modid (ModIDConfig) and per cmdid (CmdIDConfig, across every module, as
+-- in Lars); `content` is the name. `lars route name` writes them, creating either table first
+-- when a database made before it lacks it; a database without them reads as no names.
+CREATE TABLE IF NOT EXISTS ModIDConfig (
+    id      INT UNSIGNED NOT NULL AUTO_INCREMENT,
+    modid   INT          NOT NULL,
+    content VARCHAR(255) NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+
+CREATE TABLE IF NOT EXISTS CmdIDConfig (
+    id      INT UNSIGNED NOT NULL AUTO_INCREMENT,
+    cmdid   INT          NOT NULL,
+    content VARCHAR(255) NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
+
+-- Not a Lars table: the operator console's audit log (who changed which route, when). lars init
+-- creates it, and so does lars-console on a database that lacks it.
+CREATE TABLE IF NOT EXISTS ConsoleAudit (
+    id     BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    ts     BIGINT          NOT NULL,
+    who    VARCHAR(64)     NOT NULL,
+    peer   VARCHAR(64)     NOT NULL,
+    action VARCHAR(512)    NOT NULL,
+    PRIMARY KEY (id)
+) ENGINE = InnoDB;

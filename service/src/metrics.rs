@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub mod endpoint;
 pub mod reader;
 
-pub use endpoint::{MetricsEndpoint, MetricsError, MetricsThread};
+pub use endpoint::{MetricsEndpoint, MetricsError, MetricsThread, serve_http};
 pub use prometheus_client;
 pub use reader::{ReadError, Sample, Samples, fetch, fetch_blocking, scrape};
 

@@ -22,6 +22,16 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The store URL of a setting (`--store`, `LARS_STORE`) could not be understood.
+    #[error("{setting} is not a store URL")]
+    BadSetting {
+        /// The option or environment variable that held it.
+        setting: &'static str,
+        /// Why it is not one ([`StoreError::BadUrl`]).
+        #[source]
+        source: Box<StoreError>,
+    },
+
     /// The database server could not be reached, or the SQLite file could not be opened.
     #[error("cannot connect to {target}")]
     Connect {
@@ -174,6 +184,16 @@ pub enum StoreError {
         value: String,
         /// What the value should have been.
         reason: &'static str,
+    },
+
+    /// A name for a module or command was refused before anything was written (see
+    /// [`Store::set_module_name`](crate::Store::set_module_name)).
+    #[error("cannot name {what}: {reason}")]
+    InvalidName {
+        /// What was to be named: `modid 3` or `cmdid 7`.
+        what: String,
+        /// Why the name or the id was refused.
+        reason: String,
     },
 
     /// The blocking thread that runs an SQLite operation panicked or was cancelled.

@@ -2,11 +2,15 @@
 //!
 //! Owns the database: the route table the dns service serves (`RouteData`), its version and
 //! change log (`RouteVersion`, `RouteChange`), and the call statistics the reporter writes
-//! (`ServerCallStatus`), with the table and column names of the original Lars so existing
+//! (`ServerCallStatus`), larsWeb's names of modules and commands (`ModIDConfig`, `CmdIDConfig`,
+//! see [`Names`]), with the table and column names of the original Lars so existing
 //! databases keep working. Two backends sit behind one [`Store`], chosen by a [`StoreUrl`]:
 //! MySQL/MariaDB (`mysql://user:pass@host:port/db`, pooled, for production) and one SQLite file
 //! (`sqlite://PATH`, the default `sqlite://lars.db`, so every binary runs with no database
 //! server and several processes can share the file). Both pass the same tests.
+//!
+//! Which store a command means when it names none is [`StoreChoice::resolve`]'s rule
+//! (`--store`, else `LARS_STORE`, else this user's default file), shared by every command line.
 //!
 //! Databases are never created by accident: [`Store::open`] opens a database that exists and
 //! runs no DDL (a missing one is [`StoreError::NoDatabase`] / [`StoreError::NoSqliteFile`]);
@@ -24,9 +28,12 @@
 
 #![deny(missing_docs)]
 
+mod audit;
 mod edit;
 mod error;
+mod location;
 mod mysql;
+mod names;
 mod route;
 mod row;
 mod schema;
@@ -40,8 +47,13 @@ use std::time::Duration;
 
 use lars_wire::{HostAddr, RouteKey};
 
+pub use crate::audit::{
+    AUDIT_ACTION_MAX, AUDIT_PEER_MAX, AUDIT_WHO_MAX, AuditEntry, LIST_LIMIT_MAX, RouteChangeRow,
+};
 pub use crate::edit::{EditOutcome, next_version};
 pub use crate::error::{BackendError, RowId, StoreError};
+pub use crate::location::{STORE_ENV, StoreChoice, StoreSource, default_store_path};
+pub use crate::names::{MAX_NAME_CHARS, NameChange, Names};
 pub use crate::route::{RouteLoad, RouteTable};
 pub use crate::schema::{InitReport, SchemaProblem};
 pub use crate::status::{CallStatusKey, CallStatusRow, coalesce_call_status};
@@ -52,6 +64,7 @@ pub use crate::url::{
 
 use crate::edit::RouteEdit;
 use crate::mysql::MysqlStore;
+use crate::names::NameTable;
 use crate::sqlite::SqliteStore;
 
 /// What opening a store does when its database is not there.
@@ -309,6 +322,41 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The names of modules and commands (`ModIDConfig`, `CmdIDConfig`). A database without
+    /// those tables (one made before them) has no names, which is not an error. Rows our types
+    /// cannot hold are skipped and listed in [`Names::rejected`].
+    pub async fn load_names(&self) -> Result<Names, StoreError> {
+        on_backend!(self, load_names())
+    }
+
+    /// Names module `modid` (`ModIDConfig`): adds its row or renames it. `modid` must be 0 or
+    /// more and `name`, trimmed, non-empty, at most [`MAX_NAME_CHARS`] characters and without
+    /// control characters; otherwise [`StoreError::InvalidName`] and nothing is written. Creates
+    /// the table first in a database that lacks it.
+    pub async fn set_module_name(&self, modid: i32, name: &str) -> Result<NameChange, StoreError> {
+        self.set_name(NameTable::Module, modid, name).await
+    }
+
+    /// Names command `cmdid` (`CmdIDConfig`, one name for the cmdid in every module), with the
+    /// rules of [`Store::set_module_name`].
+    pub async fn set_command_name(&self, cmdid: i32, name: &str) -> Result<NameChange, StoreError> {
+        self.set_name(NameTable::Command, cmdid, name).await
+    }
+
+    async fn set_name(
+        &self,
+        table: NameTable,
+        id: i32,
+        name: &str,
+    ) -> Result<NameChange, StoreError> {
+        let name = names::check_name(table, id, name)?;
+        let change = on_backend!(self, set_name(table, id, name.clone()))?;
+        if change != NameChange::Unchanged {
+            tracing::info!(table = table.table(), id, %name, ?change, "name set");
+        }
+        Ok(change)
+    }
+
     /// Writes call statistics: rows with the same key are coalesced first (the last one wins),
     /// then written as multi-row upserts (one statement per 1000 rows, several in one
     /// transaction). Returns the number of rows written after coalescing.
@@ -341,6 +389,44 @@ impl Store {
         cmdid: Option<i32>,
     ) -> Result<Vec<CallStatusRow>, StoreError> {
         on_backend!(self, load_call_status(modid, cmdid))
+    }
+
+    /// The newest `limit` (at most [`LIST_LIMIT_MAX`]) `RouteChange` rows, newest first. Rows
+    /// our types cannot hold are logged and skipped.
+    pub async fn load_route_changes(&self, limit: u32) -> Result<Vec<RouteChangeRow>, StoreError> {
+        on_backend!(
+            self,
+            load_newest(
+                "load_route_changes",
+                audit::SELECT_CHANGES,
+                limit,
+                audit::decode_change_row
+            )
+        )
+    }
+
+    /// Creates the console's audit table `ConsoleAudit` when the database lacks it (a database
+    /// made before the console existed); `lars init` makes it with the rest of the schema.
+    pub async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        on_backend!(self, ensure_audit_table())
+    }
+
+    /// Appends `entry` to the console's audit log (its `id` is ignored; the database assigns it).
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        on_backend!(self, append_audit(entry.clone()))
+    }
+
+    /// The newest `limit` (at most [`LIST_LIMIT_MAX`]) audit entries, newest first.
+    pub async fn load_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        on_backend!(
+            self,
+            load_newest(
+                "load_audit",
+                audit::SELECT_AUDIT,
+                limit,
+                audit::decode_audit_row
+            )
+        )
     }
 
     /// Closes the store's connections for every clone: MySQL says goodbye to the server
@@ -404,9 +490,16 @@ mod tests {
         is_send(&store.add_host(key, host));
         is_send(&store.remove_host(key, host));
         is_send(&store.remove_route(key));
+        is_send(&store.load_route_changes(1));
+        is_send(&store.ensure_audit_table());
+        is_send(&store.append_audit(&AuditEntry::new(0, "", "", "")));
+        is_send(&store.load_audit(1));
         is_send(&store.upsert_call_status(rows));
         is_send(&store.upsert_call_status_per_row(rows));
         is_send(&store.load_call_status(None, None));
+        is_send(&store.load_names());
+        is_send(&store.set_module_name(1, "x"));
+        is_send(&store.set_command_name(1, "x"));
         is_send(&store.clone().close());
     }
 }

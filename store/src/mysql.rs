@@ -19,8 +19,10 @@ use mysql_async::{
 };
 use tokio::time::timeout;
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, Statement, now_unix_seconds};
 use crate::error::During;
+use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
 use crate::route::{
     CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_ROUTES, SELECT_VERSION, decode_change_key,
     decode_route_row, decode_version,
@@ -268,6 +270,54 @@ impl MysqlStore {
         .await
     }
 
+    /// The names of modules and commands; a table the database lacks gives no names.
+    pub(crate) async fn load_names(&self) -> Result<Names, StoreError> {
+        const OP: &str = "load_names";
+        self.run(OP, |mut conn| async move {
+            let tables: Vec<String> = conn.query(SELECT_TABLES).await.during(OP)?;
+            let mut names = Names::default();
+            for table in NAME_TABLES.into_iter().filter(|t| has_table(&tables, *t)) {
+                let rows: Vec<Row> = conn.exec(table.select(), ()).await.during(OP)?;
+                for row in rows {
+                    names.push(table, decode_name_row(table, cells(row)));
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Sets the name of `id` in `table`, creating the table first if the database lacks it (DDL
+    /// commits by itself in MySQL, so before the transaction). The newest row of `id` is locked
+    /// (`FOR UPDATE`) while its name is read and written, so two writers run one after the other.
+    pub(crate) async fn set_name(
+        &self,
+        table: NameTable,
+        id: i32,
+        name: String,
+    ) -> Result<NameChange, StoreError> {
+        const OP: &str = "set_name";
+        let create = crate::schema::mysql_create(table.table());
+        self.run(OP, |mut conn| async move {
+            conn.query_drop(create).await.during(OP)?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.during(OP)?;
+            let stored: Option<Row> = tx
+                .exec_first(table.select_one(" FOR UPDATE"), (id,))
+                .await
+                .during(OP)?;
+            let change = NameChange::new(stored.map(|r| cells::<1>(r)[0].clone()), &name);
+            match change {
+                NameChange::Added => tx.exec_drop(table.insert(), (id, &name)).await,
+                NameChange::Renamed { .. } => tx.exec_drop(table.update(), (&name, id)).await,
+                NameChange::Unchanged => Ok(()),
+            }
+            .during(OP)?;
+            tx.commit().await.during(OP)?;
+            Ok(change)
+        })
+        .await
+    }
+
     /// One route edit and its version bump in one transaction, the steps of an [`EditPlan`].
     /// The `RouteVersion` row is locked first (`FOR UPDATE`), so concurrent editors run one
     /// after the other and each sees the rows and version the previous one committed. `None`
@@ -366,6 +416,45 @@ impl MysqlStore {
         self.run(OP, |mut conn| async move {
             let rows: Vec<Row> = conn.exec(sql, Params::from(params)).await.during(OP)?;
             Ok(keep_good(rows.into_iter().map(cells::<9>)))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |mut conn| async move {
+            let create = crate::schema::mysql_create(AUDIT_TABLE);
+            conn.query_drop(create).await.during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, |mut conn| async move {
+            let params = (entry.ts, entry.who, entry.peer, entry.action);
+            conn.exec_drop(audit::INSERT_AUDIT, params).await.during(OP)
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, |mut conn| async move {
+            let limit = audit::clamp_limit(limit);
+            let rows: Vec<Row> = conn.exec(sql, (limit,)).await.during(op)?;
+            Ok(audit::keep_decoded(
+                sql,
+                rows.into_iter().map(cells::<N>),
+                decode,
+            ))
         })
         .await
     }

@@ -12,7 +12,9 @@
 //! A **Lars route database** has the tables `RouteData`, `RouteVersion` and `RouteChange`, and
 //! the row `RouteVersion.id = 1` (the route version; "never set" means that row is missing).
 //! `lars init` and the SQLite first start write that row with version 0; every database the
-//! original Lars set up has it. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
+//! original Lars set up has it. The name tables (`ModIDConfig`, `CmdIDConfig`) are part of
+//! the schema but not of a route database: a database without them serves routes, reads as no
+//! names, and gets each from [`mysql_create`] / [`sqlite_create`] when a name is first written. [`SchemaState`] is what a backend found, [`SchemaProblem`] why it
 //! is not a route database, [`InitReport`] what an init changed. Pure: the backends query.
 
 use std::fmt;
@@ -21,11 +23,14 @@ use std::fmt;
 pub(crate) const ROUTE_TABLES: [&str; 3] = ["RouteData", "RouteVersion", "RouteChange"];
 
 /// Every table of the schema, in creation order.
-pub(crate) const TABLES: [&str; 4] = [
+pub(crate) const TABLES: [&str; 7] = [
     "RouteData",
     "RouteVersion",
     "RouteChange",
     "ServerCallStatus",
+    "ModIDConfig",
+    "CmdIDConfig",
+    "ConsoleAudit",
 ];
 
 /// Why a reachable database is not a Lars route database.
@@ -160,7 +165,12 @@ pub(crate) const MYSQL_SCHEMA: &str = include_str!("../../conf/lars_dns.sql");
 
 /// The MySQL statements of [`MYSQL_SCHEMA`]: comment lines (`-- ...`) dropped, split at `;`.
 pub(crate) fn mysql_statements() -> Vec<String> {
-    let without_comments: String = MYSQL_SCHEMA
+    split_statements(MYSQL_SCHEMA)
+}
+
+/// The statements of `schema`: comment lines (`-- ...`) dropped, split at `;`, trimmed.
+fn split_statements(schema: &str) -> Vec<String> {
+    let without_comments: String = schema
         .lines()
         .filter(|line| !line.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
@@ -171,6 +181,28 @@ pub(crate) fn mysql_statements() -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The `CREATE TABLE` statement of `table` in `schema` (statements split at `;`); empty when
+/// there is none, which the tests below rule out for every table of [`TABLES`].
+fn create_statement(statements: impl IntoIterator<Item = String>, table: &str) -> String {
+    let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    statements
+        .into_iter()
+        .find(|s| s.starts_with(&create))
+        .unwrap_or_default()
+}
+
+/// The MySQL `CREATE TABLE IF NOT EXISTS` of `table`, for a table a tool adds to a database made
+/// before it existed (the console's `ConsoleAudit`).
+pub(crate) fn mysql_create(table: &str) -> String {
+    create_statement(mysql_statements(), table)
+}
+
+/// The SQLite `CREATE TABLE IF NOT EXISTS` of `table`, as [`mysql_create`].
+pub(crate) fn sqlite_create(table: &str) -> String {
+    let statements = SQLITE_SCHEMA.split(';').map(|s| s.trim().to_string());
+    create_statement(statements, table)
 }
 
 /// The SQLite schema, run as one batch inside one `BEGIN IMMEDIATE` transaction.
@@ -213,6 +245,26 @@ CREATE TABLE IF NOT EXISTS ServerCallStatus (
     PRIMARY KEY (modid, cmdid, ip, port, caller)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mlb_index ON ServerCallStatus (modid, cmdid);
+
+CREATE TABLE IF NOT EXISTS ModIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    modid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS CmdIDConfig (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    cmdid   INTEGER NOT NULL,
+    content TEXT    NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ConsoleAudit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    who    TEXT    NOT NULL,
+    peer   TEXT    NOT NULL,
+    action TEXT    NOT NULL
+);
 ";
 
 #[cfg(test)]
@@ -222,7 +274,7 @@ mod tests {
     #[test]
     fn mysql_schema_splits_into_its_statements() {
         let statements = mysql_statements();
-        assert_eq!(statements.len(), 5, "{statements:#?}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
         for s in &statements {
             assert!(
                 s.starts_with("CREATE TABLE IF NOT EXISTS") || s.starts_with("INSERT IGNORE"),
@@ -239,7 +291,20 @@ mod tests {
             let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
             assert!(mysql.contains(&create), "mysql lacks {table}");
             assert!(SQLITE_SCHEMA.contains(&create), "sqlite lacks {table}");
+            assert!(mysql_create(table).starts_with(&create), "{table}");
+            assert!(sqlite_create(table).starts_with(&create), "{table}");
         }
+    }
+
+    #[test]
+    fn each_names_table_has_one_create_statement_per_backend() {
+        for table in ["ModIDConfig", "CmdIDConfig"] {
+            for create in [mysql_create(table), sqlite_create(table)] {
+                assert!(create.contains("content"), "{create}");
+                assert!(!create.contains(';'), "{create}");
+            }
+        }
+        assert_eq!(sqlite_create("Nothing"), "");
     }
 
     #[test]
@@ -284,7 +349,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("created tables RouteData, RouteVersion, RouteChange, ServerCallStatus"),
+            text.contains(
+                "created tables RouteData, RouteVersion, RouteChange, ServerCallStatus, \
+                 ModIDConfig, CmdIDConfig, ConsoleAudit"
+            ),
             "{text}"
         );
         assert!(text.contains("route version to 0"), "{text}");

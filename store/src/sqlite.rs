@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
+use crate::audit::{self, AUDIT_TABLE, AuditEntry};
 use crate::edit::{EditPlan, EditStep, RouteEdit, now_unix_seconds};
 use crate::error::During;
+use crate::names::{NAME_TABLES, NameChange, NameTable, Names, decode_name_row, has_table};
 use crate::route::{
     CLEAR_CHANGES, DELETE_CHANGES_UP_TO, SELECT_ROUTES, SELECT_VERSION, decode_change_key,
     decode_route_row, decode_version,
@@ -349,6 +351,58 @@ impl SqliteStore {
         .await
     }
 
+    /// The names of modules and commands; a table the file lacks gives no names.
+    pub(crate) async fn load_names(&self) -> Result<Names, StoreError> {
+        const OP: &str = "load_names";
+        self.run(OP, |conn| {
+            let tables = table_names(conn).during(OP)?;
+            let mut names = Names::default();
+            for table in NAME_TABLES.into_iter().filter(|t| has_table(&tables, *t)) {
+                let mut stmt = conn.prepare(table.select()).during(OP)?;
+                let rows = stmt.query_map([], |r| Ok(cells::<3>(r))).during(OP)?;
+                for row in rows {
+                    names.push(table, decode_name_row(table, row.during(OP)?));
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Sets the name of `id` in `table` in one `BEGIN IMMEDIATE` transaction, creating the table
+    /// first if the file lacks it.
+    pub(crate) async fn set_name(
+        &self,
+        table: NameTable,
+        id: i32,
+        name: String,
+    ) -> Result<NameChange, StoreError> {
+        const OP: &str = "set_name";
+        let create = crate::schema::sqlite_create(table.table());
+        self.run(OP, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .during(OP)?;
+            tx.execute_batch(&create).during(OP)?;
+            let stored = tx
+                .query_row(&table.select_one(""), [id], |r| Ok(cells::<1>(r)))
+                .optional()
+                .during(OP)?;
+            let change = NameChange::new(stored.map(|[c]| c), &name);
+            match change {
+                NameChange::Added => tx.execute(&table.insert(), rusqlite::params![id, name]),
+                NameChange::Renamed { .. } => {
+                    tx.execute(&table.update(), rusqlite::params![name, id])
+                }
+                NameChange::Unchanged => Ok(0),
+            }
+            .during(OP)?;
+            tx.commit().during(OP)?;
+            Ok(change)
+        })
+        .await
+    }
+
     /// One route edit and its version bump in one `BEGIN IMMEDIATE` transaction, the steps of
     /// an [`EditPlan`]: the write lock is taken before the version is read, so concurrent editors
     /// (other processes too) run one after the other. `None` (nothing written) when there is no
@@ -449,6 +503,48 @@ impl SqliteStore {
                 .during(OP)?;
             let cells = rows.collect::<Result<Vec<_>, _>>().during(OP)?;
             Ok(keep_good(cells))
+        })
+        .await
+    }
+
+    /// Creates `ConsoleAudit` when it is missing.
+    pub(crate) async fn ensure_audit_table(&self) -> Result<(), StoreError> {
+        const OP: &str = "ensure_audit_table";
+        self.run(OP, |conn| {
+            conn.execute_batch(&crate::schema::sqlite_create(AUDIT_TABLE))
+                .during(OP)
+        })
+        .await
+    }
+
+    pub(crate) async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        const OP: &str = "append_audit";
+        self.run(OP, move |conn| {
+            conn.execute(
+                audit::INSERT_AUDIT,
+                rusqlite::params![entry.ts, entry.who, entry.peer, entry.action],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The rows of `sql` (one `LIMIT ?`), decoded by `decode` as [`audit::keep_decoded`] does.
+    pub(crate) async fn load_newest<const N: usize, T: Send + 'static>(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        limit: u32,
+        decode: fn([Cell; N]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(op, move |conn| {
+            let mut stmt = conn.prepare(sql).during(op)?;
+            let rows = stmt
+                .query_map([audit::clamp_limit(limit)], |r| Ok(cells::<N>(r)))
+                .during(op)?;
+            let cells = rows.collect::<Result<Vec<_>, _>>().during(op)?;
+            Ok(audit::keep_decoded(sql, cells, decode))
         })
         .await
     }

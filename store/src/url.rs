@@ -14,7 +14,9 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 
 use crate::StoreError;
 
-/// The store every binary uses when none is configured: an SQLite file in the working directory.
+/// The services' built-in `[store] url` when their config names none: an SQLite file in the
+/// working directory. Command lines (`lars`, the console) and the launcher use
+/// [`StoreChoice::resolve`](crate::StoreChoice::resolve) instead.
 pub const DEFAULT_STORE_URL: &str = "sqlite://lars.db";
 
 /// The MySQL database used when the URL names none, as in Lars.

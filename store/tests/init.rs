@@ -77,7 +77,10 @@ async fn init_creates_the_database_once_and_says_what_it_did(db: TestDb) {
             "RouteData",
             "RouteVersion",
             "RouteChange",
-            "ServerCallStatus"
+            "ServerCallStatus",
+            "ModIDConfig",
+            "CmdIDConfig",
+            "ConsoleAudit"
         ]
     );
     assert!(first.created_version_row);
@@ -131,7 +134,7 @@ async fn a_mysql_database_without_tables_is_not_a_route_database_until_init() {
     );
     let report = db.init();
     assert!(
-        !report.created_database && report.created_tables.len() == 4,
+        !report.created_database && report.created_tables.len() == 7,
         "{report}"
     );
     store.check_route_database().await.unwrap();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use lars_store::testing::TestDb;
-use lars_store::{CallStatusRow, EditOutcome, RowId, Store, StoreError};
+use lars_store::{AuditEntry, CallStatusRow, EditOutcome, NameChange, RowId, Store, StoreError};
 use lars_wire::{HostAddr, RouteKey};
 
 /// Runs each named `async fn(TestDb)` once per backend, as `<name>::mysql` and `<name>::sqlite`.
@@ -42,7 +42,16 @@ on_both_backends!(
     large_batches_are_written_in_chunks,
     call_status_loads_filtered_by_modid_and_cmdid,
     concurrent_editors_get_distinct_versions,
+    audit_entries_are_appended_and_listed_newest_first,
+    a_database_made_before_the_console_gets_its_audit_table,
+    route_changes_list_newest_first,
     ping_answers,
+    init_makes_both_name_tables_empty,
+    names_are_added_renamed_and_loaded,
+    refused_names_write_nothing,
+    a_database_without_the_name_tables_reads_no_names_and_gets_them_on_first_write,
+    init_adds_the_name_tables_to_an_older_lars_database,
+    bad_rows_are_skipped_and_duplicate_rows_read_as_the_newest,
 );
 
 async fn open(db: &TestDb) -> Store {
@@ -501,7 +510,238 @@ async fn concurrent_editors_get_distinct_versions(db: TestDb) {
     );
 }
 
+async fn audit_entries_are_appended_and_listed_newest_first(db: TestDb) {
+    let store = open(&db).await;
+    assert!(store.load_audit(10).await.unwrap().is_empty());
+    for (ts, action) in [
+        (10, "add host a"),
+        (11, "remove host b"),
+        (12, "remove route c"),
+    ] {
+        let entry = AuditEntry::new(ts, "operator", "127.0.0.1:5000", action);
+        store.append_audit(&entry).await.unwrap();
+    }
+    let listed = store.load_audit(2).await.unwrap();
+    let actions: Vec<&str> = listed.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["remove route c", "remove host b"]);
+    assert_eq!((listed[0].ts, listed[0].who.as_str()), (12, "operator"));
+    assert_eq!(listed[0].peer, "127.0.0.1:5000");
+    assert!(listed[0].id > listed[1].id);
+    // Text the SQL must not mistake for its own.
+    let odd = AuditEntry::new(13, "o'brien", "::1", "quote ' and ; -- dash");
+    store.append_audit(&odd).await.unwrap();
+    let newest = &store.load_audit(1).await.unwrap()[0];
+    assert_eq!(
+        (newest.who.as_str(), newest.action.as_str()),
+        ("o'brien", odd.action.as_str())
+    );
+}
+
+async fn a_database_made_before_the_console_gets_its_audit_table(db: TestDb) {
+    let store = open(&db).await;
+    store.execute_raw("DROP TABLE ConsoleAudit").await.unwrap();
+    assert!(store.load_audit(1).await.is_err(), "the table is gone");
+    store.ensure_audit_table().await.unwrap();
+    store.ensure_audit_table().await.unwrap();
+    store
+        .append_audit(&AuditEntry::new(1, "a", "b", "c"))
+        .await
+        .unwrap();
+    assert_eq!(store.load_audit(5).await.unwrap().len(), 1);
+    // `lars init` on such a database creates the table too, and says so.
+    store.execute_raw("DROP TABLE ConsoleAudit").await.unwrap();
+    let report = db.init();
+    assert_eq!(report.created_tables, ["ConsoleAudit"], "{report}");
+}
+
+async fn route_changes_list_newest_first(db: TestDb) {
+    let store = open(&db).await;
+    let host = HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9000);
+    store.add_host(RouteKey::new(1, 1), host).await.unwrap();
+    store.add_host(RouteKey::new(2, 2), host).await.unwrap();
+    let last = store.remove_route(RouteKey::new(1, 1)).await.unwrap();
+    let changes = store.load_route_changes(10).await.unwrap();
+    let keys: Vec<RouteKey> = changes.iter().map(|c| c.key).collect();
+    assert_eq!(
+        keys,
+        [
+            RouteKey::new(1, 1),
+            RouteKey::new(2, 2),
+            RouteKey::new(1, 1)
+        ]
+    );
+    assert_eq!(Some(changes[0].version), last.version);
+    assert!(changes[0].version > changes[2].version);
+    assert_eq!(store.load_route_changes(1).await.unwrap().len(), 1);
+}
+
 async fn ping_answers(db: TestDb) {
     let store = open(&db).await;
     store.ping().await.unwrap();
+}
+
+// Module and command names (`ModIDConfig`, `CmdIDConfig`).
+
+async fn drop_name_tables(store: &Store) {
+    for table in ["ModIDConfig", "CmdIDConfig"] {
+        store
+            .execute_raw(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    }
+}
+
+async fn init_makes_both_name_tables_empty(db: TestDb) {
+    let store = open(&db).await;
+    assert_eq!(count(&store, "ModIDConfig").await, 0);
+    assert_eq!(count(&store, "CmdIDConfig").await, 0);
+    let names = store.load_names().await.unwrap();
+    assert!(names.modules.is_empty() && names.commands.is_empty() && names.rejected.is_empty());
+}
+
+async fn names_are_added_renamed_and_loaded(db: TestDb) {
+    let store = open(&db).await;
+    assert_eq!(
+        store.set_module_name(1, "users").await.unwrap(),
+        NameChange::Added
+    );
+    assert_eq!(
+        store.set_module_name(1, " users ").await.unwrap(),
+        NameChange::Unchanged
+    );
+    assert_eq!(
+        store.set_module_name(1, "accounts").await.unwrap(),
+        NameChange::Renamed {
+            from: "users".into()
+        }
+    );
+    assert_eq!(
+        store.set_command_name(2, "log in ✓").await.unwrap(),
+        NameChange::Added
+    );
+    store.set_module_name(0, "zero").await.unwrap();
+    assert_eq!(
+        count(&store, "ModIDConfig").await,
+        2,
+        "a rename adds no row"
+    );
+
+    let names = store.load_names().await.unwrap();
+    assert_eq!(names.module(1), Some("accounts"));
+    assert_eq!(names.module(0), Some("zero"));
+    assert_eq!(names.command(2), Some("log in ✓"));
+    assert_eq!(
+        names.label(RouteKey::new(1, 2)).as_deref(),
+        Some("accounts/log in ✓")
+    );
+    assert_eq!(names.label(RouteKey::new(7, 7)), None);
+    assert!(names.rejected.is_empty());
+}
+
+async fn refused_names_write_nothing(db: TestDb) {
+    let store = open(&db).await;
+    let long = "x".repeat(lars_store::MAX_NAME_CHARS + 1);
+    for (modid, name) in [
+        (-1, "users"),
+        (1, ""),
+        (1, "  "),
+        (1, "a\u{1b}[2J"),
+        (1, &long),
+    ] {
+        match store.set_module_name(modid, name).await {
+            Err(StoreError::InvalidName { what, .. }) => assert_eq!(what, format!("modid {modid}")),
+            other => panic!("{modid} {name:?}: {other:?}"),
+        }
+        match store.set_command_name(modid, name).await {
+            Err(StoreError::InvalidName { what, .. }) => assert_eq!(what, format!("cmdid {modid}")),
+            other => panic!("{modid} {name:?}: {other:?}"),
+        }
+    }
+    assert_eq!(count(&store, "ModIDConfig").await, 0);
+    assert_eq!(count(&store, "CmdIDConfig").await, 0);
+}
+
+async fn a_database_without_the_name_tables_reads_no_names_and_gets_them_on_first_write(
+    db: TestDb,
+) {
+    let store = open(&db).await;
+    drop_name_tables(&store).await;
+    let names = store.load_names().await.unwrap();
+    assert!(names.modules.is_empty() && names.commands.is_empty());
+
+    assert_eq!(
+        store.set_command_name(3, "search").await.unwrap(),
+        NameChange::Added
+    );
+    let names = store.load_names().await.unwrap();
+    assert_eq!(names.command(3), Some("search"));
+    assert!(names.modules.is_empty(), "ModIDConfig is still missing");
+    store.set_module_name(4, "catalog").await.unwrap();
+    assert_eq!(store.load_names().await.unwrap().module(4), Some("catalog"));
+}
+
+async fn init_adds_the_name_tables_to_an_older_lars_database(db: TestDb) {
+    let store = open(&db).await;
+    store.set_module_name(1, "before").await.unwrap();
+    drop_name_tables(&store).await;
+    store.close().await;
+
+    let report = db.init();
+    assert_eq!(report.created_tables, ["ModIDConfig", "CmdIDConfig"]);
+    assert!(!report.created_database && !report.created_version_row);
+    let store = open(&db).await;
+    assert_eq!(count(&store, "ModIDConfig").await, 0);
+    assert!(!db.init().changed(), "a second init finds everything");
+}
+
+async fn bad_rows_are_skipped_and_duplicate_rows_read_as_the_newest(db: TestDb) {
+    let store = open(&db).await;
+    // An older tool may have left two rows for one modid; the newest counts, a rename sets both.
+    for (id, modid, content) in [
+        (900, 5, "'old'"),
+        (901, 5, "'new'"),
+        (902, 6, "''"),
+        (903, 7, "'tab\there'"),
+    ] {
+        store
+            .execute_raw(&format!(
+                "INSERT INTO ModIDConfig (id, modid, content) VALUES ({id}, {modid}, {content})"
+            ))
+            .await
+            .unwrap();
+    }
+    let names = store.load_names().await.unwrap();
+    assert_eq!(names.module(5), Some("new"));
+    assert_eq!(names.module(6), None);
+    assert_eq!(names.module(7), None);
+    let rejected: Vec<(RowId, &str)> = names
+        .rejected
+        .iter()
+        .map(|e| match e {
+            StoreError::BadRow {
+                table: "ModIDConfig",
+                row,
+                column,
+                ..
+            } => (row.clone(), *column),
+            other => panic!("unexpected rejection: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        [(RowId::Id(902), "content"), (RowId::Id(903), "content")]
+    );
+
+    assert_eq!(
+        store.set_module_name(5, "newest").await.unwrap(),
+        NameChange::Renamed { from: "new".into() }
+    );
+    assert_eq!(store.load_names().await.unwrap().module(5), Some("newest"));
+    assert_eq!(
+        store
+            .query_i64("SELECT COUNT(*) FROM ModIDConfig WHERE content = 'newest'")
+            .await
+            .unwrap(),
+        Some(2)
+    );
 }

@@ -7,7 +7,6 @@ use crate::caller::{self, AgentAddr, ExitCode, SimulatorPlan};
 use crate::route_admin;
 use crate::status;
 use argh::FromArgs;
-use lars_store::DEFAULT_STORE_URL;
 use lars_wire::HostAddr;
 use std::net::Ipv4Addr;
 use std::net::SocketAddr;
@@ -15,7 +14,8 @@ use std::time::Duration;
 
 /// lars: the Lars command line. Caller commands (gethost, getroute, report, simulator, example)
 /// talk to the local lars-agent over UDP; init creates a store, route and status work on an
-/// existing one; agent-stats reads a running agent's counters, stats any service's metrics.
+/// existing one (--store, else $LARS_STORE, else ~/.local/state/lars/lars.db: `lars store`);
+/// agent-stats reads a running agent's counters, stats any service's metrics.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     /// the agent's IPv4 address (default 127.0.0.1)
@@ -47,6 +47,7 @@ enum Command {
     Init(InitCmd),
     Route(RouteCmd),
     Status(StatusCmd),
+    Store(StoreCmd),
 }
 
 /// ask the agent which host to call for (MODID, CMDID); prints ip:port
@@ -187,9 +188,10 @@ fn parse_host(value: &str) -> Result<HostAddr, String> {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "init")]
 struct InitCmd {
-    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
-    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
-    store: String,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
 }
 
 /// administer routes in the store: add or remove hosts, list routes
@@ -206,6 +208,7 @@ enum RouteAction {
     Add(RouteAdd),
     Del(RouteDel),
     List(RouteList),
+    Name(RouteName),
 }
 
 /// add host IP:PORT to route (MODID, CMDID); the dns pushes it to subscribed agents
@@ -224,9 +227,10 @@ struct RouteAdd {
     /// host port (1..65535)
     #[argh(positional, from_str_fn(parse_port))]
     port: u16,
-    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
-    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
-    store: String,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
 }
 
 /// remove host IP PORT from route (MODID, CMDID), or the whole route when no host is given
@@ -242,9 +246,10 @@ struct RouteDel {
     /// host as IP PORT (a.b.c.d and 1..65535); omit both to remove the whole route
     #[argh(positional)]
     host: Vec<String>,
-    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
-    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
-    store: String,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
 }
 
 /// list routes: all, one module's, or one route
@@ -254,9 +259,40 @@ struct RouteList {
     /// MODID to list one module's routes, MODID CMDID to list one route
     #[argh(positional)]
     ids: Vec<String>,
-    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
-    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
-    store: String,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
+}
+
+/// name module MODID, or with CMDID command CMDID (one name for that cmdid in every module, as
+/// in Lars): `lars route name 1 users`, `lars route name 1 2 "log in"`
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "name")]
+struct RouteName {
+    /// service module id
+    #[argh(positional, from_str_fn(parse_id))]
+    modid: i32,
+    /// [CMDID] NAME: the name (one argument; quote it if it has spaces), after CMDID to name a
+    /// command
+    #[argh(positional)]
+    rest: Vec<String>,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
+}
+
+/// show which store the store commands use without --store: $LARS_STORE, else the default file
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "store")]
+struct StoreCmd {
+    /// print only the URL (for scripts; run_lars starts the services on it)
+    #[argh(switch)]
+    url: bool,
+    /// a store URL, to see how it is understood
+    #[argh(option)]
+    store: Option<String>,
 }
 
 /// show the call statistics lars-reporter stored: all, one module's, or one route's
@@ -266,9 +302,10 @@ struct StatusCmd {
     /// MODID to show one module's statistics, MODID CMDID to show one route's
     #[argh(positional)]
     ids: Vec<String>,
-    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default sqlite://lars.db)
-    #[argh(option, default = "DEFAULT_STORE_URL.to_string()")]
-    store: String,
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db (default: $LARS_STORE, else
+    /// ~/.local/state/lars/lars.db; `lars store` shows which)
+    #[argh(option)]
+    store: Option<String>,
 }
 
 /// An argument error found after argh parsed the line (a lone IP, a bad id in a list).
@@ -374,6 +411,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Init(c) => return run_store_command(StoreCommand::Init(c)),
         Command::Route(c) => return run_store_command(StoreCommand::Route(c)),
         Command::Status(c) => return run_store_command(StoreCommand::Status(c)),
+        Command::Store(c) => match crate::store::show(c.store.as_deref(), c.url) {
+            Ok(()) => ExitCode::Ok,
+            Err(e) => {
+                eprintln!("lars: {e:#}");
+                ExitCode::Failed
+            }
+        },
     };
     code as i32
 }
@@ -399,30 +443,44 @@ fn run_store_command(command: StoreCommand) -> i32 {
     };
     let result = runtime.block_on(async {
         match command {
-            StoreCommand::Init(i) => crate::store::init(&i.store).await,
+            StoreCommand::Init(i) => crate::store::init(i.store.as_deref()).await,
             StoreCommand::Route(route) => match route.action {
                 RouteAction::Add(a) => {
-                    route_admin::add(&a.store, a.modid, a.cmdid, a.ip, a.port).await
+                    route_admin::add(a.store.as_deref(), a.modid, a.cmdid, a.ip, a.port).await
                 }
                 RouteAction::Del(d) => match d.host.as_slice() {
                     [ip, port] => {
                         let ip = parse_ip(ip).map_err(usage)?;
                         let port = parse_port(port).map_err(usage)?;
-                        route_admin::del_host(&d.store, d.modid, d.cmdid, ip, port).await
+                        route_admin::del_host(d.store.as_deref(), d.modid, d.cmdid, ip, port).await
                     }
-                    [] => route_admin::del_route(&d.store, d.modid, d.cmdid).await,
+                    [] => route_admin::del_route(d.store.as_deref(), d.modid, d.cmdid).await,
                     _ => Err(usage(
                         "give both IP and PORT to remove one host, or neither to remove the whole route",
                     )),
                 },
+                RouteAction::Name(n) => {
+                    let (cmdid, name) = match n.rest.as_slice() {
+                        [name] => (None, name),
+                        [cmdid, name] => (Some(parse_id(cmdid).map_err(usage)?), name),
+                        [] => return Err(usage("give the name after MODID (and CMDID)")),
+                        _ => {
+                            return Err(usage(
+                                "give the name as one argument, quoted if it has spaces: \
+                                 lars route name MODID [CMDID] \"NAME\"",
+                            ));
+                        }
+                    };
+                    route_admin::name(n.store.as_deref(), n.modid, cmdid, name).await
+                }
                 RouteAction::List(l) => {
                     let (modid, cmdid) = parse_filter(&l.ids, "list")?;
-                    route_admin::list(&l.store, modid, cmdid).await
+                    route_admin::list(l.store.as_deref(), modid, cmdid).await
                 }
             },
             StoreCommand::Status(s) => {
                 let (modid, cmdid) = parse_filter(&s.ids, "status")?;
-                status::show(&s.store, modid, cmdid).await
+                status::show(s.store.as_deref(), modid, cmdid).await
             }
         }
     });

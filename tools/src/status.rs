@@ -1,17 +1,18 @@
 //! `lars status`: the call statistics lars-reporter stored (`ServerCallStatus`), as a table a
 //! person reads at a glance — route, host and caller as dotted addresses, the success and error
 //! counts of the last reported window, the error rate, whether the caller's agent had the host
-//! marked overloaded, and how long ago it reported. Reads the store only, and only one that
-//! exists (see [`crate::store`]).
+//! marked overloaded, how long ago it reported, and the route's name (`lars route name`). Reads
+//! the store only, and only one that exists (see [`crate::store`]).
 
 use anyhow::Context;
-use lars_store::CallStatusRow;
+use lars_store::{CallStatusRow, Names};
+use lars_wire::RouteKey;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `lars status [MODID [CMDID]]`.
-pub async fn show(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::Result<()> {
+pub async fn show(url: Option<&str>, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::Result<()> {
     let store = crate::store::open(url).await?;
     let rows = store
         .load_call_status(modid, cmdid)
@@ -20,27 +21,40 @@ pub async fn show(url: &str, modid: Option<i32>, cmdid: Option<i32>) -> anyhow::
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    print!("{}", format_status(&rows, now));
+    let names = crate::route_admin::names_or_none(&store).await;
+    print!("{}", format_status(&rows, &names, now));
     Ok(())
 }
 
 /// The statistics as text: a header, one line per row in the order given, and a count.
-/// `now` is the current Unix time in seconds, for the AGE column.
-pub fn format_status(rows: &[CallStatusRow], now: i64) -> String {
+/// `now` is the current Unix time in seconds, for the AGE column; NAME is the route's label
+/// ([`Names::label`]), empty when it has none.
+pub fn format_status(rows: &[CallStatusRow], names: &Names, now: i64) -> String {
     let mut out = String::new();
-    let line = |out: &mut String, cells: [&str; 9]| {
-        let [modid, cmdid, host, caller, succ, err, rate, overload, age] = cells;
-        // Writing into a String cannot fail.
-        let _ = writeln!(
-            out,
+    let line = |out: &mut String, cells: [&str; 10]| {
+        let [
+            modid,
+            cmdid,
+            host,
+            caller,
+            succ,
+            err,
+            rate,
+            overload,
+            age,
+            name,
+        ] = cells;
+        let text = format!(
             "{modid:>11} {cmdid:>11}  {host:<21}  {caller:<15} {succ:>10} {err:>10} {rate:>7}  \
-             {overload:<8} {age:>6}"
+             {overload:<8} {age:>6}  {name}"
         );
+        // Writing into a String cannot fail.
+        let _ = writeln!(out, "{}", text.trim_end());
     };
     line(
         &mut out,
         [
-            "MODID", "CMDID", "HOST", "CALLER", "SUCC", "ERR", "ERR%", "OVERLOAD", "AGE",
+            "MODID", "CMDID", "HOST", "CALLER", "SUCC", "ERR", "ERR%", "OVERLOAD", "AGE", "NAME",
         ],
     );
     for row in rows {
@@ -56,6 +70,9 @@ pub fn format_status(rows: &[CallStatusRow], now: i64) -> String {
                 &error_rate(row.succ_cnt, row.err_cnt),
                 if row.overload { "yes" } else { "no" },
                 &age(now.saturating_sub(row.ts)),
+                &names
+                    .label(RouteKey::new(row.modid, row.cmdid))
+                    .unwrap_or_default(),
             ],
         );
     }
@@ -106,13 +123,18 @@ mod tests {
 
     #[test]
     fn rows_print_dotted_with_rate_overload_and_age() {
+        let mut names = Names::default();
+        names.commands.insert(2, "login".into());
         let text = format_status(
             &[row(90, 10, 1000, true), row(0, 0, 1_000_000, false)],
+            &names,
             1_000_030,
         );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        for column in ["MODID", "HOST", "CALLER", "SUCC", "ERR%", "OVERLOAD", "AGE"] {
+        for column in [
+            "MODID", "HOST", "CALLER", "SUCC", "ERR%", "OVERLOAD", "AGE", "NAME",
+        ] {
             assert!(lines[0].contains(column), "{}", lines[0]);
         }
         let first: Vec<&str> = lines[1].split_whitespace().collect();
@@ -127,11 +149,13 @@ mod tests {
                 "10",
                 "10.0%",
                 "yes",
-                "11d"
+                "11d",
+                "modid",
+                "1/login"
             ]
         );
         let second: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(&second[6..], ["-", "no", "30s"]);
+        assert_eq!(&second[6..], ["-", "no", "30s", "modid", "1/login"]);
         assert_eq!(lines[3], "2 row(s)");
     }
 

@@ -7,10 +7,10 @@
 //! tokio's ([`MetricsThread`], the agent). It only reads the registry: never on a data path.
 
 use super::{CONTENT_TYPE, ServiceMetrics};
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::routing::get;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
@@ -187,8 +187,15 @@ async fn render(State(metrics): State<ServiceMetrics>) -> impl axum::response::I
 }
 
 /// Accepts until `stop`, each connection on a task of its own.
-async fn serve(listener: TcpListener, metrics: ServiceMetrics, mut stop: watch::Receiver<bool>) {
-    let service = TowerToHyperService::new(router(metrics));
+async fn serve(listener: TcpListener, metrics: ServiceMetrics, stop: watch::Receiver<bool>) {
+    serve_http(listener, router(metrics), stop).await;
+}
+
+/// Serves `router` on `listener` until `stop` turns true, with this endpoint's limits: each
+/// connection on a task of its own, [`HEAD_TIMEOUT`], [`CONNECTION_TIMEOUT`] and
+/// [`MAX_CONNECTIONS`]. Handlers can extract the peer's address as
+/// `axum::extract::ConnectInfo<SocketAddr>`. The operator console serves its pages this way.
+pub async fn serve_http(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -207,12 +214,12 @@ async fn serve(listener: TcpListener, metrics: ServiceMetrics, mut stop: watch::
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
-                warn!(error = %e, "metrics accept failed");
+                warn!(error = %e, "http accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let service = service.clone();
+        let service = TowerToHyperService::new(router.clone().layer(Extension(ConnectInfo(peer))));
         connections.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -221,9 +228,9 @@ async fn serve(listener: TcpListener, metrics: ServiceMetrics, mut stop: watch::
             match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    debug!(%peer, error = &e as &dyn std::error::Error, "metrics connection failed");
+                    debug!(%peer, error = &e as &dyn std::error::Error, "http connection failed");
                 }
-                Err(_) => debug!(%peer, "metrics connection timed out"),
+                Err(_) => debug!(%peer, "http connection timed out"),
             }
             drop(permit);
         });

@@ -109,7 +109,7 @@ pub(crate) fn decode_change_row(cells: [Cell; 4]) -> Result<RouteChangeRow, Stor
     let check = RowCheck::by_id("RouteChange", &id);
     Ok(RouteChangeRow {
         id: check.i64("id", &id)?,
-        key: RouteKey::new(check.i32("modid", &modid)?, check.i32("cmdid", &cmdid)?),
+        key: RouteKey::new(check.route_id("modid", &modid)?, check.route_id("cmdid", &cmdid)?),
         version: check.i64("version", &version)?,
     })
 }

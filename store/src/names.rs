@@ -194,7 +194,7 @@ pub(crate) fn decode_name_row(
     [id, key, content]: [Cell; 3],
 ) -> Result<(i32, String), StoreError> {
     let check = RowCheck::by_id(table.table(), &id);
-    let key = check.i32(table.column(), &key)?;
+    let key = check.route_id(table.column(), &key)?;
     let bad_content = || {
         check.bad(
             "content",

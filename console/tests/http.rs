@@ -201,7 +201,7 @@ fn an_edit_reaches_a_running_agent_within_2_s_and_the_audit_log(db: TestDb) {
             .await
             .unwrap();
     });
-    let (_dns, dns_port) = start_central(
+    let (dns, dns_port) = start_central(
         "lars-dns",
         dir.path(),
         &store,
@@ -210,8 +210,24 @@ fn an_edit_reaches_a_running_agent_within_2_s_and_the_audit_log(db: TestDb) {
     let agent = start_agent(dir.path(), dns_port, common::nowhere());
     let mut client = common::client_of(&agent);
     served(&mut client, 5, 5);
-    let console = Console::start(&store, "");
+    let services = format!(
+        "[[services]]\nname = \"the dns\"\nurl = \"http://{}/metrics\"\n\
+         [[services]]\nname = \"a gone one\"\nurl = \"127.0.0.1:{}\"\n",
+        dns.metrics_addr(),
+        common::nowhere()
+    );
+    let console = Console::start(&store, &services);
     let (http, csrf) = console.logged_in();
+    let page = console.get(&http, "/services");
+    assert!(
+        page.contains("the dns <span class=\"up\">up</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("a gone one <span class=\"down\">down</span>"),
+        "{page}"
+    );
+    assert!(page.contains("lars_service_serving"), "{page}");
 
     let added = host(2, 9001);
     let form = [

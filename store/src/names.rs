@@ -18,7 +18,7 @@ use crate::StoreError;
 use crate::row::{Cell, RowCheck};
 
 /// Longest name, in characters: the `VARCHAR(255)` of `content` in `conf/lars_dns.sql`, so a
-/// name that passes [`check_name`] always fits the MySQL column.
+/// name that passes `check_name` always fits the MySQL column.
 pub const MAX_NAME_CHARS: usize = 255;
 
 /// The names of modules and commands.

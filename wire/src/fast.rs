@@ -366,6 +366,21 @@ impl FastClient {
             .is_some_and(|slot| slot.view.load().is_some())
     }
 
+    /// The route's hosts with their overload flags as its view holds them (idle hosts first), or
+    /// `None` while the route has no view (it is served classic).
+    pub fn host_states(&self, modid: i32, cmdid: i32) -> Option<Vec<(HostAddr, bool)>> {
+        let key = RouteKey::new(modid, cmdid);
+        let slot = lock(&self.shared.routes).get(&key).cloned()?;
+        let view = slot.view.load_full()?;
+        Some(
+            view.hosts
+                .iter()
+                .enumerate()
+                .map(|(i, &host)| (host, i >= view.idle))
+                .collect(),
+        )
+    }
+
     /// Makes sure the agent has the route before the first `get_host`, as [`Client::reg_init`]
     /// does, and waits (at most the client's timeout) for its view; returns its hosts.
     pub fn reg_init(&self, modid: i32, cmdid: i32) -> Result<Vec<HostAddr>, ClientError> {

@@ -331,7 +331,7 @@ fn malformed_fast_path_datagrams_are_dropped_and_counted_while_a_fast_caller_is_
                 }
                 fast.report(15, 1, host(1), 0).unwrap();
                 calls += 1;
-                if calls % 1024 == 0 {
+                if calls.is_multiple_of(1024) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

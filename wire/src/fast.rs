@@ -112,9 +112,8 @@ impl Default for FastConfig {
 /// The fast client's counters (relaxed atomics, for tests and operators).
 #[derive(Debug, Default)]
 pub struct FastStats {
-    /// `get_host` calls answered from a view.
-    pub fast_picks: AtomicU64,
-    /// `get_host`/`report`/`get_route` calls served by the classic protocol.
+    /// `get_host`/`report`/`get_route` calls served by the classic protocol. (Calls served from
+    /// a view are not counted: a counter every thread writes would cost more than the call.)
     pub classic_calls: AtomicU64,
     /// Results sent in batches.
     pub results_sent: AtomicU64,
@@ -385,7 +384,10 @@ impl FastClient {
     /// does, and waits (at most the client's timeout) for its view; returns its hosts.
     pub fn reg_init(&self, modid: i32, cmdid: i32) -> Result<Vec<HostAddr>, ClientError> {
         let hosts = self.classic(|client| client.reg_init(modid, cmdid))?;
-        if let Some(slot) = self.slot(RouteKey::new(modid, cmdid)) {
+        let key = RouteKey::new(modid, cmdid);
+        let registered = self.with_slot(key, |_| ()).is_some();
+        let slot = lock(&self.shared.routes).get(&key).cloned();
+        if registered && let Some(slot) = slot {
             self.wake_flusher();
             let deadline = Instant::now() + self.shared.config.client.timeout;
             while slot.view.load().is_none() && Instant::now() < deadline {
@@ -401,13 +403,11 @@ impl FastClient {
     /// route is served classic, the classic client's errors.
     pub fn get_host(&self, modid: i32, cmdid: i32) -> Result<HostAddr, ClientError> {
         let key = RouteKey::new(modid, cmdid);
-        if let Some(slot) = self.slot(key)
-            && let Some(view) = &*slot.view.load()
-        {
-            self.shared.stats.fast_picks.fetch_add(1, Ordering::Relaxed);
-            return slot.pick(view);
+        let picked = self.with_slot(key, |slot| slot.view.load().as_ref().map(|v| slot.pick(v)));
+        match picked {
+            Some(Some(picked)) => picked,
+            _ => self.classic(|client| client.get_host(modid, cmdid)),
         }
-        self.classic(|client| client.get_host(modid, cmdid))
     }
 
     /// Records how a call to `host` of `(modid, cmdid)` went (`retcode` 0: success) for the next
@@ -421,12 +421,12 @@ impl FastClient {
         retcode: i32,
     ) -> Result<(), ClientError> {
         let key = RouteKey::new(modid, cmdid);
-        let Some(_slot) = self
-            .slot(key)
-            .filter(|slot| slot.view.load().as_ref().is_some_and(|v| !v.noexist))
-        else {
+        let fast = self.with_slot(key, |slot| {
+            slot.view.load().as_ref().is_some_and(|v| !v.noexist)
+        });
+        if fast != Some(true) {
             return self.classic(|client| client.report(modid, cmdid, host, retcode));
-        };
+        }
         let shared = &*self.shared;
         let queue = shared
             .queues
@@ -449,43 +449,51 @@ impl FastClient {
     /// else as [`Client::get_route`].
     pub fn get_route(&self, modid: i32, cmdid: i32) -> Result<Vec<HostAddr>, ClientError> {
         let key = RouteKey::new(modid, cmdid);
-        if let Some(slot) = self.slot(key)
-            && let Some(view) = &*slot.view.load()
-        {
-            return Ok(view.hosts.clone());
+        let hosts = self.with_slot(key, |slot| {
+            slot.view.load().as_ref().map(|v| v.hosts.clone())
+        });
+        match hosts {
+            Some(Some(hosts)) => Ok(hosts),
+            _ => self.classic(|client| client.get_route(modid, cmdid)),
         }
-        self.classic(|client| client.get_route(modid, cmdid))
     }
 
-    /// The route's slot, from this thread's cache, else the registry (registering the route;
-    /// `None` at `max_routes`). Stamps the route as used.
-    fn slot(&self, key: RouteKey) -> Option<Arc<RouteSlot>> {
+    /// Runs `f` on the route's slot, from this thread's cache, else the registry (registering
+    /// the route; `None` at `max_routes`). Stamps the route as used. The slot is lent, not
+    /// cloned: no shared reference count moves on the call path.
+    fn with_slot<T>(&self, key: RouteKey, f: impl FnOnce(&RouteSlot) -> T) -> Option<T> {
         let shared = &*self.shared;
         let now = shared.coarse_now.load(Ordering::Relaxed);
         let cell = shared.threads.get_or(RefCell::default);
         let mut state = cell.borrow_mut();
-        let cached = match &state.last {
-            Some(slot) if slot.key == key => Some(Arc::clone(slot)),
-            _ => state.routes.get(&key).cloned(),
-        };
-        let slot = match cached {
-            Some(slot) if !slot.evicted.load(Ordering::Relaxed) => slot,
-            _ => {
-                let slot = self.register(key, now)?;
-                if state.routes.len() >= THREAD_CACHE_MAX {
-                    state.routes.clear();
+        let hit = state
+            .last
+            .as_ref()
+            .is_some_and(|slot| slot.key == key && !slot.evicted.load(Ordering::Relaxed));
+        if !hit {
+            let cached = state
+                .routes
+                .get(&key)
+                .filter(|slot| !slot.evicted.load(Ordering::Relaxed))
+                .cloned();
+            let slot = match cached {
+                Some(slot) => slot,
+                None => {
+                    let slot = self.register(key, now)?;
+                    if state.routes.len() >= THREAD_CACHE_MAX {
+                        state.routes.clear();
+                    }
+                    state.routes.insert(key, Arc::clone(&slot));
+                    slot
                 }
-                state.routes.insert(key, Arc::clone(&slot));
-                slot
-            }
-        };
-        if state.last.as_ref().is_none_or(|last| last.key != key) {
-            state.last = Some(Arc::clone(&slot));
+            };
+            state.last = Some(slot);
         }
+        let slot = state.last.as_deref()?;
         if slot.last_used.load(Ordering::Relaxed) != now {
             slot.last_used.store(now, Ordering::Relaxed);
         }
-        Some(slot)
+        Some(f(slot))
     }
 
     /// The registry's slot for `key`, created (and handed to the flusher) if new.

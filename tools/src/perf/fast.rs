@@ -49,8 +49,6 @@ pub struct FastReport {
     /// Process CPU time per iteration, in microseconds (every thread of the generator: callers,
     /// the client's flusher and receiver).
     pub caller_cpu_us_per_iteration: f64,
-    /// Calls served from a view / by the classic protocol (whole run).
-    pub fast_picks: u64,
     /// Calls served by the classic protocol (whole run; the first calls of a route, fallbacks).
     pub classic_calls: u64,
     /// Results sent in batches, batch datagrams, and results dropped on a full queue.
@@ -135,7 +133,7 @@ pub fn run(plan: &Plan) -> i32 {
                     }
                     *local.iterations.get_mut() += 1;
                     n += 1;
-                    if n % PHASE_CHECK_EVERY == 0 {
+                    if n.is_multiple_of(PHASE_CHECK_EVERY) {
                         let now = phase.load(Ordering::Relaxed);
                         if now == MEASURE && !measuring {
                             measuring = true;
@@ -206,7 +204,6 @@ fn report(
         noexist: get(&counts.noexist),
         errors: get(&counts.errors),
         caller_cpu_us_per_iteration: cpu.as_secs_f64() * 1e6 / iterations.max(1) as f64,
-        fast_picks: get(&stats.fast_picks),
         classic_calls: get(&stats.classic_calls),
         results_sent: get(&stats.results_sent),
         batches_sent: get(&stats.batches_sent),
@@ -221,7 +218,7 @@ fn to_text(r: &FastReport) -> String {
          iterations   {} ({:.0}/s)\n\
          refused      {} OVERLOAD, {} NOEXIST; {} other errors\n\
          caller CPU   {:.3} us per iteration (all threads of the process)\n\
-         client       {} fast picks, {} classic calls, {} results in {} batches, {} dropped, {} fallbacks\n",
+         client       {} classic calls, {} results in {} batches, {} dropped, {} fallbacks\n",
         r.workload,
         r.threads,
         r.keys,
@@ -232,7 +229,6 @@ fn to_text(r: &FastReport) -> String {
         r.noexist,
         r.errors,
         r.caller_cpu_us_per_iteration,
-        r.fast_picks,
         r.classic_calls,
         r.results_sent,
         r.batches_sent,

@@ -551,6 +551,26 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_client_runs_the_qps_and_get_host_presets_in_a_closed_loop_only() {
+        assert_eq!(plan(&[]).client, ClientKind::Classic);
+        assert_eq!(
+            plan(&["--client", "fast", "--workload", "qps", "--threads", "10"]).client,
+            ClientKind::Fast
+        );
+        assert_eq!(plan(&["--client", "fast"]).client, ClientKind::Fast);
+        for bad in [
+            &["--client", "fast", "--workload", "report"][..],
+            &["--client", "fast", "--mix", "get_host=1,report=1"],
+            &["--client", "fast", "--rate", "1000"],
+            &["--client", "fast", "--target", "echo"],
+            &["--client", "fast", "--sockets", "2"],
+        ] {
+            assert!(refused(bad).contains("--client fast"), "{bad:?}");
+        }
+        assert!(refused(&["--client", "blocking2"]).contains("classic or fast"));
+    }
+
+    #[test]
     fn defaults_are_a_closed_get_host_loop_on_the_lars_ports() {
         let p = plan(&[]);
         assert_eq!(p.target, Target::Agent);

@@ -230,6 +230,7 @@ impl Agent {
                 cache_tx,
                 cache_interval: config.cache_interval(),
                 limits: config.agent.table_limits(),
+                fast_path: config.agent.fast_path,
             });
         }
 

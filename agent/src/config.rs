@@ -57,6 +57,10 @@ pub struct DataPlaneConfig {
     /// unsubscribed); negative-cache entries go after `loadbalance.update_timeout`. At least
     /// twice `loadbalance.update_timeout`.
     pub route_idle_ttl_secs: u64,
+    /// Whether the shards answer the fast path's messages (route views and report batches, see
+    /// `docs/PROTOCOL.md`). Off: they are dropped unanswered and counted, and fast-path callers
+    /// fall back to the classic per-call messages after one timeout.
+    pub fast_path: bool,
 }
 
 /// The default `max_routes`: about 100 MB of routes at the bytes a held route costs with a few
@@ -84,6 +88,7 @@ impl Default for DataPlaneConfig {
             cache_max_age_secs: 24 * 60 * 60,
             max_routes: DEFAULT_MAX_ROUTES,
             route_idle_ttl_secs: DEFAULT_ROUTE_IDLE_TTL_SECS,
+            fast_path: true,
         }
     }
 }

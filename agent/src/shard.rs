@@ -3,17 +3,25 @@
 //! [`RouteTable`]; runs on its worker's core only. Never allocates for `get_host` and `report`
 //! on a known route, and never panics on what a caller sends: every malformed datagram is
 //! dropped and counted by reason.
+//!
+//! The fast path's messages (route views, report batches: `docs/PROTOCOL.md`) go to the same
+//! table and rules; with `[agent] fast_path = false` they are dropped unanswered and counted, so
+//! callers fall back to the classic messages.
 
 use crate::clock::Millis;
-use crate::lb::{DnsAsk, HostAnswer, HostTransition, ReportOutcome, RouteTable};
+use crate::lb::{
+    BatchHost, BatchOutcome, DnsAsk, HostAnswer, HostTransition, ReportOutcome, RouteTable,
+    RouteView,
+};
 use crate::stats::{DropReason, WorkerStats};
 use lars_wire::datagram::split_datagram;
 use lars_wire::frame::{FrameHeader, HEADER_LEN, MAX_BODY_LEN, encode_frame_into};
 use lars_wire::messages::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, HostInfo, ReportRequest,
+    GetHostRequest, GetHostResponse, GetRouteRequest, HostInfo, ReportBatchRequest, ReportRequest,
+    RouteViewRequest, RouteViewResponse, ViewHost,
 };
 use lars_wire::msg::decode_body;
-use lars_wire::{HostAddr, MsgId, RouteKey, WireError};
+use lars_wire::{HostAddr, MsgId, RetCode, RouteKey, WireError};
 use quick_protobuf::sizeofs::sizeof_len;
 use quick_protobuf::{BytesWriter, MessageWrite, Writer};
 
@@ -24,7 +32,7 @@ pub struct Handled {
     pub reply_len: Option<usize>,
     /// A route to ask dns for.
     pub ask: Option<DnsAsk>,
-    /// A host that changed state, for the log.
+    /// A host that changed state, for the log (the last one, when a report batch moved several).
     pub transition: Option<(RouteKey, HostTransition)>,
 }
 
@@ -34,6 +42,8 @@ pub struct Shard {
     pub index: u16,
     /// The shard's routes.
     pub table: RouteTable,
+    /// Whether the fast path's messages are answered (`[agent] fast_path`).
+    pub fast_path: bool,
 }
 
 impl Shard {
@@ -62,6 +72,18 @@ impl Shard {
             Ok(MsgId::ApiGetRouteRequest) => match decode_body::<GetRouteRequest>(msgid, body) {
                 Ok(request) => self.get_route(request, reply, now, stats),
                 Err(_) => dropped(stats, DropReason::BadBody),
+            },
+            Ok(MsgId::RouteViewRequest | MsgId::ReportBatchRequest) if !self.fast_path => {
+                stats.fast_path_refused.inc();
+                Handled::default()
+            }
+            Ok(MsgId::RouteViewRequest) => match decode_body::<RouteViewRequest>(msgid, body) {
+                Ok(request) => self.route_view(request, reply, now, stats),
+                Err(_) => malformed(stats, DropReason::BadBody),
+            },
+            Ok(MsgId::ReportBatchRequest) => match decode_body::<ReportBatchRequest>(msgid, body) {
+                Ok(request) => self.report_batch(request, reply, now, stats),
+                Err(_) => malformed(stats, DropReason::BadBody),
             },
             Ok(_) => dropped(stats, DropReason::UnexpectedMsgId),
             Err(_) => dropped(stats, DropReason::UnknownMsgId),
@@ -176,6 +198,167 @@ fn dropped(stats: &WorkerStats, reason: DropReason) -> Handled {
     Handled::default()
 }
 
+/// A malformed fast-path datagram: counted by reason and as a fast-path one.
+fn malformed(stats: &WorkerStats, reason: DropReason) -> Handled {
+    stats.fast_path_malformed.inc();
+    dropped(stats, reason)
+}
+
+/// One host of a checked report batch.
+struct CheckedHost<'a> {
+    addr: HostAddr,
+    runs: &'a [u32],
+}
+
+impl BatchHost for CheckedHost<'_> {
+    fn addr(&self) -> HostAddr {
+        self.addr
+    }
+
+    fn runs(&self) -> impl Iterator<Item = (bool, u32)> {
+        self.runs.iter().map(|&run| (run & 1 == 0, run >> 1))
+    }
+}
+
+/// The fast path: route views and report batches.
+impl Shard {
+    fn route_view(
+        &mut self,
+        request: RouteViewRequest,
+        reply: &mut [u8],
+        now: Millis,
+        stats: &WorkerStats,
+    ) -> Handled {
+        let key = RouteKey::new(request.modid, request.cmdid);
+        let held = if key.is_route() {
+            self.table.route_view(key, now)
+        } else {
+            stats.requests_not_a_route.inc();
+            None
+        };
+        let Some((view, ask)) = held else {
+            if key.is_route() {
+                stats.routes_refused.inc();
+            }
+            return Handled {
+                reply_len: encode_view_reply(key, None, request.version, reply, stats),
+                ask: None,
+                transition: None,
+            };
+        };
+        Handled {
+            reply_len: encode_view_reply(key, Some(view), request.version, reply, stats),
+            ask,
+            transition: None,
+        }
+    }
+
+    fn report_batch(
+        &mut self,
+        request: ReportBatchRequest,
+        reply: &mut [u8],
+        now: Millis,
+        stats: &WorkerStats,
+    ) -> Handled {
+        let mut hosts = Vec::with_capacity(request.hosts.len());
+        for host in &request.hosts {
+            let info = HostInfo {
+                ip: host.ip,
+                port: host.port,
+            };
+            let Ok(addr) = HostAddr::try_from(info) else {
+                return malformed(stats, DropReason::BadHost);
+            };
+            if host.runs.iter().any(|&run| run >> 1 == 0) {
+                return malformed(stats, DropReason::BadBody);
+            }
+            hosts.push(CheckedHost {
+                addr,
+                runs: &host.runs,
+            });
+        }
+        let key = RouteKey::new(request.modid, request.cmdid);
+        if !key.is_route() {
+            stats.requests_not_a_route.inc();
+            return Handled {
+                reply_len: encode_view_reply(key, None, request.version, reply, stats),
+                ask: None,
+                transition: None,
+            };
+        }
+        let mut transition = None;
+        let (outcome, view) = self.table.report_batch(key, &hosts, now, |t| {
+            match t {
+                HostTransition::Overloaded { .. } => stats.overloaded.inc(),
+                HostTransition::Recovered { .. } => stats.recovered.inc(),
+            }
+            transition = Some((key, t));
+        });
+        match outcome {
+            BatchOutcome::UnknownRoute => stats.batch_unknown_route.inc(),
+            BatchOutcome::Applied { results, .. } => {
+                stats.batches.inc();
+                stats.batch_results.add(results);
+            }
+        }
+        Handled {
+            reply_len: encode_view_reply(key, view, request.version, reply, stats),
+            ask: None,
+            transition,
+        }
+    }
+}
+
+/// Writes a `RouteViewResponse` frame for `key` without building a message (no allocation):
+/// NOEXIST without a view or for a route without hosts, the short ack (`unchanged`) when the
+/// caller holds `known`, else the view's hosts (cut to what fits in one datagram).
+fn encode_view_reply(
+    key: RouteKey,
+    view: Option<RouteView<'_>>,
+    known: u64,
+    reply: &mut [u8],
+    stats: &WorkerStats,
+) -> Option<usize> {
+    let mut head = RouteViewResponse {
+        modid: key.modid,
+        cmdid: key.cmdid,
+        retcode: RetCode::NoExist.as_i32(),
+        ..RouteViewResponse::default()
+    };
+    let view = view.filter(|v| !v.route.is_empty());
+    if let Some(view) = &view {
+        head.retcode = RetCode::Succ.as_i32();
+        head.version = view.version;
+        head.probe_num = view.route.probe_num();
+        head.panic = view.route.panicking();
+        head.unchanged = view.version == known;
+    }
+    let hosts = view
+        .as_ref()
+        .filter(|_| !head.unchanged)
+        .map(|v| v.route.view_hosts());
+    let entries = hosts
+        .into_iter()
+        .flatten()
+        .map(|(addr, overload)| view_host(addr, overload));
+    // `host` is field 8, length-delimited.
+    let total = encode_list_reply(MsgId::RouteViewResponse, &head, 66, entries, reply)?;
+    if head.unchanged {
+        stats.views_unchanged.inc();
+    } else {
+        stats.views_served.inc();
+    }
+    Some(total)
+}
+
+fn view_host(addr: HostAddr, overload: bool) -> ViewHost {
+    ViewHost {
+        ip: addr.wire_ip(),
+        port: addr.wire_port(),
+        overload,
+    }
+}
+
 /// Writes an `API_GetRouteResponse` frame listing `hosts` without building a message (no
 /// allocation). A route too large for one datagram is cut to the hosts that fit.
 fn encode_route_reply(
@@ -183,23 +366,39 @@ fn encode_route_reply(
     hosts: impl ExactSizeIterator<Item = HostAddr> + Clone,
     reply: &mut [u8],
 ) -> Option<usize> {
-    let room = reply.len().min(HEADER_LEN + MAX_BODY_LEN);
+    // GetRouteResponse's fields 1 and 2 are GetRouteRequest's: same numbers, same types.
     let head = GetRouteRequest {
         modid: key.modid,
         cmdid: key.cmdid,
     };
+    // `host` is field 3, length-delimited.
+    let entries = hosts.map(HostInfo::from);
+    encode_list_reply(MsgId::ApiGetRouteResponse, &head, 26, entries, reply)
+}
+
+/// Writes a frame of id `msgid` whose body is `head`'s fields and then each of `entries` as a
+/// nested message under `tag`, without building the message (no allocation); entries that do
+/// not fit in one datagram are cut. Returns the frame's length.
+fn encode_list_reply<E: MessageWrite>(
+    msgid: MsgId,
+    head: &impl MessageWrite,
+    tag: u32,
+    entries: impl Iterator<Item = E> + Clone,
+    reply: &mut [u8],
+) -> Option<usize> {
+    let room = reply.len().min(HEADER_LEN + MAX_BODY_LEN);
     let mut body_len = head.get_size();
     let mut count = 0;
-    for host in hosts.clone() {
-        let entry = 1 + sizeof_len(HostInfo::from(host).get_size());
-        if HEADER_LEN + body_len + entry > room {
+    for entry in entries.clone() {
+        let len = 1 + sizeof_len(entry.get_size());
+        if HEADER_LEN + body_len + len > room {
             break;
         }
-        body_len += entry;
+        body_len += len;
         count += 1;
     }
     let header = FrameHeader {
-        msgid: MsgId::ApiGetRouteResponse.as_i32(),
+        msgid: msgid.as_i32(),
         msglen: i32::try_from(body_len).ok()?,
     };
     let total = HEADER_LEN + body_len;
@@ -207,11 +406,11 @@ fn encode_route_reply(
         .get_mut(..HEADER_LEN)?
         .copy_from_slice(&header.to_bytes());
     let mut writer = Writer::new(BytesWriter::new(reply.get_mut(HEADER_LEN..total)?));
-    // GetRouteResponse's fields 1 and 2 are GetRouteRequest's: same numbers, same types.
     head.write_message(&mut writer).ok()?;
-    for host in hosts.take(count) {
-        let info = HostInfo::from(host);
-        writer.write_with_tag(26, |w| w.write_message(&info)).ok()?;
+    for entry in entries.take(count) {
+        writer
+            .write_with_tag(tag, |w| w.write_message(&entry))
+            .ok()?;
     }
     Some(total)
 }
@@ -230,6 +429,7 @@ mod tests {
         Shard {
             index: 0,
             table: RouteTable::new(LbSettings::default()),
+            fast_path: true,
         }
     }
 
@@ -308,8 +508,31 @@ mod tests {
                 shard.handle(&report, &mut reply, Millis(0), &stats),
                 Handled::default()
             );
+
+            // The fast path's view and batch follow the same rule.
+            let view = datagram(&Message::RouteViewRequest(RouteViewRequest {
+                modid,
+                cmdid,
+                version: 0,
+            }));
+            let batch = datagram(&Message::ReportBatchRequest(ReportBatchRequest {
+                modid,
+                cmdid,
+                version: 0,
+                hosts: vec![lars_wire::messages::HostResults {
+                    ip: 0x0A00_0001,
+                    port: 80,
+                    runs: vec![5 << 1],
+                }],
+            }));
+            for request in [view, batch] {
+                let handled = shard.handle(&request, &mut reply, Millis(0), &stats);
+                assert_eq!(handled.ask, None);
+                let r = view_of(&reply[..handled.reply_len.unwrap()]);
+                assert_eq!(r.retcode, RetCode::NoExist.as_i32());
+            }
         }
-        assert_eq!(stats.requests_not_a_route.get(), 9);
+        assert_eq!(stats.requests_not_a_route.get(), 15);
         assert_eq!(stats.routes_refused.get(), 0);
         assert_eq!(shard.table.route_count(), 0, "nothing is held");
     }
@@ -427,5 +650,119 @@ mod tests {
         assert_eq!(len, HEADER_LEN + 4 + fit * 15);
         let first = HostAddr::try_from(&r.host[0]).unwrap();
         assert_eq!(first, hosts[0]);
+    }
+
+    fn view_of(reply: &[u8]) -> RouteViewResponse {
+        match decode_datagram(reply).unwrap() {
+            Message::RouteViewResponse(r) => r,
+            other => panic!("not a RouteViewResponse: {other:?}"),
+        }
+    }
+
+    fn batch(version: u64, host: HostAddr, runs: Vec<u32>) -> Vec<u8> {
+        datagram(&Message::ReportBatchRequest(ReportBatchRequest {
+            modid: 1,
+            cmdid: 2,
+            version,
+            hosts: vec![lars_wire::messages::HostResults {
+                ip: host.wire_ip(),
+                port: host.wire_port(),
+                runs,
+            }],
+        }))
+    }
+
+    #[test]
+    fn a_report_batch_moves_the_view_and_an_unmoved_one_is_a_short_ack() {
+        let (mut shard, stats) = (shard(), WorkerStats::default());
+        let key = RouteKey::new(1, 2);
+        let view_request = |version| {
+            datagram(&Message::RouteViewRequest(RouteViewRequest {
+                modid: 1,
+                cmdid: 2,
+                version,
+            }))
+        };
+        let mut reply = vec![0u8; 65536];
+        let first = shard.handle(&view_request(0), &mut reply, Millis(0), &stats);
+        assert_eq!(
+            first.ask,
+            Some(DnsAsk { key }),
+            "an unknown route is pulled"
+        );
+        let noexist = view_of(&reply[..first.reply_len.unwrap()]);
+        assert_eq!(noexist.retcode, RetCode::NoExist.as_i32());
+
+        let hosts = [
+            HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 80),
+            HostAddr::new(Ipv4Addr::new(10, 0, 0, 2), 80),
+        ];
+        shard.table.apply_dns_update(key, &hosts, false, Millis(1));
+        let len = shard
+            .handle(&view_request(0), &mut reply, Millis(2), &stats)
+            .reply_len
+            .unwrap();
+        let view = view_of(&reply[..len]);
+        assert_eq!(
+            (view.retcode, view.probe_num, view.unchanged),
+            (0, 10, false)
+        );
+        assert_eq!(view.host.len(), 2);
+        assert!(view.host.iter().all(|h| !h.overload));
+
+        // 15 failures in a row (one run) overload host 1: the answer is the new view.
+        let handled = shard.handle(
+            &batch(view.version, hosts[0], vec![15 << 1 | 1]),
+            &mut reply,
+            Millis(3),
+            &stats,
+        );
+        assert!(matches!(
+            handled.transition,
+            Some((_, HostTransition::Overloaded { .. }))
+        ));
+        let moved = view_of(&reply[..handled.reply_len.unwrap()]);
+        assert_ne!(moved.version, view.version);
+        assert_eq!(
+            moved
+                .host
+                .iter()
+                .map(|h| (h.ip, h.overload))
+                .collect::<Vec<_>>(),
+            [(hosts[1].wire_ip(), false), (hosts[0].wire_ip(), true)],
+            "idle list first, then the overload list"
+        );
+        // Successes on the idle host move nothing: the short ack.
+        let len = shard
+            .handle(
+                &batch(moved.version, hosts[1], vec![100 << 1]),
+                &mut reply,
+                Millis(4),
+                &stats,
+            )
+            .reply_len
+            .unwrap();
+        let ack = view_of(&reply[..len]);
+        assert!(ack.unchanged && ack.host.is_empty());
+        assert_eq!(ack.version, moved.version);
+        assert_eq!((stats.batches.get(), stats.batch_results.get()), (2, 115));
+        assert_eq!(stats.overloaded.get(), 1);
+
+        // A run of zero results is malformed: dropped, counted, nothing applied.
+        let handled = shard.handle(
+            &batch(ack.version, hosts[1], vec![0]),
+            &mut reply,
+            Millis(5),
+            &stats,
+        );
+        assert_eq!(handled, Handled::default());
+        assert_eq!(stats.fast_path_malformed.get(), 1);
+        assert_eq!(stats.batches.get(), 2);
+
+        // With the fast path off nothing is answered, and it is counted.
+        shard.fast_path = false;
+        let handled = shard.handle(&view_request(0), &mut reply, Millis(6), &stats);
+        assert_eq!(handled, Handled::default());
+        assert_eq!(stats.fast_path_refused.get(), 1);
     }
 }

@@ -82,9 +82,9 @@ pub enum DropReason {
     Short,
     /// Length not `8 + msglen`, or a negative or oversized `msglen`.
     BadLength,
-    /// A message id outside 1..=8.
+    /// A message id outside 1..=11.
     UnknownMsgId,
-    /// A valid id that callers do not send to the agent (1, 2, 3, 5, 8).
+    /// A valid id that callers do not send to the agent (1, 2, 3, 5, 8, 10).
     UnexpectedMsgId,
     /// A body that does not decode.
     BadBody,
@@ -172,6 +172,23 @@ pub struct WorkerStats {
     /// Routes serving their last hosts now against an unaccounted empty dns answer (waiting for
     /// the rule, or held back).
     pub push_empty_kept: Gauge,
+    /// Fast path: route views sent (answers to `RouteViewRequest`s and to report batches whose
+    /// route's version moved).
+    pub views_served: Counter,
+    /// Fast path: answers that said the caller's view is current (the short ack).
+    pub views_unchanged: Counter,
+    /// Fast path: report batches applied.
+    pub batches: Counter,
+    /// Fast path: results the applied report batches carried.
+    pub batch_results: Counter,
+    /// Fast path: report batches for a route the shard does not hold (answered NOEXIST).
+    pub batch_unknown_route: Counter,
+    /// Fast path: datagrams with a fast-path id dropped unanswered because `[agent] fast_path` is
+    /// off (the callers fall back to the classic protocol).
+    pub fast_path_refused: Counter,
+    /// Fast path: fast-path datagrams dropped as malformed (a body that does not decode, a bad
+    /// host, a run of zero results); also counted by drop reason.
+    pub fast_path_malformed: Counter,
 }
 
 /// The route cache's counters (see [`crate::cache`]): `loaded` is written once by the thread
@@ -440,6 +457,48 @@ pub const PER_WORKER: &[PerWorker] = &[
         "API GetRouteRequests answered.",
         Kind::Counter,
         WorkerValue::Each(|w| w.get_route.get()),
+    ),
+    (
+        "lars_agent_fast_views_served_total",
+        "Fast path: route views sent (to view requests and to report batches that moved the version).",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.views_served.get()),
+    ),
+    (
+        "lars_agent_fast_views_unchanged_total",
+        "Fast path: short acks (the caller's view was current).",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.views_unchanged.get()),
+    ),
+    (
+        "lars_agent_fast_batches_total",
+        "Fast path: report batches applied.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.batches.get()),
+    ),
+    (
+        "lars_agent_fast_batch_results_total",
+        "Fast path: results carried by the applied report batches.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.batch_results.get()),
+    ),
+    (
+        "lars_agent_fast_batch_unknown_route_total",
+        "Fast path: report batches for a route the shard does not hold.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.batch_unknown_route.get()),
+    ),
+    (
+        "lars_agent_fast_refused_total",
+        "Fast path: fast-path datagrams left unanswered because fast_path is off.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.fast_path_refused.get()),
+    ),
+    (
+        "lars_agent_fast_malformed_total",
+        "Fast path: malformed fast-path datagrams dropped.",
+        Kind::Counter,
+        WorkerValue::Each(|w| w.fast_path_malformed.get()),
     ),
 ];
 

@@ -80,6 +80,8 @@ pub struct WorkerSetup {
     pub cache_interval: Duration,
     /// Each shard table's cap and idle time.
     pub limits: TableLimits,
+    /// Whether the shards answer the fast path's messages (`[agent] fast_path`).
+    pub fast_path: bool,
 }
 
 /// Why a worker did not start.
@@ -492,6 +494,16 @@ fn log_panic(worker: usize, key: RouteKey, panic: PanicTransition, suppressed: u
     }
 }
 
+/// Where a shard's route view versions start: the wall clock in microseconds, in the high bits
+/// the shard, so that neither a restarted agent nor another shard hands out a version a
+/// fast-path caller still holds for the route.
+fn version_seed(shard: u16) -> u64 {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    (u64::from(shard) << 56) ^ (micros << 8)
+}
+
 /// Builds the worker's state from its setup; returns it with the shard sockets (by `local`),
 /// the wake-up, the driver and the tick.
 fn prepare(
@@ -520,6 +532,7 @@ fn prepare(
         cache_tx,
         cache_interval,
         limits,
+        fast_path,
         ..
     } = setup;
     let max_shard = shards
@@ -533,9 +546,12 @@ fn prepare(
     for (local, (shard, socket)) in shards.into_iter().enumerate() {
         local_of[usize::from(shard)] = Some(local);
         sockets.push(socket);
+        let mut table = RouteTable::with_limits(settings.clone(), limits);
+        table.seed_versions(version_seed(shard));
         owned.push(Shard {
             index: shard,
-            table: RouteTable::with_limits(settings.clone(), limits),
+            table,
+            fast_path,
         });
     }
     stats.shards.set(owned.len() as u64);

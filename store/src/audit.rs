@@ -109,7 +109,10 @@ pub(crate) fn decode_change_row(cells: [Cell; 4]) -> Result<RouteChangeRow, Stor
     let check = RowCheck::by_id("RouteChange", &id);
     Ok(RouteChangeRow {
         id: check.i64("id", &id)?,
-        key: RouteKey::new(check.route_id("modid", &modid)?, check.route_id("cmdid", &cmdid)?),
+        key: RouteKey::new(
+            check.route_id("modid", &modid)?,
+            check.route_id("cmdid", &cmdid)?,
+        ),
         version: check.i64("version", &version)?,
     })
 }

@@ -16,24 +16,52 @@ const FIXED64: u8 = 1;
 const LENGTH_DELIMITED: u8 = 2;
 const FIXED32: u8 = 5;
 
-/// The field number holding a nested message (`HostInfo` or `HostCallResult`) in the body of
-/// `msgid`, if that message has one. Nested messages of this protocol hold scalars only.
-fn nested_message_field(msgid: MsgId) -> Option<u32> {
-    match msgid {
+/// Which fields of a message hold more than scalars: a nested message (whose own fields are
+/// scalars, or a packed list of varints in `packed`) in field `nested`.
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    /// The field holding a nested message (`HostInfo`, `HostCallResult`, `ViewHost`,
+    /// `HostResults`).
+    nested: Option<u32>,
+    /// In the nested message, the field holding a packed list of varints (`HostResults.runs`).
+    packed_in_nested: Option<u32>,
+}
+
+/// The shape of the body of `msgid`.
+fn shape_of(msgid: MsgId) -> Shape {
+    let nested = match msgid {
         MsgId::GetRouteResponse | MsgId::ApiGetRouteResponse => Some(3),
         MsgId::ReportStatusRequest => Some(4),
         MsgId::GetHostResponse => Some(5),
         MsgId::ReportRequest => Some(3),
-        MsgId::GetRouteRequest | MsgId::ApiGetRouteRequest | MsgId::GetHostRequest => None,
+        MsgId::RouteViewResponse => Some(8),
+        MsgId::ReportBatchRequest => Some(4),
+        MsgId::GetRouteRequest
+        | MsgId::ApiGetRouteRequest
+        | MsgId::GetHostRequest
+        | MsgId::RouteViewRequest => None,
+    };
+    let packed_in_nested = (msgid == MsgId::ReportBatchRequest).then_some(3);
+    Shape {
+        nested,
+        packed_in_nested,
     }
 }
 
 /// Checks the body of a message with id `msgid`; the error says what is wrong.
 pub(crate) fn check_body(msgid: MsgId, body: &[u8]) -> Result<(), &'static str> {
-    check_message(body, nested_message_field(msgid))
+    let shape = shape_of(msgid);
+    check_message(body, shape.nested, shape.packed_in_nested, None)
 }
 
-fn check_message(mut rest: &[u8], nested: Option<u32>) -> Result<(), &'static str> {
+/// Checks one message: its `nested` field's payloads as messages (with `inner_packed` as their
+/// packed field), and its `packed` field's payloads as whole varints.
+fn check_message(
+    mut rest: &[u8],
+    nested: Option<u32>,
+    inner_packed: Option<u32>,
+    packed: Option<u32>,
+) -> Result<(), &'static str> {
     while !rest.is_empty() {
         let tag = read_varint(&mut rest).ok_or("truncated or overlong field tag")?;
         let field = tag >> 3;
@@ -54,7 +82,12 @@ fn check_message(mut rest: &[u8], nested: Option<u32>) -> Result<(), &'static st
                 }
                 let (payload, after) = rest.split_at(len);
                 if nested == Some(field as u32) {
-                    check_message(payload, None)?;
+                    check_message(payload, None, None, inner_packed)?;
+                } else if packed == Some(field as u32) {
+                    let mut varints = payload;
+                    while !varints.is_empty() {
+                        read_varint(&mut varints).ok_or("truncated or overlong packed varint")?;
+                    }
                 }
                 rest = after;
             }
@@ -122,6 +155,25 @@ mod tests {
         assert!(check_body(MsgId::GetHostRequest, &overlong).is_err());
         assert!(check_body(MsgId::GetHostRequest, &[0x0b]).is_err());
         assert!(check_body(MsgId::GetHostRequest, &[0x00, 0x01]).is_err());
+    }
+
+    #[test]
+    fn a_packed_run_list_with_a_truncated_varint_is_rejected() {
+        // ReportBatchRequest { hosts: [HostResults { runs: [2, <truncated>] }] }.
+        assert_eq!(
+            check_body(
+                MsgId::ReportBatchRequest,
+                &[0x22, 0x04, 0x1a, 0x02, 0x02, 0x80]
+            ),
+            Err("truncated or overlong packed varint")
+        );
+        assert_eq!(
+            check_body(
+                MsgId::ReportBatchRequest,
+                &[0x22, 0x04, 0x1a, 0x02, 0x02, 0x04]
+            ),
+            Ok(())
+        );
     }
 
     #[test]

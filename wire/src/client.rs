@@ -213,29 +213,7 @@ impl Client {
     /// `0.0.0.0:0` otherwise. Nothing is sent yet, so this succeeds whether the agent runs or
     /// not; a missing agent shows as [`ClientError::Timeout`] on the first request.
     pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
-        let Some(shards) = NonZeroU16::new(config.shards) else {
-            return Err(ClientError::BadConfig {
-                reason: "shards must be at least 1".to_string(),
-            });
-        };
-        if config.base_port == 0 {
-            return Err(ClientError::BadConfig {
-                reason: "base_port must not be 0".to_string(),
-            });
-        }
-        if u32::from(config.base_port) + u32::from(config.shards) - 1 > u32::from(u16::MAX) {
-            return Err(ClientError::BadConfig {
-                reason: format!(
-                    "base_port {} + {} shards runs past port 65535",
-                    config.base_port, config.shards
-                ),
-            });
-        }
-        if config.timeout.is_zero() {
-            return Err(ClientError::BadConfig {
-                reason: "timeout must not be zero".to_string(),
-            });
-        }
+        let shards = Client::check_config(&config)?;
         let local = if config.agent_ip.is_loopback() {
             Ipv4Addr::LOCALHOST
         } else {
@@ -266,6 +244,34 @@ impl Client {
             discarded: 0,
             buf: vec![0; MAX_FRAME_LEN].into_boxed_slice(),
         })
+    }
+
+    /// Checks `config` before any socket is opened; returns its shard count.
+    pub(crate) fn check_config(config: &ClientConfig) -> Result<NonZeroU16, ClientError> {
+        let Some(shards) = NonZeroU16::new(config.shards) else {
+            return Err(ClientError::BadConfig {
+                reason: "shards must be at least 1".to_string(),
+            });
+        };
+        if config.base_port == 0 {
+            return Err(ClientError::BadConfig {
+                reason: "base_port must not be 0".to_string(),
+            });
+        }
+        if u32::from(config.base_port) + u32::from(config.shards) - 1 > u32::from(u16::MAX) {
+            return Err(ClientError::BadConfig {
+                reason: format!(
+                    "base_port {} + {} shards runs past port 65535",
+                    config.base_port, config.shards
+                ),
+            });
+        }
+        if config.timeout.is_zero() {
+            return Err(ClientError::BadConfig {
+                reason: "timeout must not be zero".to_string(),
+            });
+        }
+        Ok(shards)
     }
 
     /// The agent port that serves `(modid, cmdid)`.
@@ -438,7 +444,7 @@ impl Client {
 }
 
 /// A host from the agent's answer; its port must be 1..=65535.
-fn host_from_wire(agent: SocketAddr, info: &HostInfo) -> Result<HostAddr, ClientError> {
+pub(crate) fn host_from_wire(agent: SocketAddr, info: &HostInfo) -> Result<HostAddr, ClientError> {
     match HostAddr::try_from(info) {
         Ok(host) if host.port != 0 => Ok(host),
         Ok(host) => Err(ClientError::BadReply {

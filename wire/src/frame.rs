@@ -209,6 +209,9 @@ impl Message {
             Message::GetHostRequest(m) => encode_frame(id, m, dst),
             Message::GetHostResponse(m) => encode_frame(id, m, dst),
             Message::ReportRequest(m) => encode_frame(id, m, dst),
+            Message::RouteViewRequest(m) => encode_frame(id, m, dst),
+            Message::RouteViewResponse(m) => encode_frame(id, m, dst),
+            Message::ReportBatchRequest(m) => encode_frame(id, m, dst),
         }
     }
 
@@ -226,6 +229,9 @@ impl Message {
             Message::GetHostRequest(m) => encode_frame_into(id, m, buf),
             Message::GetHostResponse(m) => encode_frame_into(id, m, buf),
             Message::ReportRequest(m) => encode_frame_into(id, m, buf),
+            Message::RouteViewRequest(m) => encode_frame_into(id, m, buf),
+            Message::RouteViewResponse(m) => encode_frame_into(id, m, buf),
+            Message::ReportBatchRequest(m) => encode_frame_into(id, m, buf),
         }
     }
 }

@@ -34,6 +34,11 @@
 //! | 6 | `ReportRequest` | caller → agent, no reply | [`messages::ReportRequest`] |
 //! | 7 | `ApiGetRouteRequest` | caller → agent | [`messages::GetRouteRequest`] |
 //! | 8 | `ApiGetRouteResponse` | agent → caller | [`messages::GetRouteResponse`] |
+//! | 9 | `RouteViewRequest` | fast-path caller → agent | [`messages::RouteViewRequest`] |
+//! | 10 | `RouteViewResponse` | agent → fast-path caller | [`messages::RouteViewResponse`] |
+//! | 11 | `ReportBatchRequest` | fast-path caller → agent | [`messages::ReportBatchRequest`] |
+//!
+//! Ids 9 to 11 are the callers' fast path, added by lars-rs ([`fast::FastClient`]).
 //!
 //! Return codes ([`RetCode`]): 0 SUCC, 1 OVERLOAD, 2 SYSTEM_ERROR, 3 NOEXIST.
 //!
@@ -53,6 +58,7 @@ mod body_check;
 pub mod client;
 pub mod datagram;
 pub mod error;
+pub mod fast;
 pub mod frame;
 pub mod ip;
 pub mod latest;
@@ -62,6 +68,7 @@ pub mod route;
 
 pub use client::{Client, ClientConfig, ClientError};
 pub use error::WireError;
+pub use fast::{FastClient, FastConfig, FastStats};
 pub use frame::{FrameDecoder, RawFrame};
 pub use latest::LatestWins;
 pub use msg::{Message, MsgId, RetCode};

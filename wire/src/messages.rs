@@ -21,5 +21,6 @@ mod lars {
 
 pub use lars::{
     GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, HostCallResult, HostInfo,
-    ReportRequest, ReportStatusRequest,
+    HostResults, ReportBatchRequest, ReportRequest, ReportStatusRequest, RouteViewRequest,
+    RouteViewResponse, ViewHost,
 };

@@ -3,8 +3,8 @@
 
 use crate::error::WireError;
 use crate::messages::{
-    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportRequest,
-    ReportStatusRequest,
+    GetHostRequest, GetHostResponse, GetRouteRequest, GetRouteResponse, ReportBatchRequest,
+    ReportRequest, ReportStatusRequest, RouteViewRequest, RouteViewResponse,
 };
 use quick_protobuf::{BytesReader, MessageRead};
 
@@ -28,11 +28,17 @@ pub enum MsgId {
     ApiGetRouteRequest = 7,
     /// agent → API (UDP): a route's hosts.
     ApiGetRouteResponse = 8,
+    /// fast-path API → agent (UDP): a route's view (lars-rs only).
+    RouteViewRequest = 9,
+    /// agent → fast-path API (UDP): a route's view, or the short ack (lars-rs only).
+    RouteViewResponse = 10,
+    /// fast-path API → agent (UDP): a batch of results for one route (lars-rs only).
+    ReportBatchRequest = 11,
 }
 
 impl MsgId {
     /// Every message id, in wire order.
-    pub const ALL: [MsgId; 8] = [
+    pub const ALL: [MsgId; 11] = [
         MsgId::GetRouteRequest,
         MsgId::GetRouteResponse,
         MsgId::ReportStatusRequest,
@@ -41,6 +47,16 @@ impl MsgId {
         MsgId::ReportRequest,
         MsgId::ApiGetRouteRequest,
         MsgId::ApiGetRouteResponse,
+        MsgId::RouteViewRequest,
+        MsgId::RouteViewResponse,
+        MsgId::ReportBatchRequest,
+    ];
+
+    /// The ids of the fast path (added by lars-rs; a C++ agent does not know them).
+    pub const FAST_PATH: [MsgId; 3] = [
+        MsgId::RouteViewRequest,
+        MsgId::RouteViewResponse,
+        MsgId::ReportBatchRequest,
     ];
 
     /// The id as it travels in a header.
@@ -54,7 +70,7 @@ impl TryFrom<i32> for MsgId {
 
     fn try_from(id: i32) -> Result<Self, WireError> {
         match id {
-            1..=8 => Ok(MsgId::ALL[(id - 1) as usize]),
+            1..=11 => Ok(MsgId::ALL[(id - 1) as usize]),
             _ => Err(WireError::UnknownMsgId(id)),
         }
     }
@@ -114,6 +130,12 @@ pub enum Message {
     ApiGetRouteRequest(GetRouteRequest),
     /// msgid 8 (same body as msgid 2).
     ApiGetRouteResponse(GetRouteResponse),
+    /// msgid 9.
+    RouteViewRequest(RouteViewRequest),
+    /// msgid 10.
+    RouteViewResponse(RouteViewResponse),
+    /// msgid 11.
+    ReportBatchRequest(ReportBatchRequest),
 }
 
 impl Message {
@@ -128,6 +150,9 @@ impl Message {
             Message::ReportRequest(_) => MsgId::ReportRequest,
             Message::ApiGetRouteRequest(_) => MsgId::ApiGetRouteRequest,
             Message::ApiGetRouteResponse(_) => MsgId::ApiGetRouteResponse,
+            Message::RouteViewRequest(_) => MsgId::RouteViewRequest,
+            Message::RouteViewResponse(_) => MsgId::RouteViewResponse,
+            Message::ReportBatchRequest(_) => MsgId::ReportBatchRequest,
         }
     }
 
@@ -142,6 +167,9 @@ impl Message {
             MsgId::ReportRequest => Message::ReportRequest(decode_body(msgid, body)?),
             MsgId::ApiGetRouteRequest => Message::ApiGetRouteRequest(decode_body(msgid, body)?),
             MsgId::ApiGetRouteResponse => Message::ApiGetRouteResponse(decode_body(msgid, body)?),
+            MsgId::RouteViewRequest => Message::RouteViewRequest(decode_body(msgid, body)?),
+            MsgId::RouteViewResponse => Message::RouteViewResponse(decode_body(msgid, body)?),
+            MsgId::ReportBatchRequest => Message::ReportBatchRequest(decode_body(msgid, body)?),
         })
     }
 }
@@ -188,7 +216,7 @@ mod tests {
         for id in MsgId::ALL {
             assert_eq!(MsgId::try_from(id.as_i32()), Ok(id));
         }
-        for bad in [0, 9, -1, i32::MIN, i32::MAX] {
+        for bad in [0, 12, -1, i32::MIN, i32::MAX] {
             assert_eq!(MsgId::try_from(bad), Err(WireError::UnknownMsgId(bad)));
         }
     }

@@ -473,10 +473,10 @@ fn decoding_skips_unknown_fields_and_keeps_the_last_scalar() {
 
 #[test]
 fn unknown_msgid_in_a_well_formed_frame_is_a_typed_error() {
-    // msgid 9, msglen 0.
-    let frame = [0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
-    assert_eq!(decode_datagram(&frame), Err(WireError::UnknownMsgId(9)));
+    // msgid 12 (the first after the fast path's 9 to 11), msglen 0.
+    let frame = [0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
+    assert_eq!(decode_datagram(&frame), Err(WireError::UnknownMsgId(12)));
     let mut stream = BytesMut::from(&frame[..]);
     let raw = FrameDecoder::new().decode(&mut stream).unwrap().unwrap();
-    assert_eq!(raw.decode(), Err(WireError::UnknownMsgId(9)));
+    assert_eq!(raw.decode(), Err(WireError::UnknownMsgId(12)));
 }

@@ -219,6 +219,22 @@ impl HostState {
         None
     }
 
+    /// Rule 1 for `count` reports of one outcome, without judging: what `count` calls of
+    /// [`HostState::report`] do to a host none of them can move (see `Route::report_run`).
+    pub(super) fn count_run(&mut self, succ: bool, count: u32) {
+        if succ {
+            self.vsucc = self.vsucc.saturating_add(count);
+            self.rsucc = self.rsucc.saturating_add(count);
+            self.contin_succ = self.contin_succ.saturating_add(count);
+            self.contin_err = 0;
+        } else {
+            self.verr = self.verr.saturating_add(count);
+            self.rerr = self.rerr.saturating_add(count);
+            self.contin_err = self.contin_err.saturating_add(count);
+            self.contin_succ = 0;
+        }
+    }
+
     /// "Set idle": `vsucc=init_succ_cnt`, `verr=0`, real and continuous counts 0, `idle_ts=now`.
     /// Also the start of a fresh window for a host that stays idle.
     fn set_idle(&mut self, lb: &LbSettings, now: Millis) {

@@ -38,7 +38,10 @@ pub(crate) mod table;
 pub use host::HostTransition;
 pub use route::{HostsUpdate, PanicTransition};
 pub use settings::LbSettings;
-pub use table::{DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable, TableLimits};
+pub use table::{
+    BatchHost, BatchOutcome, DnsAsk, DnsUpdateOutcome, HostAnswer, ReportOutcome, RouteTable,
+    RouteView, TableLimits,
+};
 
 /// What the tests of [`host`] and [`route`] build routes with.
 #[cfg(test)]

@@ -259,6 +259,51 @@ impl Route {
     ) -> Result<Option<HostTransition>, UnknownHost> {
         let i = self.find(addr).ok_or(UnknownHost)?;
         self.has_reports = true;
+        Ok(self.report_at(i, succ, now))
+    }
+
+    /// Counts `count` reports in a row on `addr`, all successes (`succ`) or all failures, at
+    /// `now` — exactly as `count` calls of [`Route::report`] would, and hands every state change
+    /// to `changed` in the order it happened. A host the route does not have is ignored
+    /// ([`UnknownHost`]).
+    ///
+    /// Once one report of the run is counted at `now`, a host that is idle after a success (or
+    /// overloaded after a failure) stays so for the rest of the run: rules 2 and 3 need the other
+    /// outcome or the other state, and rule 4 was judged at this `now` by the report before
+    /// (either its window is younger than `idle_timeout`/`overload_timeout`, both at least 1 s,
+    /// or it just started at `now`). The rest of such a run is only counted, in one step
+    /// ([`HostState::count_run`]); a run that can change the state is counted one report at a
+    /// time, which ends within `contin_err_limit` / `contin_succ_limit` reports. The unit tests
+    /// check the equality against one-by-one reports.
+    pub fn report_run(
+        &mut self,
+        addr: HostAddr,
+        succ: bool,
+        count: u32,
+        now: Millis,
+        mut changed: impl FnMut(HostTransition),
+    ) -> Result<(), UnknownHost> {
+        let i = self.find(addr).ok_or(UnknownHost)?;
+        if count == 0 {
+            return Ok(());
+        }
+        self.has_reports = true;
+        let mut left = count;
+        while left > 0 {
+            if left < count && self.hosts[i as usize].overload != succ {
+                self.hosts[i as usize].count_run(succ, left);
+                break;
+            }
+            if let Some(transition) = self.report_at(i, succ, now) {
+                changed(transition);
+            }
+            left -= 1;
+        }
+        Ok(())
+    }
+
+    /// One report on host `i`; moves it between the lists when it changed state.
+    fn report_at(&mut self, i: HostIdx, succ: bool, now: Millis) -> Option<HostTransition> {
         let transition = self.hosts[i as usize].report(succ, &self.settings, now);
         match transition {
             Some(HostTransition::Overloaded { .. }) => {
@@ -267,10 +312,31 @@ impl Route {
             Some(HostTransition::Recovered { .. }) => {
                 move_between(&mut self.overload, &mut self.idle, i);
             }
-            None => return Ok(None),
+            None => return None,
         }
         self.refresh_panic();
-        Ok(transition)
+        transition
+    }
+
+    /// The route's `probe_num` (one pick in every `probe_num + 1` probes the overload list).
+    pub fn probe_num(&self) -> u32 {
+        self.settings.probe_num
+    }
+
+    /// Whether the route is in panic mode (its picks go round robin over every host).
+    pub fn panicking(&self) -> bool {
+        self.panic
+    }
+
+    /// Every host with its overload flag: the idle list head first, then the overload list head
+    /// first (what a caller's route view holds).
+    pub fn view_hosts(&self) -> impl Iterator<Item = (HostAddr, bool)> + Clone + '_ {
+        self.idle.iter().chain(self.overload.iter()).map(|&i| {
+            (
+                self.hosts[i as usize].addr(),
+                self.hosts[i as usize].overload,
+            )
+        })
     }
 
     /// Replaces the route's hosts with `hosts` (a dns reply or push): hosts that are new are
@@ -504,7 +570,9 @@ fn move_between(from: &mut VecDeque<HostIdx>, to: &mut VecDeque<HostIdx>, i: Hos
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{addr, call_result, overload, rotations, route, secs};
+    use super::super::test_support::{
+        addr, call_result, overload, rotations, route, route_with, secs,
+    };
     use super::*;
     use crate::alloc_counter;
     use proptest::prelude::*;
@@ -960,6 +1028,153 @@ mod tests {
                 if let Err(e) = route.check_invariants() {
                     return Err(TestCaseError::fail(e));
                 }
+            }
+        }
+    }
+
+    /// A batch as a fast-path caller sends it: each host's results (in first-seen order of the
+    /// hosts), run-length encoded in order.
+    fn grouped_runs(results: &[(u8, bool)]) -> Vec<(u8, Vec<(bool, u32)>)> {
+        let mut grouped: Vec<(u8, Vec<(bool, u32)>)> = Vec::new();
+        for &(host, succ) in results {
+            let at = match grouped.iter().position(|(h, _)| *h == host) {
+                Some(at) => at,
+                None => {
+                    grouped.push((host, Vec::new()));
+                    grouped.len() - 1
+                }
+            };
+            match grouped[at].1.last_mut() {
+                Some((s, n)) if *s == succ => *n += 1,
+                _ => grouped[at].1.push((succ, 1)),
+            }
+        }
+        grouped
+    }
+
+    fn batch_settings() -> impl Strategy<Value = LbSettings> {
+        (
+            1u32..20,
+            1u32..20,
+            1u32..200,
+            1u32..8,
+            1u64..3,
+            1u64..3,
+            1u32..4,
+        )
+            .prop_flat_map(|(ce, cs, isc, iec, it, ot, probe)| {
+                prop_oneof![Just(0u32), 1u32..=99].prop_map(move |panic_threshold| LbSettings {
+                    contin_err_limit: ce,
+                    contin_succ_limit: cs,
+                    init_succ_cnt: isc,
+                    init_err_cnt: iec,
+                    idle_timeout: it,
+                    overload_timeout: ot,
+                    probe_num: probe,
+                    panic_threshold,
+                    ..LbSettings::default()
+                })
+            })
+    }
+
+    /// One batch: milliseconds since the batch before, results as runs of (host, succ, length).
+    type Batch = (u64, Vec<(u8, bool, u32)>);
+
+    fn batches() -> impl Strategy<Value = Vec<Batch>> {
+        prop::collection::vec(
+            (
+                prop_oneof![Just(0u64), 1u64..500, 500u64..4000],
+                prop::collection::vec((1u8..5, any::<bool>(), 1u32..60), 0..12),
+            ),
+            1..25,
+        )
+    }
+
+    #[test]
+    fn a_long_run_of_successes_on_an_idle_host_is_counted_in_one_step() {
+        let mut route = route(2);
+        route
+            .report_run(addr(1), true, u32::MAX, secs(1), |_| panic!("no change"))
+            .unwrap();
+        let host = route.host(addr(1)).unwrap();
+        assert_eq!((host.rsucc, host.contin_succ), (u32::MAX, u32::MAX));
+        assert_eq!(host.vsucc, u32::MAX, "saturates like one-by-one reports");
+    }
+
+    #[test]
+    fn a_run_of_failures_overloads_at_the_same_report_as_one_by_one() {
+        let mut by_run = route(2);
+        let mut seen = Vec::new();
+        by_run
+            .report_run(addr(1), false, 40, secs(1), |t| seen.push(t))
+            .unwrap();
+        let mut one_by_one = route(2);
+        let mut expected = Vec::new();
+        for _ in 0..40 {
+            expected.extend(one_by_one.report(addr(1), false, secs(1)).unwrap());
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(by_run.host(addr(1)), one_by_one.host(addr(1)));
+        assert_eq!(
+            by_run.host(addr(1)).unwrap().rerr,
+            25,
+            "15 to overload, 25 counted after"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_batch_of_runs_gives_the_host_states_of_one_report_per_result(
+            lb in batch_settings(),
+            batches in batches(),
+        ) {
+            let n = 4;
+            let mut one_by_one = route_with(lb.clone(), n, Millis::ZERO);
+            let mut grouped_one_by_one = route_with(lb.clone(), n, Millis::ZERO);
+            let mut by_runs = route_with(lb, n, Millis::ZERO);
+            let mut now = Millis::ZERO;
+            for (advance, runs) in batches {
+                now = now.plus(Millis(advance));
+                let results: Vec<(u8, bool)> = runs
+                    .iter()
+                    .flat_map(|&(h, succ, len)| std::iter::repeat_n((h, succ), len as usize))
+                    .collect();
+                // As the results happened, one report each.
+                for &(h, succ) in &results {
+                    one_by_one.report(addr(h), succ, now).unwrap();
+                }
+                // Grouped per host as the batch carries them: one report each, then by runs.
+                let mut expected = Vec::new();
+                let mut seen = Vec::new();
+                for (h, host_runs) in grouped_runs(&results) {
+                    for &(succ, count) in &host_runs {
+                        for _ in 0..count {
+                            expected.extend(grouped_one_by_one.report(addr(h), succ, now).unwrap());
+                        }
+                        by_runs.report_run(addr(h), succ, count, now, |t| seen.push(t)).unwrap();
+                    }
+                }
+                prop_assert_eq!(&seen, &expected);
+                // Each host's state depends on its own results only: the order across hosts
+                // does not change it.
+                for h in 1..=n {
+                    prop_assert_eq!(by_runs.host(addr(h)), one_by_one.host(addr(h)), "host {}", h);
+                }
+                // In the batch's order, the lists and panic mode are the same too.
+                prop_assert_eq!(
+                    by_runs.idle_hosts().collect::<Vec<_>>(),
+                    grouped_one_by_one.idle_hosts().collect::<Vec<_>>()
+                );
+                prop_assert_eq!(
+                    by_runs.overload_hosts().collect::<Vec<_>>(),
+                    grouped_one_by_one.overload_hosts().collect::<Vec<_>>()
+                );
+                prop_assert_eq!(by_runs.in_panic(), grouped_one_by_one.in_panic());
+                prop_assert_eq!(by_runs.has_reports(), grouped_one_by_one.has_reports());
+                by_runs.check_invariants().map_err(TestCaseError::fail)?;
             }
         }
     }

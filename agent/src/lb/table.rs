@@ -160,8 +160,12 @@ struct Held {
     empty_since: Option<Millis>,
     /// Push-empty protection decided to keep the route's hosts.
     held_back: bool,
-    /// When a caller last asked for the route (`get_host`, `get_route`), or when it was loaded.
+    /// When a caller last asked for the route (`get_host`, `get_route`, a route view or a report
+    /// batch), or when it was loaded.
     last_used: Millis,
+    /// The route view's version: a fresh value of the table's counter whenever the route's hosts
+    /// or their states change (see [`RouteTable::route_view`]).
+    version: u64,
 }
 
 impl Held {
@@ -174,6 +178,7 @@ impl Held {
             empty_since: None,
             held_back: false,
             last_used: now,
+            version: 0,
         }
     }
 
@@ -239,6 +244,8 @@ pub struct RouteTable {
     hosts: usize,
     /// Routes serving their last hosts against an unaccounted empty answer (waiting or held).
     kept: usize,
+    /// The last version handed to a route (see [`RouteTable::route_view`]).
+    versions: u64,
 }
 
 impl RouteTable {
@@ -259,6 +266,21 @@ impl RouteTable {
             reported: Vec::new(),
             hosts: 0,
             kept: 0,
+            versions: 0,
+        }
+    }
+
+    /// Starts the route view versions after `seed`, so that a restarted agent (another seed: the
+    /// worker passes its start time) does not hand out the versions its previous run did.
+    pub fn seed_versions(&mut self, seed: u64) {
+        self.versions = seed;
+    }
+
+    /// Gives the route of `key` a fresh view version.
+    fn bump(&mut self, key: RouteKey) {
+        self.versions = self.versions.wrapping_add(1).max(1);
+        if let Some(held) = self.routes.get_mut(&key) {
+            held.version = self.versions;
         }
     }
 
@@ -310,6 +332,9 @@ impl RouteTable {
                 if !had_reports {
                     self.reported.push(key);
                 }
+                if transition.is_some() {
+                    self.bump(key);
+                }
                 ReportOutcome::Counted(transition)
             }
             Err(_) => ReportOutcome::UnknownHost,
@@ -350,6 +375,9 @@ impl RouteTable {
         let before = held.route.len();
         let update = held.route.update_hosts(hosts, now);
         self.hosts = self.hosts - before + update.hosts;
+        if update.added > 0 || update.removed > 0 {
+            self.bump(key);
+        }
         DnsUpdateOutcome::Applied(update)
     }
 
@@ -482,10 +510,10 @@ impl RouteTable {
             Entry::Vacant(_) if full => None,
             Entry::Vacant(vacant) => {
                 self.sweep.push_back(key);
-                Some((
-                    vacant.insert(Held::pulling(&self.settings, now)),
-                    Some(DnsAsk { key }),
-                ))
+                self.versions = self.versions.wrapping_add(1).max(1);
+                let held = vacant.insert(Held::pulling(&self.settings, now));
+                held.version = self.versions;
+                Some((held, Some(DnsAsk { key })))
             }
             Entry::Occupied(occupied) => {
                 let held = occupied.into_mut();
@@ -581,8 +609,10 @@ impl RouteTable {
             empty_since: None,
             held_back: false,
             last_used: now,
+            version: 0,
         });
         self.sweep.push_back(key);
+        self.bump(key);
         true
     }
 
@@ -621,6 +651,113 @@ impl RouteTable {
     /// was applied.
     pub fn take_panic_change(&mut self, key: RouteKey) -> Option<PanicTransition> {
         self.routes.get_mut(&key)?.route.take_panic_change()
+    }
+}
+
+/// What a caller's route view (or the answer to a report batch) holds: the route's hosts with
+/// their states, its `probe_num`, panic mode and version.
+#[derive(Debug, Clone)]
+pub struct RouteView<'a> {
+    /// Changes whenever the hosts or their states change; never 0.
+    pub version: u64,
+    /// The route of the view.
+    pub route: &'a Route,
+}
+
+/// What a report batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// The table does not hold the route: ignored (the caller's view is stale; its next view
+    /// request makes the table pull the route).
+    UnknownRoute,
+    /// Applied: `results` counted, `unknown_hosts` host entries ignored (hosts the route does
+    /// not have any more).
+    Applied {
+        /// Results counted.
+        results: u64,
+        /// Host entries of the batch that named a host the route does not have.
+        unknown_hosts: usize,
+    },
+}
+
+/// One host's part of a report batch: its address and its runs in order, each
+/// `(succ, count)` with `count >= 1` (checked by the caller of [`RouteTable::report_batch`]).
+pub trait BatchHost {
+    /// The host.
+    fn addr(&self) -> HostAddr;
+    /// Its runs, in order.
+    fn runs(&self) -> impl Iterator<Item = (bool, u32)>;
+}
+
+/// The fast path's part of the table: route views and report batches, on the same routes and
+/// rules as `get_host` and `report`.
+impl RouteTable {
+    /// A caller's route view request: the same rules as [`RouteTable::get_route`] (an unknown key
+    /// is created and pulled, a due re-ask is handed out), and the route with its version;
+    /// `None` for an unknown key refused at the cap (answer NOEXIST).
+    pub fn route_view(
+        &mut self,
+        key: RouteKey,
+        now: Millis,
+    ) -> Option<(RouteView<'_>, Option<DnsAsk>)> {
+        let (held, ask) = self.lookup(key, now)?;
+        Some((
+            RouteView {
+                version: held.version,
+                route: &held.route,
+            },
+            ask,
+        ))
+    }
+
+    /// A caller's report batch for `key`: each host's runs applied in order through
+    /// [`Route::report_run`], exactly as one `report` per result would be, all at `now`; every
+    /// host state change goes to `changed`. Stamps the route as used (a fast-path caller asks
+    /// for views only when its batches bring none). Then the route's view as [`RouteView`].
+    pub fn report_batch<H: BatchHost>(
+        &mut self,
+        key: RouteKey,
+        hosts: &[H],
+        now: Millis,
+        mut changed: impl FnMut(HostTransition),
+    ) -> (BatchOutcome, Option<RouteView<'_>>) {
+        let Some(held) = self.routes.get_mut(&key) else {
+            return (BatchOutcome::UnknownRoute, None);
+        };
+        held.last_used = now;
+        let had_reports = held.route.has_reports();
+        let (mut results, mut unknown_hosts, mut moved) = (0u64, 0usize, false);
+        for host in hosts {
+            let addr = host.addr();
+            for (succ, count) in host.runs() {
+                let applied = held.route.report_run(addr, succ, count, now, |t| {
+                    moved = true;
+                    changed(t);
+                });
+                if applied.is_err() {
+                    unknown_hosts += 1;
+                    break;
+                }
+                results += u64::from(count);
+            }
+        }
+        if !had_reports && held.route.has_reports() {
+            self.reported.push(key);
+        }
+        if moved {
+            self.bump(key);
+        }
+        let held = &self.routes[&key];
+        (
+            BatchOutcome::Applied {
+                results,
+                unknown_hosts,
+            },
+            Some(RouteView {
+                version: held.version,
+                route: &held.route,
+            }),
+        )
     }
 }
 

@@ -168,10 +168,15 @@ impl System {
     /// Starts an agent under `prefix` (e.g. `["taskset", "-c", "0"]`) with `extra` config lines
     /// in `[agent]`.
     pub fn start_agent(&mut self, prefix: &[&str], extra: &str) {
+        self.start_agent_at(prefix, 0, extra);
+    }
+
+    /// As [`System::start_agent`], on `base_port` (0: a free range the OS picks).
+    pub fn start_agent_at(&mut self, prefix: &[&str], base_port: u16, extra: &str) {
         let config = self.write(
             "agent.toml",
             &format!(
-                "[agent]\nbase_port = 0\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{}\"\nstate_dir = \"{}\"\n{extra}\n\
+                "[agent]\nbase_port = {base_port}\nstats_addr = \"127.0.0.1:0\"\nreport_interval_ms = 200\nio = \"{}\"\nstate_dir = \"{}\"\n{extra}\n\
                  [dnsserver]\nip = \"127.0.0.1\"\nport = {}\n[reporter]\nip = \"127.0.0.1\"\nport = {}\n",
                 self.io,
                 self.state_dir().display(),

@@ -9,9 +9,10 @@
 //! [`schedule`] (open-loop send times), [`alarm`] (microsecond wake-ups), [`flow`] (one socket's requests and answers, sans I/O),
 //! [`tally`] (counters and histograms), [`load`] (the threads, runtimes and sockets),
 //! [`progress`] (the per-second line) and [`summary`] (the report, its verdict and its text and
-//! JSON forms).
+//! JSON forms); [`fast`] runs the same presets through lars-wire's `FastClient` instead.
 
 pub mod alarm;
+pub mod fast;
 pub mod flow;
 pub mod keys;
 pub mod load;
@@ -29,6 +30,9 @@ use summary::Report;
 /// Runs `plan` and prints its report; returns the exit status: 0 for a good run, 1 for a
 /// failed one (see [`summary::verdict`]) or one that could not start.
 pub fn run(plan: &Plan) -> i32 {
+    if plan.client == options::ClientKind::Fast {
+        return fast::run(plan);
+    }
     let mut progress = Progress::new(plan.warmup);
     let outcome = load::run(plan, |second| progress.show(second));
     progress.finish();

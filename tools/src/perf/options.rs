@@ -112,6 +112,30 @@ pub struct PerfArgs {
     /// print one JSON object instead of the summary
     #[argh(switch)]
     pub json: bool,
+    /// caller library: classic (lars-perf's own UDP requests, one datagram per call, the
+    /// default) or fast (lars-wire's FastClient shared by all threads: picks from route views,
+    /// reports in batches; --workload qps or get_host, closed loop only)
+    #[argh(option, from_str_fn(parse_client))]
+    pub client: Option<ClientKind>,
+}
+
+/// Which caller library a run drives the agent through (`--client`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// One datagram per call, as the C++ clients send them.
+    #[default]
+    Classic,
+    /// lars-wire's `FastClient` (see `perf::fast`).
+    Fast,
+}
+
+fn parse_client(value: &str) -> Result<ClientKind, String> {
+    match value {
+        "classic" => Ok(ClientKind::Classic),
+        "fast" => Ok(ClientKind::Fast),
+        _ => Err(format!("client `{value}` is not classic or fast")),
+    }
 }
 
 /// What is being loaded.
@@ -239,6 +263,8 @@ pub struct Plan {
     pub cpus: Vec<usize>,
     /// Print JSON instead of the summary.
     pub json: bool,
+    /// The caller library.
+    pub client: ClientKind,
 }
 
 impl Plan {
@@ -332,7 +358,25 @@ impl Plan {
             }
         };
 
+        let client = args.client.unwrap_or_default();
+        if client == ClientKind::Fast {
+            let fits = matches!(load, Load::Qps)
+                || (load == Load::Mix(Mix::only(Kind::GetHost)) && args.mix.is_none());
+            if target != Target::Agent || !fits {
+                return Err(
+                    "--client fast runs --workload qps or get_host against the agent".into(),
+                );
+            }
+            if args.rate.is_some() || args.sockets.is_some() || args.outstanding.is_some() {
+                return Err(
+                    "--client fast is a closed loop of calls: drop --rate, --sockets and --outstanding"
+                        .into(),
+                );
+            }
+        }
+
         Ok(Plan {
+            client,
             target,
             ports: Ports {
                 ip: args.agent,
@@ -504,6 +548,26 @@ mod tests {
             Err(Parsed::Bad(message)) => message,
             other => panic!("{args:?} was not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_fast_client_runs_the_qps_and_get_host_presets_in_a_closed_loop_only() {
+        assert_eq!(plan(&[]).client, ClientKind::Classic);
+        assert_eq!(
+            plan(&["--client", "fast", "--workload", "qps", "--threads", "10"]).client,
+            ClientKind::Fast
+        );
+        assert_eq!(plan(&["--client", "fast"]).client, ClientKind::Fast);
+        for bad in [
+            &["--client", "fast", "--workload", "report"][..],
+            &["--client", "fast", "--mix", "get_host=1,report=1"],
+            &["--client", "fast", "--rate", "1000"],
+            &["--client", "fast", "--target", "echo"],
+            &["--client", "fast", "--sockets", "2"],
+        ] {
+            assert!(refused(bad).contains("--client fast"), "{bad:?}");
+        }
+        assert!(refused(&["--client", "blocking2"]).contains("classic or fast"));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! of each key), [`workload`] (request kinds, mixes, the `qps` and `echo` presets),
 //! [`schedule`] (open-loop send times), [`alarm`] (microsecond wake-ups), [`flow`] (one socket's requests and answers, sans I/O),
 //! [`tally`] (counters and histograms), [`load`] (the threads, runtimes and sockets),
+//! [`blocking`] (`--client blocking`: the C++ qps client's blocking connected sockets),
 //! [`progress`] (the per-second line) and [`summary`] (the report, its verdict and its text and
 //! JSON forms).
 
 pub mod alarm;
+pub mod blocking;
 pub mod flow;
 pub mod keys;
 pub mod load;

@@ -10,17 +10,20 @@
 # routes, and measures, on each I/O driver of DRIVERS (`[agent] io`, and echo-server's `--io`;
 # default "io-uring portable", so the portable driver is measured beside the default one):
 #   (a) the Lars qps preset (get_host then report, one in flight, one key per thread) with 1, 2
-#       and 10 client threads, and the agent's CPU time per iteration;
+#       and 10 client threads, on both lars-perf clients: `classic` (tokio, non-blocking sockets)
+#       and `blocking` (the C++ qps client's pattern: a connected blocking socket per shard
+#       port), with the agent's and the caller's CPU time per iteration;
 #   (b) saturated get_host throughput and latency with the agent pinned to CPU 1 and lars-perf to
 #       CPU 0, the agent's CPU time per request, and p99 at half that rate (open loop);
 #   (c) the same load against echo-server (the agent's driver and sockets, no work): the ratio;
 # and once, on the first driver of DRIVERS:
 #   (d) the agent's memory with 100,000 routes x 10 hosts;
 #   (e) the kernel's floor with udp-floor: what the cheapest possible UDP server pays on
-#       loopback here, one in flight and batched, and per datagram received and sent with no
-#       wake-up at all (the lower bound under any server's CPU per request).
+#       loopback here, one in flight (the blocking client's pattern, with 1, 2 and 10 client
+#       threads) and batched, and per datagram received and sent with no wake-up at all (the
+#       lower bound under any server's CPU per request).
 # CPU time is utime+stime of the agent process from /proc/PID/stat, over the measured run and
-# its warm-up. Needs: cargo, taskset, python3 (to read lars-perf's JSON). Shell
+# its warm-up; the caller's is lars-perf's own utime+stime (bash's `time`), over its whole run. Needs: cargo, taskset, python3 (to read lars-perf's JSON). Shell
 # helpers shared with flamegraph.sh are in perf/lib.sh.
 set -euo pipefail
 
@@ -46,15 +49,19 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 hz=$(getconf CLK_TCK)
 
-perf_run() { # OUT ARGS... → runs lars-perf with JSON output; sets CPU_US (agent CPU per completed op)
+perf_run() { # OUT ARGS... → runs lars-perf with JSON output; sets CPU_US (agent CPU per
+    # completed op) and CALLER_US (lars-perf's own CPU per completed op)
     local out=$1; shift
     local t0; t0=$(ticks "$APID_MEASURED")
-    "$BIN/lars-perf" --duration "$DURATION" --warmup "$WARMUP" --json "$@" > "$out" || true
+    local TIMEFORMAT='%U %S'
+    { time "$BIN/lars-perf" --duration "$DURATION" --warmup "$WARMUP" --json "$@" > "$out" 2> "$out.err" || true; } 2> "$out.time"
     local t1; t1=$(ticks "$APID_MEASURED")
-    CPU_US=$(python3 -c "
+    read -r cu cs < "$out.time"
+    read -r CPU_US CALLER_US < <(python3 -c "
 import json; d=json.load(open('$out'))
 ops = d['throughput_per_sec'] * (d['measured_secs'] + $WARMUP)
-print('%.1f' % (($t1 - $t0) * 1e6 / $hz / ops) if ops else 'n/a')")
+per = lambda secs: '%.1f' % (secs * 1e6 / ops) if ops else 'n/a'
+print(per(($t1 - $t0) / $hz), per($cu + $cs))")
 }
 
 commit=$(cd "$top" && git rev-parse --short HEAD)
@@ -72,7 +79,8 @@ services "sqlite://$work/lars.db"
 ten_routes "sqlite://$work/lars.db"
 load=(--cpus 0 --threads 1 --sockets 4 --outstanding 16 --keys 10)
 lat="'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']"
-declare -A QPS QPS_P50 QPS_P99 QPS_CPU SAT SAT_LAT SAT_CPU HALF HALF_LAT HALF_DONE HALF_LAG
+clients=(classic blocking)
+declare -A QPS QPS_P50 QPS_P99 QPS_CPU QPS_CALLER SAT SAT_LAT SAT_CPU HALF HALF_LAT HALF_DONE HALF_LAG
 declare -A ECHO ECHO_LAT ECHO_CPU ECHO_HALF_LAT ECHO_HALF_LAG RATIO
 for d in "${drivers[@]}"; do
     AGENT_IO=$d
@@ -81,13 +89,16 @@ for d in "${drivers[@]}"; do
     ask_ten_routes
 
     for threads in 1 2 10; do
-        echo "==> (a) $d: qps preset, $threads thread(s)" >&2
-        out="$work/qps-$d-$threads.json"
-        perf_run "$out" --base-port "$BP" --workload qps --threads "$threads" --keys "$threads"
-        QPS[$d,$threads]=$(json "$out" "'%.0f' % d['throughput_per_sec']")
-        QPS_P50[$d,$threads]=$(json "$out" "d['latency_us']['p50']")
-        QPS_P99[$d,$threads]=$(json "$out" "d['latency_us']['p99']")
-        QPS_CPU[$d,$threads]=$CPU_US
+        for c in "${clients[@]}"; do
+            echo "==> (a) $d: qps preset, $threads thread(s), --client $c" >&2
+            out="$work/qps-$d-$c-$threads.json"
+            perf_run "$out" --base-port "$BP" --client "$c" --workload qps --threads "$threads" --keys "$threads"
+            QPS[$d,$c,$threads]=$(json "$out" "'%.0f' % d['throughput_per_sec']")
+            QPS_P50[$d,$c,$threads]=$(json "$out" "d['latency_us']['p50']")
+            QPS_P99[$d,$c,$threads]=$(json "$out" "d['latency_us']['p99']")
+            QPS_CPU[$d,$c,$threads]=$CPU_US
+            QPS_CALLER[$d,$c,$threads]=$CALLER_US
+        done
     done
 
     echo "==> (b) $d: saturated get_host, agent on CPU 1, lars-perf on CPU 0" >&2
@@ -145,7 +156,15 @@ PER_HOST=$(python3 -c "print('%.0f' % (($RSS1 - $RSS0) * 1024.0 / max($held, 1))
 echo "==> (e) the kernel's floor: udp-floor on the cheapest server" >&2
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 floor() { "$BIN/udp-floor" --duration "$DURATION" "$@" | sed -n 's/.*server_cpu=\([0-9.]*\).*/\1/p'; }
-FLOOR_PING=$(floor --mode pingpong --report)
+declare -A FLOOR_PING
+for threads in 1 2 10; do
+    FLOOR_PING[$threads]=$(floor --mode pingpong --report --clients "$threads")
+done
+# The acceptance ratio: the agent's CPU per iteration under the blocking client at one thread
+# against the cheapest server's under the same client pattern.
+FLOOR_RATIO=$(python3 -c "
+a, f = '${QPS_CPU[${drivers[0]},blocking,1]}', '${FLOOR_PING[1]}'
+print('%.2f' % (float(a) / float(f)) if a.replace('.', '', 1).isdigit() and float(f) else 'n/a')")
 FLOOR_BATCH=$(floor --mode batch --clients 4 --outstanding 16)
 FLOOR_RECV=$(floor --mode recv)
 FLOOR_SEND=$(floor --mode send)
@@ -162,9 +181,13 @@ for threads in 1 2 10; do
         10) lars="52.0k it/s / ≥ 156k" ;;
     esac
     for d in "${drivers[@]}"; do
-        row "| qps preset, $threads thread(s), \`$d\` | \`--workload qps --threads $threads --keys $threads\` | ${QPS[$d,$threads]} it/s, p50 ${QPS_P50[$d,$threads]} µs, p99 ${QPS_P99[$d,$threads]} µs, agent CPU ${QPS_CPU[$d,$threads]} µs/it | $lars |"
+        for c in "${clients[@]}"; do
+            row "| qps preset, $threads thread(s), \`$d\`, \`--client $c\` | \`--client $c --workload qps --threads $threads --keys $threads\` | ${QPS[$d,$c,$threads]} it/s, p50 ${QPS_P50[$d,$c,$threads]} µs, p99 ${QPS_P99[$d,$c,$threads]} µs, agent CPU ${QPS_CPU[$d,$c,$threads]} µs/it, caller CPU ${QPS_CALLER[$d,$c,$threads]} µs/it | $lars |"
+        done
     done
+    row "| kernel floor, one in flight per client: blocking \`recvfrom\`/\`sendto\` server, $threads client thread(s) in the blocking client's pattern, get_host + report | \`udp-floor --mode pingpong --report --clients $threads\` | server CPU ${FLOOR_PING[$threads]} µs/it | compare \`--client blocking\`, $threads thread(s) |"
 done
+row "| agent CPU per iteration against the floor's server, one caller thread in the blocking pattern, \`${drivers[0]}\` | \`--client blocking --workload qps --threads 1\` / \`udp-floor --mode pingpong --report --clients 1\` | ${QPS_CPU[${drivers[0]},blocking,1]} / ${FLOOR_PING[1]} µs/it: **${FLOOR_RATIO}x** | ≤ 1.2x |"
 for d in "${drivers[@]}"; do
     row "| get_host saturated, agent on CPU 1, \`$d\` | \`${load[*]}\` | ${SAT[$d]} req/s, p50/p90/p99/p99.9/max ${SAT_LAT[$d]} µs, agent CPU ${SAT_CPU[$d]} µs/req | — |"
     row "| echo-server, same load, \`--io $d\` | \`--target echo ${load[*]}\` | ${ECHO[$d]} req/s, ${ECHO_LAT[$d]} µs, server CPU ${ECHO_CPU[$d]} µs/req | agent ≥ 80% of echo: **${RATIO[$d]}** |"
@@ -180,13 +203,14 @@ table=$(cat <<MD
 Measured $now on $machine, commit $commit, release build. Each lars-perf run: ${WARMUP} s
 warm-up, $DURATION s measured. Agent CPU is utime+stime of the agent process over warm-up and
 run, per completed iteration or request (it includes the kernel's loopback delivery of the
-replies, which runs on the sender's CPU). Each driver is \`[agent] io\` (and echo-server's
+replies, which runs on the sender's CPU); caller CPU is lars-perf's own utime+stime over its
+whole run, per iteration. \`--client classic\` is lars-perf's tokio engine, \`--client
+blocking\` the C++ qps client's pattern (a connected blocking socket per shard port). Each driver is \`[agent] io\` (and echo-server's
 \`--io\`) forced in the config; memory is measured on \`${drivers[0]}\`.
 
 | measurement | command (lars-perf …) | result | C++ Lars / target |
 |---|---|---|---|
-${rows}| kernel floor, one in flight: blocking \`recvfrom\`/\`sendto\` server, get_host + report | \`udp-floor --mode pingpong --report\` | server CPU ${FLOOR_PING} µs/it | compare qps, 1 thread |
-| kernel floor, batched: \`recvmmsg\`/\`sendmmsg\` echo, 4 sockets x 16 in flight | \`udp-floor --mode batch --clients 4 --outstanding 16\` | server CPU ${FLOOR_BATCH} µs/req | compare get_host saturated |
+${rows}| kernel floor, batched: \`recvmmsg\`/\`sendmmsg\` echo, 4 sockets x 16 in flight | \`udp-floor --mode batch --clients 4 --outstanding 16\` | server CPU ${FLOOR_BATCH} µs/req | compare get_host saturated |
 | kernel floor per datagram with no wake-up: one received (queued burst drained) / one sent (to a receiver that never sleeps) | \`udp-floor --mode recv\` / \`--mode send\` | ${FLOOR_RECV} / ${FLOOR_SEND} µs: a get_host + report iteration (2 in, 1 out) costs any UDP server at least **${FLOOR_IT} µs** | target < 2 µs per iteration is below this |
 | agent memory, 100,000 routes x 10 hosts | \`--workload get_route --modid 1..100000 --cmdid 1 --duration 3\` until all are held | ${held} hosts held, RSS ${RSS0} → ${RSS1} KiB: **${PER_HOST} bytes/host** | < 200 bytes/host |
 <!-- end perf/bench.sh -->

@@ -215,6 +215,35 @@ fn the_qps_preset_and_a_mix_run_against_the_agent() {
 }
 
 #[test]
+fn the_blocking_client_runs_the_qps_preset_against_the_agent() {
+    let (agent, _dir) = agent();
+    let base_port = agent.field("base_port");
+    let (out, json) = short_json_run(
+        &base_port,
+        &[
+            "--client",
+            "blocking",
+            "--workload",
+            "qps",
+            "--threads",
+            "2",
+            "--keys",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{json}");
+    assert_eq!(json["options"]["client"], "blocking");
+    let completed = u64_at(&json, &["completed"]);
+    assert!(completed > 0, "{json}");
+    assert_eq!(u64_at(&json, &["retcodes", "NOEXIST"]), completed, "{json}");
+    assert_eq!(u64_at(&json, &["timeouts"]), 0, "{json}");
+    // The agent answered every get_host the blocking sockets sent, on the shard ports of both
+    // keys (1, 1) and (1, 2).
+    let asked = agent.scrape().sum("lars_agent_get_host_total", &[]) as u64;
+    assert!(asked >= completed, "agent {asked} < lars-perf {completed}");
+}
+
+#[test]
 fn all_sockets_together_walk_a_large_key_set_without_repeating_keys() {
     let (agent, _dir) = agent();
     let base_port = agent.field("base_port");

@@ -11,9 +11,12 @@
 //! as it is part of the agent's.
 //!
 //! Modes:
-//! - `pingpong`: one client, one request in flight, the server answers each with one `sendto`
-//!   (`--report` adds a second datagram per iteration that is not answered, like the qps
-//!   preset's get_host + report);
+//! - `pingpong`: `--clients` client threads (default 1), one request in flight each, the server
+//!   answers each with one `sendto`. The clients follow the Lars C++ qps client (and `lars-perf
+//!   --client blocking`): a socket `connect`ed to the server, blocking `send`/`recv`. The request
+//!   is an encoded `GetHostRequest` and the answer an encoded `GetHostResponse`, the sizes the
+//!   agent sees and sends; `--report` adds, per iteration, an encoded `ReportRequest` that is not
+//!   answered, like the qps preset's get_host + report;
 //! - `batch`: `--clients` sockets with `--outstanding` requests in flight each, the server
 //!   answers with `recvmmsg` + `sendmmsg`;
 //! - `recv`: a client queues bursts of datagrams while the server waits, the server drains each
@@ -27,8 +30,12 @@
 
 use anyhow::{Context, bail};
 use argh::FromArgs;
+use lars_wire::HostAddr;
+use lars_wire::datagram::encode_datagram;
+use lars_wire::messages::{GetHostRequest, GetHostResponse, ReportRequest};
+use lars_wire::msg::Message;
 use std::mem::{MaybeUninit, zeroed};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +44,7 @@ use std::time::{Duration, Instant};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 64;
-/// The datagram every mode sends: the size of a `GetHostRequest`.
+/// The datagram the batch, recv and send modes send: the size of a `GetHostRequest`.
 const DATAGRAM: [u8; 20] = [
     3, 0, 0, 0, 12, 0, 0, 0, 8, 1, 16, 1, 24, 1, 0, 0, 0, 0, 0, 0,
 ];
@@ -61,9 +68,9 @@ struct Args {
     /// CPU the client threads are pinned to (default 0)
     #[argh(option, default = "0")]
     client_cpu: usize,
-    /// batch: client sockets (default 4)
-    #[argh(option, default = "4")]
-    clients: usize,
+    /// batch: client sockets (default 4); pingpong: client threads (default 1)
+    #[argh(option)]
+    clients: Option<usize>,
     /// batch: requests in flight per client socket (default 16)
     #[argh(option, default = "16")]
     outstanding: usize,
@@ -182,10 +189,68 @@ fn client_socket(to: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// The three datagrams of a pingpong iteration, encoded as the agent's callers send them: a
+/// `GetHostRequest`, its `GetHostResponse` and a `ReportRequest` of the picked host.
+struct Iteration {
+    request: Vec<u8>,
+    answer: Vec<u8>,
+    report: Vec<u8>,
+}
+
+impl Iteration {
+    fn new() -> anyhow::Result<Iteration> {
+        let host = HostAddr::new(Ipv4Addr::new(10, 0, 0, 1), 9001);
+        let encode = |message: Message| -> anyhow::Result<Vec<u8>> {
+            let mut buf = [0u8; 256];
+            let len = encode_datagram(&message, &mut buf).context("encoding a datagram")?;
+            Ok(buf[..len].to_vec())
+        };
+        Ok(Iteration {
+            request: encode(Message::GetHostRequest(GetHostRequest {
+                seq: 1,
+                modid: 1,
+                cmdid: 1,
+            }))?,
+            answer: encode(Message::GetHostResponse(GetHostResponse {
+                seq: 1,
+                modid: 1,
+                cmdid: 1,
+                retcode: 0,
+                host: Some(host.into()),
+            }))?,
+            report: encode(Message::ReportRequest(ReportRequest {
+                modid: 1,
+                cmdid: 1,
+                host: Some(host.into()),
+                retcode: 0,
+            }))?,
+        })
+    }
+}
+
+/// `pingpong`: each client sends a get_host and waits for its answer (then, with `--report`,
+/// sends a report); the server answers get_hosts only.
 fn pingpong(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Result<Measured> {
-    let client = client_socket(server.local_addr()?)?;
+    let iteration = Arc::new(Iteration::new()?);
+    let to = server.local_addr()?;
     let report = args.report;
-    let (s_stop, c_stop) = (stop.clone(), stop.clone());
+    let s_stop = stop.clone();
+    let mut clients: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    for _ in 0..args.clients.unwrap_or(1).max(1) {
+        let client = client_socket(to)?;
+        let c_stop = stop.clone();
+        let it = iteration.clone();
+        clients.push(Box::new(move || {
+            let mut buf = [0u8; 2048];
+            while !c_stop.load(Ordering::Relaxed) {
+                let _ = client.send(&it.request);
+                let _ = client.recv(&mut buf);
+                if report {
+                    let _ = client.send(&it.report);
+                }
+            }
+        }));
+    }
     run(
         args,
         stop,
@@ -196,26 +261,15 @@ fn pingpong(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::R
                 let Ok((len, from)) = server.recv_from(&mut buf) else {
                     continue;
                 };
-                // The unanswered datagrams are the one-byte-longer ones.
-                if len == DATAGRAM.len() {
+                // Only the get_host is answered; the report is not.
+                if buf[..len] == iteration.request[..] {
                     requests += 1;
-                    let _ = server.send_to(&buf[..len], from);
+                    let _ = server.send_to(&iteration.answer, from);
                 }
             }
             requests
         },
-        vec![Box::new(move || {
-            let mut buf = [0u8; 2048];
-            let mut extra = DATAGRAM.to_vec();
-            extra.push(0);
-            while !c_stop.load(Ordering::Relaxed) {
-                let _ = client.send(&DATAGRAM);
-                let _ = client.recv(&mut buf);
-                if report {
-                    let _ = client.send(&extra);
-                }
-            }
-        })],
+        clients,
     )
 }
 
@@ -307,7 +361,7 @@ fn batch(args: &Args, server: UdpSocket, stop: &Arc<AtomicBool>) -> anyhow::Resu
     let to = server.local_addr()?;
     let s_stop = stop.clone();
     let mut clients: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
-    for _ in 0..args.clients.max(1) {
+    for _ in 0..args.clients.unwrap_or(4).max(1) {
         let client = client_socket(to)?;
         let c_stop = stop.clone();
         let outstanding = args.outstanding;

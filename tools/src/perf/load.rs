@@ -14,11 +14,15 @@
 //! and reports each second once every thread has delivered it. The sockets are bound before any
 //! thread starts (so a failure is reported before load is generated), and all threads take the
 //! same start instant once every one of them is ready.
+//!
+//! That is the `classic` client. With `--client blocking` the same threads, tallies and
+//! hand-overs run [`blocking`]'s loop instead (blocking sockets, one connected per shard port).
 
 use crate::perf::alarm::Alarm;
+use crate::perf::blocking;
 use crate::perf::flow::{Flow, FlowSetup};
 use crate::perf::keys::KeyWalk;
-use crate::perf::options::Plan;
+use crate::perf::options::{Client, Plan};
 use crate::perf::schedule::Schedule;
 use crate::perf::tally::{Stats, Tally, Window};
 use std::cell::RefCell;
@@ -88,24 +92,39 @@ pub struct Outcome {
 }
 
 /// What a thread hands over.
-struct Tick {
+pub(crate) struct Tick {
     /// The second it closes, or `None` for the rest at the thread's end.
-    second: Option<u32>,
-    window: Window,
-    stats: Stats,
+    pub(crate) second: Option<u32>,
+    pub(crate) window: Window,
+    pub(crate) stats: Stats,
 }
 
 /// Runs the load of `plan`, calling `on_second` as each second completes.
 pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, LoadError> {
+    if plan.client == Client::Fast {
+        // `perf::run` sends these to `perf::fast`; this engine only drives datagram clients.
+        return Err(LoadError::Failed {
+            thread: 0,
+            reason: "--client fast runs through perf::fast, not the datagram engine".into(),
+        });
+    }
     let mut per_thread = Vec::with_capacity(plan.threads);
     for _ in 0..plan.threads {
-        let mut sockets = Vec::with_capacity(plan.sockets);
-        for _ in 0..plan.sockets {
-            let socket =
-                UdpSocket::bind((Ipv4Addr::new(0, 0, 0, 0), 0)).map_err(LoadError::Socket)?;
-            socket.set_nonblocking(true).map_err(LoadError::Socket)?;
-            sockets.push(socket);
-        }
+        let sockets = match plan.client {
+            Client::Classic => {
+                let mut sockets = Vec::with_capacity(plan.sockets);
+                for _ in 0..plan.sockets {
+                    let socket = UdpSocket::bind((Ipv4Addr::new(0, 0, 0, 0), 0))
+                        .map_err(LoadError::Socket)?;
+                    socket.set_nonblocking(true).map_err(LoadError::Socket)?;
+                    sockets.push(socket);
+                }
+                sockets
+            }
+            Client::Blocking | Client::Fast => {
+                blocking::connect(plan).map_err(LoadError::Socket)?
+            }
+        };
         per_thread.push(sockets);
     }
 
@@ -126,7 +145,10 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
         };
         let handle = std::thread::Builder::new()
             .name(format!("lars-perf-{index}"))
-            .spawn(move || generate(context, sockets))
+            .spawn(move || match context.plan.client {
+                Client::Classic => generate(context, sockets),
+                Client::Blocking | Client::Fast => blocking::generate(context, sockets),
+            })
             .map_err(|source| LoadError::Thread {
                 thread: index,
                 source,
@@ -188,14 +210,14 @@ pub fn run(plan: &Plan, mut on_second: impl FnMut(&Second)) -> Result<Outcome, L
 }
 
 /// What a generator thread is started with.
-struct ThreadContext {
-    index: usize,
-    plan: Arc<Plan>,
+pub(crate) struct ThreadContext {
+    pub(crate) index: usize,
+    pub(crate) plan: Arc<Plan>,
     /// The run's key walk, shared by every socket.
-    keys: Arc<KeyWalk>,
-    barrier: Arc<Barrier>,
-    start: Arc<OnceLock<Instant>>,
-    ticks: mpsc::Sender<Tick>,
+    pub(crate) keys: Arc<KeyWalk>,
+    pub(crate) barrier: Arc<Barrier>,
+    pub(crate) start: Arc<OnceLock<Instant>>,
+    pub(crate) ticks: mpsc::Sender<Tick>,
 }
 
 /// A generator thread's life: pin, set up, wait for the others, drive the sockets to the end,
@@ -209,12 +231,7 @@ fn generate(context: ThreadContext, sockets: Vec<UdpSocket>) -> Result<(), Strin
         start,
         ticks,
     } = context;
-    if !plan.cpus.is_empty() {
-        let cpu = plan.cpus[index % plan.cpus.len()];
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-            eprintln!("lars-perf: could not pin generator thread {index} to CPU {cpu}");
-        }
-    }
+    pin(&plan, index);
     // Wake-ups as close to the asked time as the kernel can: the open loop's schedule is only as
     // good as its timers (best effort; the default slack is 50 µs).
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
@@ -284,6 +301,16 @@ fn generate(context: ThreadContext, sockets: Vec<UdpSocket>) -> Result<(), Strin
         return Err("a socket task panicked".to_string());
     }
     Ok(())
+}
+
+/// Pins generator thread `index` to its CPU of `--cpus`, if any (best effort, said once).
+pub(crate) fn pin(plan: &Plan, index: usize) {
+    if !plan.cpus.is_empty() {
+        let cpu = plan.cpus[index % plan.cpus.len()];
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            eprintln!("lars-perf: could not pin generator thread {index} to CPU {cpu}");
+        }
+    }
 }
 
 /// Hands the thread's counts to the main thread at the end of every second from `start`.

@@ -8,10 +8,12 @@
 //! of each key), [`workload`] (request kinds, mixes, the `qps` and `echo` presets),
 //! [`schedule`] (open-loop send times), [`alarm`] (microsecond wake-ups), [`flow`] (one socket's requests and answers, sans I/O),
 //! [`tally`] (counters and histograms), [`load`] (the threads, runtimes and sockets),
+//! [`blocking`] (`--client blocking`: the C++ qps client's blocking connected sockets),
 //! [`progress`] (the per-second line) and [`summary`] (the report, its verdict and its text and
 //! JSON forms); [`fast`] runs the same presets through lars-wire's `FastClient` instead.
 
 pub mod alarm;
+pub mod blocking;
 pub mod fast;
 pub mod flow;
 pub mod keys;
@@ -30,7 +32,7 @@ use summary::Report;
 /// Runs `plan` and prints its report; returns the exit status: 0 for a good run, 1 for a
 /// failed one (see [`summary::verdict`]) or one that could not start.
 pub fn run(plan: &Plan) -> i32 {
-    if plan.client == options::ClientKind::Fast {
+    if plan.client == options::Client::Fast {
         return fast::run(plan);
     }
     let mut progress = Progress::new(plan.warmup);

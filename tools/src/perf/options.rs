@@ -37,12 +37,19 @@ pub const MAX_SHARDS: u16 = 64;
     iteration a get_host, then a report of the picked host with SUCC; one key per thread, one \
     request in flight; throughput in iterations/s); echo, the same GetHostRequest datagrams sent \
     to an echo server (echo-server from lars-bench), expecting the exact bytes back.\n\n\
+    Clients (--client): classic, the engine above (each thread a tokio runtime over \
+    non-blocking sockets woken by epoll); blocking, the original Lars C++ qps client's exact \
+    pattern: per thread one UDP socket connected to each shard port, blocking send and recv, one \
+    request in flight (with --workload qps: a get_host, its answer, then a report, which is not \
+    answered). Blocking runs a closed loop only: --sockets, --outstanding and --rate are \
+    refused with it.\n\n\
     Each second, on a terminal only, one progress line on stderr. At the end the summary on \
     stdout, or with --json one JSON object with the same figures and the options applied.",
     example = "lars-perf --threads 1 --sockets 4 --outstanding 16 --duration 5\n\
     lars-perf --workload qps --threads 10 --keys 10\n\
     lars-perf --mix get_host=90,report=5,get_route=5 --keys 1000 --rate 100000 --json\n\
-    lars-perf --target echo --base-port 9000 --cpus 1",
+    lars-perf --target echo --base-port 9000 --cpus 1\n\
+    lars-perf --client blocking --workload qps --threads 1 --keys 1",
     note = "A warm-up of --warmup seconds runs first and is not measured; requests still in \
     flight at the end are waited for (up to --timeout) but no new ones start.",
     error_code(0, "The run is good."),
@@ -109,33 +116,31 @@ pub struct PerfArgs {
     /// CPUs to pin the generator threads to, e.g. 0,1 or 2-3; thread i on the i-th (cycling)
     #[argh(option, from_str_fn(parse_cpus))]
     pub cpus: Option<Vec<usize>>,
+    /// caller: classic (default: lars-perf's own UDP requests on a tokio runtime, non-blocking
+    /// sockets, one datagram per call), blocking (one connected socket per shard port, blocking
+    /// send/recv, one request in flight per thread, like Lars' C++ qps client) or fast
+    /// (lars-wire's FastClient shared by all threads: picks from route views, reports in
+    /// batches; --workload qps or get_host, closed loop only)
+    #[argh(option, default = "Client::Classic", from_str_fn(parse_client))]
+    pub client: Client,
     /// print one JSON object instead of the summary
     #[argh(switch)]
     pub json: bool,
-    /// caller library: classic (lars-perf's own UDP requests, one datagram per call, the
-    /// default) or fast (lars-wire's FastClient shared by all threads: picks from route views,
-    /// reports in batches; --workload qps or get_host, closed loop only)
-    #[argh(option, from_str_fn(parse_client))]
-    pub client: Option<ClientKind>,
 }
 
-/// Which caller library a run drives the agent through (`--client`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// How the generator threads talk to the target (`--client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ClientKind {
-    /// One datagram per call, as the C++ clients send them.
-    #[default]
+pub enum Client {
+    /// The tokio engine of [`crate::perf::load`]: non-blocking sockets, any number of sockets
+    /// and requests in flight, closed or open loop.
     Classic,
-    /// lars-wire's `FastClient` (see `perf::fast`).
+    /// The C++ qps client's pattern ([`crate::perf::blocking`]): per thread one socket
+    /// connected to each shard port, blocking `send`/`recv`, one request in flight.
+    Blocking,
+    /// lars-wire's `FastClient` ([`crate::perf::fast`]): one client shared by every thread,
+    /// picking from route views and reporting in batches.
     Fast,
-}
-
-fn parse_client(value: &str) -> Result<ClientKind, String> {
-    match value {
-        "classic" => Ok(ClientKind::Classic),
-        "fast" => Ok(ClientKind::Fast),
-        _ => Err(format!("client `{value}` is not classic or fast")),
-    }
 }
 
 /// What is being loaded.
@@ -177,6 +182,15 @@ fn parse_workload(value: &str) -> Result<WorkloadName, String> {
         _ => Err(format!(
             "workload `{value}` is not get_host, get_route, report, qps or echo"
         )),
+    }
+}
+
+fn parse_client(value: &str) -> Result<Client, String> {
+    match value {
+        "classic" => Ok(Client::Classic),
+        "blocking" => Ok(Client::Blocking),
+        "fast" => Ok(Client::Fast),
+        _ => Err(format!("client `{value}` is not classic, blocking or fast")),
     }
 }
 
@@ -261,10 +275,10 @@ pub struct Plan {
     pub timeout: Duration,
     /// CPUs the threads are pinned to, cycling; empty for no pinning.
     pub cpus: Vec<usize>,
+    /// How the threads talk to the target.
+    pub client: Client,
     /// Print JSON instead of the summary.
     pub json: bool,
-    /// The caller library.
-    pub client: ClientKind,
 }
 
 impl Plan {
@@ -298,12 +312,26 @@ impl Plan {
         let shards = NonZeroU16::new(args.shards).ok_or("--shards must be at least 1")?;
 
         let threads = level("--threads", args.threads, 1)?;
-        let (sockets, outstanding) = if load == Load::Qps {
+        if args.client == Client::Blocking {
+            for (name, given) in [
+                ("--sockets", args.sockets.is_some_and(|v| v != 1)),
+                ("--outstanding", args.outstanding.is_some_and(|v| v != 1)),
+                ("--rate", args.rate.is_some()),
+            ] {
+                if given {
+                    return Err(format!(
+                        "--client blocking keeps one request in flight per thread in a closed \
+                         loop, over one socket per shard port; drop {name}"
+                    ));
+                }
+            }
+        }
+        let (sockets, outstanding) = if load == Load::Qps || args.client == Client::Blocking {
             for (name, value) in [
                 ("--sockets", args.sockets),
                 ("--outstanding", args.outstanding),
             ] {
-                if value.is_some_and(|v| v != 1) {
+                if value.is_some_and(|v| v != 1) && load == Load::Qps {
                     return Err(format!(
                         "the qps workload keeps one request in flight on one socket per thread; drop {name}"
                     ));
@@ -358,8 +386,7 @@ impl Plan {
             }
         };
 
-        let client = args.client.unwrap_or_default();
-        if client == ClientKind::Fast {
+        if args.client == Client::Fast {
             let fits = matches!(load, Load::Qps)
                 || (load == Load::Mix(Mix::only(Kind::GetHost)) && args.mix.is_none());
             if target != Target::Agent || !fits {
@@ -376,7 +403,6 @@ impl Plan {
         }
 
         Ok(Plan {
-            client,
             target,
             ports: Ports {
                 ip: args.agent,
@@ -393,6 +419,7 @@ impl Plan {
             duration: args.duration,
             timeout: Duration::from_millis(args.timeout),
             cpus,
+            client: args.client,
             json: args.json,
         })
     }
@@ -426,6 +453,7 @@ impl Plan {
             duration_secs: self.duration.as_secs_f64(),
             timeout_ms: self.timeout.as_millis() as u64,
             cpus: self.cpus.clone(),
+            client: self.client,
         }
     }
 }
@@ -470,6 +498,8 @@ pub struct AppliedOptions {
     pub timeout_ms: u64,
     /// CPUs the threads were pinned to (empty: not pinned).
     pub cpus: Vec<usize>,
+    /// `classic` or `blocking`.
+    pub client: Client,
 }
 
 /// `--target` and `--workload echo` agree, or the line is refused.
@@ -552,12 +582,12 @@ mod tests {
 
     #[test]
     fn the_fast_client_runs_the_qps_and_get_host_presets_in_a_closed_loop_only() {
-        assert_eq!(plan(&[]).client, ClientKind::Classic);
+        assert_eq!(plan(&[]).client, Client::Classic);
         assert_eq!(
             plan(&["--client", "fast", "--workload", "qps", "--threads", "10"]).client,
-            ClientKind::Fast
+            Client::Fast
         );
-        assert_eq!(plan(&["--client", "fast"]).client, ClientKind::Fast);
+        assert_eq!(plan(&["--client", "fast"]).client, Client::Fast);
         for bad in [
             &["--client", "fast", "--workload", "report"][..],
             &["--client", "fast", "--mix", "get_host=1,report=1"],
@@ -655,6 +685,32 @@ mod tests {
         assert!(plan(&["--workload", "qps", "--sockets", "1"]).sockets == 1);
         assert!(refused(&["--workload", "qps", "--outstanding", "4"]).contains("--outstanding"));
         assert!(refused(&["--workload", "qps", "--sockets", "2"]).contains("--sockets"));
+    }
+
+    #[test]
+    fn the_blocking_client_is_one_request_in_flight_per_thread_in_a_closed_loop() {
+        assert_eq!(plan(&[]).client, Client::Classic);
+        let p = plan(&[
+            "--client",
+            "blocking",
+            "--workload",
+            "qps",
+            "--threads",
+            "2",
+        ]);
+        assert_eq!(p.client, Client::Blocking);
+        assert_eq!((p.threads, p.sockets, p.outstanding), (2, 1, 1));
+        let p = plan(&["--client", "blocking", "--workload", "get_host"]);
+        assert_eq!((p.sockets, p.outstanding), (1, 1));
+        for (option, value) in [
+            ("--sockets", "2"),
+            ("--outstanding", "4"),
+            ("--rate", "100"),
+        ] {
+            let message = refused(&["--client", "blocking", option, value]);
+            assert!(message.contains(option), "{message}");
+        }
+        assert!(refused(&["--client", "fastest"]).contains("client"));
     }
 
     #[test]

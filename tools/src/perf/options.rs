@@ -597,7 +597,7 @@ mod tests {
         ] {
             assert!(refused(bad).contains("--client fast"), "{bad:?}");
         }
-        assert!(refused(&["--client", "blocking2"]).contains("classic or fast"));
+        assert!(refused(&["--client", "blocking2"]).contains("classic, blocking or fast"));
     }
 
     #[test]

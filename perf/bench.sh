@@ -10,9 +10,14 @@
 # routes, and measures, on each I/O driver of DRIVERS (`[agent] io`, and echo-server's `--io`;
 # default "io-uring portable", so the portable driver is measured beside the default one):
 #   (a) the Lars qps preset (get_host then report, one in flight, one key per thread) with 1, 2
-#       and 10 client threads, on both lars-perf clients: `classic` (tokio, non-blocking sockets)
-#       and `blocking` (the C++ qps client's pattern: a connected blocking socket per shard
-#       port), with the agent's and the caller's CPU time per iteration;
+#       and 10 client threads, on the three lars-perf clients: `classic` (tokio, non-blocking
+#       sockets), `blocking` (the C++ qps client's pattern: a connected blocking socket per shard
+#       port) and `fast` (lars-wire's FastClient: picks from route views, reports in batches),
+#       with the agent's and the caller's CPU time per iteration and the fast/classic ratio;
+#   (a') on the first driver, the health convergence time of the classic and the fast client
+#       (perf/src/bin/convergence.rs, CONV_RUNS=5 runs each): a host of a 3-host route starts
+#       failing every call, how long and how many calls until it is out of the rotation, and
+#       after it recovers, until it is back;
 #   (b) saturated get_host throughput and latency with the agent pinned to CPU 1 and lars-perf to
 #       CPU 0, the agent's CPU time per request, and p99 at half that rate (open loop);
 #   (c) the same load against echo-server (the agent's driver and sockets, no work): the ratio;
@@ -23,8 +28,8 @@
 #       threads) and batched, and per datagram received and sent with no wake-up at all (the
 #       lower bound under any server's CPU per request).
 # CPU time is utime+stime of the agent process from /proc/PID/stat, over the measured run and
-# its warm-up; the caller's is lars-perf's own utime+stime (bash's `time`), over its whole run. Needs: cargo, taskset, python3 (to read lars-perf's JSON). Shell
-# helpers shared with flamegraph.sh are in perf/lib.sh.
+# its warm-up; the caller's is lars-perf's own utime+stime (bash's `time`), over its whole run.
+# Needs: cargo, taskset, python3 (to read lars-perf's JSON). Shell helpers shared with flamegraph.sh are in perf/lib.sh.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,8 +64,8 @@ perf_run() { # OUT ARGS... → runs lars-perf with JSON output; sets CPU_US (age
     read -r cu cs < "$out.time"
     read -r CPU_US CALLER_US < <(python3 -c "
 import json; d=json.load(open('$out'))
-ops = d['throughput_per_sec'] * (d['measured_secs'] + $WARMUP)
-per = lambda secs: '%.1f' % (secs * 1e6 / ops) if ops else 'n/a'
+ops = d.get('throughput_per_sec', d.get('iterations_per_sec', 0)) * (d['measured_secs'] + $WARMUP)
+per = lambda secs: ('%.4f' if secs * 1e6 < 0.1 * ops else '%.1f') % (secs * 1e6 / ops) if ops else 'n/a'
 print(per(($t1 - $t0) / $hz), per($cu + $cs))")
 }
 
@@ -74,13 +79,17 @@ print(f"{cpu}, {os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}")
 PY
 )
 
-echo "==> services and 10 routes x 2 hosts" >&2
+echo "==> services, 10 routes x 2 hosts, and route (2, 1) of 3 hosts for the convergence runs" >&2
 services "sqlite://$work/lars.db"
+for i in 1 2 3; do "$BIN/lars" route add 2 1 10.0.1.$i 9000 --store "sqlite://$work/lars.db" > /dev/null; done
 ten_routes "sqlite://$work/lars.db"
 load=(--cpus 0 --threads 1 --sockets 4 --outstanding 16 --keys 10)
 lat="'%(p50)s / %(p90)s / %(p99)s / %(p99_9)s / %(max)s' % d['latency_us']"
-clients=(classic blocking)
-declare -A QPS QPS_P50 QPS_P99 QPS_CPU QPS_CALLER SAT SAT_LAT SAT_CPU HALF HALF_LAT HALF_DONE HALF_LAG
+clients=(classic blocking fast)
+# Convergence runs per client (perf/src/bin/convergence.rs), on the first driver.
+CONV_RUNS=${CONV_RUNS:-5}
+declare -A CONV
+declare -A QPS QPS_P50 QPS_P99 QPS_CPU QPS_CALLER QPS_DROPPED SAT SAT_LAT SAT_CPU HALF HALF_LAT HALF_DONE HALF_LAG
 declare -A ECHO ECHO_LAT ECHO_CPU ECHO_HALF_LAT ECHO_HALF_LAG RATIO
 for d in "${drivers[@]}"; do
     AGENT_IO=$d
@@ -93,13 +102,24 @@ for d in "${drivers[@]}"; do
             echo "==> (a) $d: qps preset, $threads thread(s), --client $c" >&2
             out="$work/qps-$d-$c-$threads.json"
             perf_run "$out" --base-port "$BP" --client "$c" --workload qps --threads "$threads" --keys "$threads"
-            QPS[$d,$c,$threads]=$(json "$out" "'%.0f' % d['throughput_per_sec']")
-            QPS_P50[$d,$c,$threads]=$(json "$out" "d['latency_us']['p50']")
-            QPS_P99[$d,$c,$threads]=$(json "$out" "d['latency_us']['p99']")
+            QPS[$d,$c,$threads]=$(json "$out" "'%.0f' % d.get('throughput_per_sec', d.get('iterations_per_sec', 0))")
+            # The fast client times no single call (most never leave the process).
+            QPS_P50[$d,$c,$threads]=$(json "$out" "d['latency_us']['p50'] if 'latency_us' in d else 'n/a'")
+            QPS_P99[$d,$c,$threads]=$(json "$out" "d['latency_us']['p99'] if 'latency_us' in d else 'n/a'")
+            QPS_DROPPED[$d,$c,$threads]=$(json "$out" "d.get('results_dropped', 0)")
             QPS_CPU[$d,$c,$threads]=$CPU_US
             QPS_CALLER[$d,$c,$threads]=$CALLER_US
         done
     done
+
+    if [ "$d" = "${drivers[0]}" ]; then
+        for c in classic fast; do
+            for run in $(seq 1 "$CONV_RUNS"); do
+                echo "==> (a') $d: health convergence, --client $c, run $run" >&2
+                CONV[$c]+="$("$BIN/convergence" --base-port "$BP" --modid 2 --cmdid 1 --client "$c" --json || true) "
+            done
+        done
+    fi
 
     echo "==> (b) $d: saturated get_host, agent on CPU 1, lars-perf on CPU 0" >&2
     perf_run "$work/sat-$d.json" --base-port "$BP" "${load[@]}"
@@ -182,12 +202,47 @@ for threads in 1 2 10; do
     esac
     for d in "${drivers[@]}"; do
         for c in "${clients[@]}"; do
-            row "| qps preset, $threads thread(s), \`$d\`, \`--client $c\` | \`--client $c --workload qps --threads $threads --keys $threads\` | ${QPS[$d,$c,$threads]} it/s, p50 ${QPS_P50[$d,$c,$threads]} µs, p99 ${QPS_P99[$d,$c,$threads]} µs, agent CPU ${QPS_CPU[$d,$c,$threads]} µs/it, caller CPU ${QPS_CALLER[$d,$c,$threads]} µs/it | $lars |"
+            extra=""
+            [ "$c" = fast ] && extra=", results dropped ${QPS_DROPPED[$d,$c,$threads]}"
+            row "| qps preset, $threads thread(s), \`$d\`, \`--client $c\` | \`--client $c --workload qps --threads $threads --keys $threads\` | ${QPS[$d,$c,$threads]} it/s, p50 ${QPS_P50[$d,$c,$threads]} µs, p99 ${QPS_P99[$d,$c,$threads]} µs, agent CPU ${QPS_CPU[$d,$c,$threads]} µs/it, caller CPU ${QPS_CALLER[$d,$c,$threads]} µs/it$extra | $lars |"
         done
+        ratio=$(python3 -c "
+f, c = '${QPS[$d,fast,$threads]}', '${QPS[$d,classic,$threads]}'
+print('%.0fx' % (float(f) / float(c)) if f.isdigit() and c.isdigit() and int(c) else 'n/a')")
+        row "| fast path against the classic path, $threads thread(s), \`$d\` | \`--client fast\` / \`--client classic\`, qps preset | **${ratio}** it/s; agent CPU ${QPS_CPU[$d,fast,$threads]} against ${QPS_CPU[$d,classic,$threads]} µs/it | ≥ 50x, agent ≤ 0.1 µs/it |"
     done
     row "| kernel floor, one in flight per client: blocking \`recvfrom\`/\`sendto\` server, $threads client thread(s) in the blocking client's pattern, get_host + report | \`udp-floor --mode pingpong --report --clients $threads\` | server CPU ${FLOOR_PING[$threads]} µs/it | compare \`--client blocking\`, $threads thread(s) |"
 done
 row "| agent CPU per iteration against the floor's server, one caller thread in the blocking pattern, \`${drivers[0]}\` | \`--client blocking --workload qps --threads 1\` / \`udp-floor --mode pingpong --report --clients 1\` | ${QPS_CPU[${drivers[0]},blocking,1]} / ${FLOOR_PING[1]} µs/it: **${FLOOR_RATIO}x** | ≤ 1.2x |"
+CONV_TABLE=$(python3 - "${CONV[classic]}" "${CONV[fast]}" <<'PY'
+import json, statistics, sys
+def runs(text):
+    dec, i, out = json.JSONDecoder(), 0, []
+    text = text.strip()
+    while i < len(text):
+        obj, j = dec.raw_decode(text, i)
+        out.append(obj)
+        i = j
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
+med = {}
+for name, text in zip(["classic", "fast"], sys.argv[1:]):
+    r = runs(text)
+    if not r:
+        print(f"| health convergence, \`{name}\` | \`convergence --client {name}\` | no run finished | |")
+        continue
+    out = [x["out_ms"] for x in r]; back = [x["back_ms"] for x in r]
+    oc = [x["out_calls"] for x in r]; bc = [x["back_calls"] for x in r]
+    med[name] = (statistics.median(out), statistics.median(back))
+    print(f"| health convergence, \`{name}\`, {len(r)} runs | \`convergence --modid 2 --cmdid 1 --client {name}\` (route of 3 hosts, one caller thread) | failing host out of the rotation: median **{statistics.median(out):.2f} ms** ({min(out):.2f}-{max(out):.2f}), {statistics.median(oc):.0f} calls; recovered host back: median **{statistics.median(back):.2f} ms** ({min(back):.2f}-{max(back):.2f}), {statistics.median(bc):.0f} calls | fast ≤ classic + 2 ms |")
+if len(med) == 2:
+    d_out = med["fast"][0] - med["classic"][0]; d_back = med["fast"][1] - med["classic"][1]
+    ok = "within" if max(d_out, d_back) <= 2.0 else "NOT within"
+    print(f"| health convergence, fast minus classic (medians) | | out {d_out:+.2f} ms, back {d_back:+.2f} ms: **{ok}** 2 ms | ≤ +2 ms |")
+PY
+)
+rows+="$CONV_TABLE"$'\n'
 for d in "${drivers[@]}"; do
     row "| get_host saturated, agent on CPU 1, \`$d\` | \`${load[*]}\` | ${SAT[$d]} req/s, p50/p90/p99/p99.9/max ${SAT_LAT[$d]} µs, agent CPU ${SAT_CPU[$d]} µs/req | — |"
     row "| echo-server, same load, \`--io $d\` | \`--target echo ${load[*]}\` | ${ECHO[$d]} req/s, ${ECHO_LAT[$d]} µs, server CPU ${ECHO_CPU[$d]} µs/req | agent ≥ 80% of echo: **${RATIO[$d]}** |"
@@ -205,7 +260,9 @@ warm-up, $DURATION s measured. Agent CPU is utime+stime of the agent process ove
 run, per completed iteration or request (it includes the kernel's loopback delivery of the
 replies, which runs on the sender's CPU); caller CPU is lars-perf's own utime+stime over its
 whole run, per iteration. \`--client classic\` is lars-perf's tokio engine, \`--client
-blocking\` the C++ qps client's pattern (a connected blocking socket per shard port). Each driver is \`[agent] io\` (and echo-server's
+blocking\` the C++ qps client's pattern (a connected blocking socket per shard port), \`--client
+fast\` lars-wire's FastClient (picks from a route view in the caller, reports in ordered batches;
+its caller CPU is every thread of the process, flusher and receiver included). Each driver is \`[agent] io\` (and echo-server's
 \`--io\`) forced in the config; memory is measured on \`${drivers[0]}\`.
 
 | measurement | command (lars-perf …) | result | C++ Lars / target |

@@ -3,7 +3,7 @@
 //! code tells a script what happened ([`ExitCode`]).
 
 use lars_wire::HostAddr;
-use lars_wire::{Client, ClientConfig, ClientError, RetCode};
+use lars_wire::{Caller, Client, ClientConfig, ClientError, RetCode};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -40,14 +40,19 @@ pub struct AgentAddr {
 }
 
 impl AgentAddr {
-    /// A client of this agent.
-    pub fn client(&self) -> Result<Client, ClientError> {
-        Client::new(ClientConfig {
+    /// The client configuration for this agent.
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig {
             agent_ip: self.ip,
             base_port: self.base_port,
             shards: self.shards,
             timeout: self.timeout,
-        })
+        }
+    }
+
+    /// A client of this agent.
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Client::new(self.config())
     }
 }
 
@@ -149,6 +154,9 @@ pub struct SimulatorPlan {
     pub verbose: bool,
     /// Print a line every this many calls with how often each host was picked in them (0: no).
     pub window: u32,
+    /// Call through the fast path (lars-wire's `FastClient`: picks from the route's view held
+    /// in this process, reports in batches) instead of one datagram per call.
+    pub fast: bool,
 }
 
 /// Per-host tally of the simulator.
@@ -177,7 +185,7 @@ pub struct SimulatorRun {
 /// odds (and always for `fail_host` while it is failing), like Lars' simulator, then prints a
 /// per-host table.
 pub fn simulator(agent: &AgentAddr, modid: i32, cmdid: i32, plan: &SimulatorPlan) -> ExitCode {
-    let mut client = match agent.client() {
+    let mut client = match Caller::new(agent.config(), plan.fast) {
         Ok(client) => client,
         Err(e) => return report_failure(&e, modid, cmdid),
     };

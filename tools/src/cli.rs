@@ -127,6 +127,10 @@ struct SimulatorCmd {
     /// print every call
     #[argh(switch, short = 'v')]
     verbose: bool,
+    /// call through the fast path (lars-wire's FastClient: picks from the route's view held in
+    /// this process and reports in batches every millisecond) instead of one datagram per call
+    #[argh(switch)]
+    fast: bool,
 }
 
 /// walk through the client library's calls for (MODID, CMDID): reg_init, get_route, get_host,
@@ -390,6 +394,7 @@ pub fn run(cli: Cli) -> i32 {
                 interval: Duration::from_millis(c.interval_ms),
                 verbose: c.verbose,
                 window: c.window,
+                fast: c.fast,
             };
             caller::simulator(&agent, c.modid, c.cmdid, &plan)
         }

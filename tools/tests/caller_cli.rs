@@ -152,6 +152,80 @@ fn caller_commands_answer_with_exit_codes_scripts_can_use() {
     assert!(text(&raw).contains("lars_agent_get_host_total"));
 }
 
+/// Picks of `host` in the simulator's timeline line for calls `from`-..., e.g. `x25`.
+fn picks_in_window(out: &str, from: u32, host: &str) -> u32 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("calls {from:>5}-")))
+        .unwrap_or_else(|| panic!("no window from call {from}: {out}"));
+    line.split(&format!("{host} x")).nth(1).map_or(0, |rest| {
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    })
+}
+
+#[test]
+fn the_simulator_through_the_fast_path_takes_a_failing_host_out_and_brings_it_back() {
+    let setup = Setup::start();
+    eventually(
+        "the agent holds route (5, 5)",
+        Duration::from_secs(5),
+        || {
+            setup
+                .lars(&["gethost", "5", "5"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let sim = setup.lars(&[
+        "simulator",
+        "5",
+        "5",
+        "--fast",
+        "--count",
+        "500",
+        "--fail-host",
+        "10.5.5.2:5002",
+        "--fail-calls",
+        "150",
+        "--window",
+        "50",
+        "--interval-ms",
+        "1",
+    ]);
+    assert!(sim.status.success(), "{}", text(&sim));
+    let out = text(&sim);
+    let sick = "10.5.5.2:5002";
+    // Both hosts share the first calls; then the failing one is out of the rotation (15 errors
+    // in a row), picked only as a probe (1 in 11); once it works again, 15 good probes bring it
+    // back, and by the end the two share the calls again.
+    assert!(picks_in_window(&out, 1, sick) >= 15, "{out}");
+    assert!(picks_in_window(&out, 101, sick) <= 10, "{out}");
+    let last = picks_in_window(&out, 451, sick);
+    assert!((20..=30).contains(&last), "{out}");
+    // And it went through the fast path: the agent applied report batches.
+    let stats = lars(&[
+        "agent-stats",
+        "--raw",
+        "--addr",
+        &setup.agent.field("stats"),
+    ]);
+    let batches: f64 = text(&stats)
+        .lines()
+        .filter(|l| l.starts_with("lars_agent_fast_batches_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        batches > 0.0,
+        "no report batch reached the agent: {}",
+        text(&stats)
+    );
+}
+
 #[test]
 fn agent_stats_works_while_other_clients_hold_connections_to_the_endpoint_open() {
     use std::io::Write;

@@ -55,6 +55,7 @@
 #![deny(missing_docs)]
 
 mod body_check;
+pub mod caller;
 pub mod client;
 pub mod datagram;
 pub mod error;
@@ -66,6 +67,7 @@ pub mod messages;
 pub mod msg;
 pub mod route;
 
+pub use caller::Caller;
 pub use client::{Client, ClientConfig, ClientError};
 pub use error::WireError;
 pub use fast::{FastClient, FastConfig, FastStats};

@@ -9,7 +9,7 @@
 
 use anyhow::{Context, bail};
 use argh::FromArgs;
-use lars_wire::{Client, ClientConfig, ClientError, FastClient, FastConfig, HostAddr, RetCode};
+use lars_wire::{Caller, ClientConfig, ClientError, HostAddr, RetCode};
 use std::time::{Duration, Instant};
 
 /// Measures how fast a failing host leaves a caller's rotation and a recovered one comes back.
@@ -38,28 +38,6 @@ struct Args {
     json: bool,
 }
 
-/// The caller under test.
-enum Caller {
-    Classic(Box<Client>),
-    Fast(Box<FastClient>),
-}
-
-impl Caller {
-    fn get_host(&mut self, modid: i32, cmdid: i32) -> Result<HostAddr, ClientError> {
-        match self {
-            Caller::Classic(c) => c.get_host(modid, cmdid),
-            Caller::Fast(c) => c.get_host(modid, cmdid),
-        }
-    }
-
-    fn report(&mut self, modid: i32, cmdid: i32, host: HostAddr, retcode: i32) {
-        let _ = match self {
-            Caller::Classic(c) => c.report(modid, cmdid, host, retcode),
-            Caller::Fast(c) => c.report(modid, cmdid, host, retcode),
-        };
-    }
-}
-
 /// One phase's result: how long and how many calls until the change showed in the picks.
 struct Phase {
     calls: u64,
@@ -74,23 +52,16 @@ fn main() -> anyhow::Result<()> {
         ..ClientConfig::default()
     };
     let (modid, cmdid) = (args.modid, args.cmdid);
-    let mut caller = match args.client.as_str() {
-        "classic" => Caller::Classic(Box::new(Client::new(config).context("classic client")?)),
-        "fast" => {
-            let fast = FastClient::new(FastConfig {
-                client: config,
-                ..FastConfig::default()
-            })
-            .context("fast client")?;
-            Caller::Fast(Box::new(fast))
-        }
+    let fast = match args.client.as_str() {
+        "classic" => false,
+        "fast" => true,
         other => bail!("--client {other} is not classic or fast"),
     };
-    let hosts = match &mut caller {
-        Caller::Classic(c) => c.reg_init(modid, cmdid),
-        Caller::Fast(c) => c.reg_init(modid, cmdid),
-    }
-    .with_context(|| format!("route ({modid}, {cmdid})"))?;
+    let mut caller =
+        Caller::new(config, fast).with_context(|| format!("{} client", args.client))?;
+    let hosts = caller
+        .reg_init(modid, cmdid)
+        .with_context(|| format!("route ({modid}, {cmdid})"))?;
     if hosts.len() < 2 {
         bail!(
             "route ({modid}, {cmdid}) has {} hosts; it needs two or more",
@@ -101,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     // Warm up: every host healthy, the fast client's view in place.
     for _ in 0..2000 {
         if let Ok(h) = caller.get_host(modid, cmdid) {
-            caller.report(modid, cmdid, h, 0);
+            let _ = caller.report(modid, cmdid, h, 0);
         }
     }
     let sick = caller
@@ -159,7 +130,9 @@ fn phase(
         };
         picks += 1;
         let is_sick = host == sick;
-        caller.report(modid, cmdid, host, i32::from(is_sick && failing));
+        caller
+            .report(modid, cmdid, host, i32::from(is_sick && failing))
+            .context("report")?;
         let done = if failing {
             !is_sick && last_sick.is_some_and(|at| picks - at > n)
         } else {

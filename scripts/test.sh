@@ -9,6 +9,8 @@
 #    a private throw-away mariadbd is started on a free port in a temporary directory, after
 #    installing Debian's mariadb-server when it is missing and we run as root; it is stopped and
 #    deleted at exit. LARS_TEST_MYSQL_URL is exported for the tests, which fail without it.
+#    Debian's chromium and chromium-driver (the console's browser test) are installed the same
+#    way, as root, when missing.
 # 2. cargo fmt --check, clippy -D warnings, nextest (profile `ci`, see .config/nextest.toml),
 #    doc tests, cargo doc -D warnings; each step timed, stopping at the first failure.
 #
@@ -66,6 +68,19 @@ install_mariadb_server() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mariadb-server
+}
+
+# The console's browser test drives Debian's chromium through chromium-driver. As root, both are
+# installed when missing; otherwise a missing one fails that test loudly (it never skips).
+ensure_chromium() {
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] && return 0
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "chromium or chromium-driver is missing; installing Debian's (for the console's browser test)"
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+    else
+        log "WARNING: chromium or chromium-driver is missing and this is not root; the console's browser test will fail"
+    fi
 }
 
 free_port() {
@@ -161,6 +176,9 @@ if [[ ${LARS_TEST_ONLY_DB:-0} == 1 ]]; then
     printf '%s\n' "$LARS_TEST_MYSQL_URL"
     exit 0
 fi
+browser_start=$(now)
+ensure_chromium
+SUMMARY+=("ok     $(since "$browser_start")s  Chromium for the browser test")
 run_step "format (cargo fmt)" cargo fmt --all -- --check
 run_step "lints (cargo clippy)" cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -23,7 +23,7 @@ pub struct InputError {
 
 /// The route edit forms: add host, remove host (all four fields), remove route (the key only).
 /// Every field is text, so a missing or malformed one is reported by [`EditForm::key`] and
-/// [`EditForm::host`] instead of refused without a word.
+/// [`EditForm::key_and_host`] instead of refused without a word.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct EditForm {

@@ -466,21 +466,25 @@ async fn changes(State(console): State<Arc<Console>>, op: Operator) -> Response 
 }
 
 async fn services(State(console): State<Arc<Console>>, op: Operator) -> Response {
-    let reads = console.services.iter().map(|target| async move {
-        let reading = lars_service::metrics::fetch(&target.url, SCRAPE_TIMEOUT)
-            .await
-            .map(|text| key_values(&lars_service::metrics::Samples::parse(&text)))
-            .map_err(|e| e.to_string());
-        pages::services::ServiceState {
-            name: target.name.clone(),
-            url: target.url.clone(),
-            reading,
-        }
-    });
-    let mut states = Vec::with_capacity(console.services.len());
-    for read in reads {
-        states.push(read.await);
+    // Every endpoint at once, so one that hangs costs the page one timeout, not one each.
+    let mut reads = tokio::task::JoinSet::new();
+    for (i, target) in console.services.iter().cloned().enumerate() {
+        reads.spawn(async move {
+            let reading = lars_service::metrics::fetch(&target.url, SCRAPE_TIMEOUT)
+                .await
+                .map(|text| key_values(&lars_service::metrics::Samples::parse(&text)))
+                .map_err(|e| e.to_string());
+            let state = pages::services::ServiceState {
+                name: target.name,
+                url: target.url,
+                reading,
+            };
+            (i, state)
+        });
     }
+    let mut states: Vec<(usize, pages::services::ServiceState)> = reads.join_all().await;
+    states.sort_by_key(|(i, _)| *i);
+    let states: Vec<_> = states.into_iter().map(|(_, s)| s).collect();
     html(
         StatusCode::OK,
         pages::services::services(&op.viewer, &states),

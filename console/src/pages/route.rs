@@ -98,7 +98,7 @@ fn health_table(rows: &[HostHealth]) -> Markup {
                 thead { tr { th { "host" } th { "caller" } th { "succ" } th { "err" } th { "error rate" } th { "state" } th { "age" } } }
                 tbody {
                     @for h in rows {
-                        tr.health-row class=(row_class(h)) data-host=(h.host.to_string()) {
+                        tr class={ "health-row " (row_class(h)) } data-host=(h.host.to_string()) {
                             td { (h.host.to_string()) @if !h.in_route { " (not in the route)" } }
                             td { (h.caller.to_string()) }
                             td { (h.succ) }

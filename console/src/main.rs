@@ -20,7 +20,9 @@ struct Args {
     /// config file (TOML, see conf/lars_console.toml); built-in defaults when absent
     #[argh(option)]
     config: Option<PathBuf>,
-    /// store URL, overriding the config: sqlite://PATH or mysql://user:pass@host:port/db
+    /// store URL: sqlite://PATH or mysql://user:pass@host:port/db; without it, LARS_STORE,
+    /// else the config's [store] url when --config is given, else the default store the lars
+    /// CLI and run_lars use (`lars store` prints it)
     #[argh(option)]
     store: Option<String>,
     /// read a password from stdin, print its argon2 hash for [console] password_hash, and exit
@@ -44,10 +46,11 @@ fn main() -> anyhow::Result<()> {
         println!("{}", lars_console::auth::hash_password(password)?);
         return Ok(());
     }
+    let store = store_override(args.store, args.config.is_some());
     lars_service::process::serve(
         "lars-console",
         args.config.as_deref(),
-        args.store,
+        store,
         |config: ConsoleConfig, store, shutdown| async move {
             let server = ConsoleServer::bind(config, &store)
                 .await
@@ -69,4 +72,53 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         },
     )
+}
+
+/// The store URL that overrides the config's `[store] url`, by the rule the `lars` CLI and
+/// `run_lars` follow (`lars_store::StoreChoice`): `--store`, else `LARS_STORE`; then, when a
+/// config file names its own store, that one (`None` here); else the shared default file, so a
+/// console started with no flags shows the store `lars route add` writes.
+fn store_override(flag: Option<String>, has_config: bool) -> Option<String> {
+    let env = std::env::var(lars_store::STORE_ENV).ok();
+    choose_store(flag, env, has_config, &lars_store::default_store_path())
+}
+
+/// [`store_override`] with the environment and the default file given.
+fn choose_store(
+    flag: Option<String>,
+    env: Option<String>,
+    has_config: bool,
+    default: &std::path::Path,
+) -> Option<String> {
+    match (flag, env.filter(|url| !url.is_empty())) {
+        (Some(url), _) | (None, Some(url)) => Some(url),
+        (None, None) if has_config => None,
+        (None, None) => Some(format!("sqlite://{}", default.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_store;
+    use std::path::Path;
+
+    #[test]
+    fn the_store_is_the_flag_then_the_environment_then_the_config_then_the_shared_default() {
+        let default = Path::new("/home/op/.local/state/lars/lars.db");
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            choose_store(s("sqlite:///a.db"), s("sqlite:///b.db"), true, default),
+            s("sqlite:///a.db")
+        );
+        assert_eq!(
+            choose_store(None, s("sqlite:///b.db"), true, default),
+            s("sqlite:///b.db")
+        );
+        assert_eq!(choose_store(None, None, true, default), None);
+        assert_eq!(choose_store(None, s(""), true, default), None);
+        assert_eq!(
+            choose_store(None, None, false, default),
+            s("sqlite:///home/op/.local/state/lars/lars.db")
+        );
+    }
 }

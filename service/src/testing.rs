@@ -95,8 +95,12 @@ pub fn workspace_binary(manifest_dir: &str, package: &str, bin: &str) -> PathBuf
         .insert(format!("{package}/{bin}"))
     {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Without the test's own CARGO_MANIFEST_DIR: ring's build script tracks that variable,
+        // so inheriting it (a different value in each crate's tests) would rebuild ring and the
+        // TLS stack above it on every alternation between crates and plain `cargo build`.
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", package, "--bin", bin])
+            .env_remove("CARGO_MANIFEST_DIR")
             .current_dir(manifest_dir)
             .stdout(Stdio::null())
             .status()

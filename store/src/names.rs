@@ -18,7 +18,8 @@ use crate::StoreError;
 use crate::row::{Cell, RowCheck};
 
 /// Longest name, in characters: the `VARCHAR(255)` of `content` in `conf/lars_dns.sql`, so a
-/// name that passes `check_name` always fits the MySQL column.
+/// name that [`Store::set_module_name`](crate::Store::set_module_name) accepts always fits the
+/// MySQL column.
 pub const MAX_NAME_CHARS: usize = 255;
 
 /// The names of modules and commands.

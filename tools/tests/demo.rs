@@ -36,13 +36,30 @@ fn the_demo_shows_a_host_overloaded_and_recovered() {
         assert!(![7788, 7789, 8890].contains(&port), "{service} on {port}");
     }
     // The failing host is taken out of the rotation: picked far less often than the others while
-    // it fails.
-    let window = stdout
+    // it fails, by the classic caller and then by the fast one.
+    let windows: Vec<&str> = stdout
         .lines()
-        .find(|l| l.starts_with("calls   101-150"))
-        .expect("a timeline window while the host fails");
+        .filter(|l| l.starts_with("calls   101-150"))
+        .collect();
+    assert_eq!(windows.len(), 2, "two simulator runs:\n{stdout}");
     assert!(
-        window.contains("10.0.0.3:9003 x4") || window.contains("10.0.0.3:9003 x5"),
-        "{window}"
+        windows[0].contains("10.0.0.3:9003 x4") || windows[0].contains("10.0.0.3:9003 x5"),
+        "{}",
+        windows[0]
+    );
+    assert!(
+        stdout.contains("through the fast path"),
+        "no fast-path run:\n{stdout}"
+    );
+    let fast_picks: u32 = windows[1]
+        .split("10.0.0.3:9003 x")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (3..=8).contains(&fast_picks),
+        "the fast caller probes the failing host only: {}",
+        windows[1]
     );
 }

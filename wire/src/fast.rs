@@ -7,7 +7,9 @@
 //! # Who does what
 //! - The calling threads ([`FastClient::get_host`], [`FastClient::report`]) read the route's
 //!   view (an [`ArcSwapOption`]) and apply the Lars pick rules with per-route atomic counters;
-//!   a result goes into the calling thread's own bounded queue. Each thread finds a route's slot
+//!   a result goes into the calling thread's own bounded ring of runs (`runs.rs`): one that
+//!   continues its host's latest run only adds one to that run's count, so the flusher and the
+//!   agent handle a few runs per host per flush however many calls a thread makes. Each thread finds a route's slot
 //!   in its own small cache, so the shared route registry (a mutex) is taken only the first time
 //!   a thread meets a route.
 //! - The flusher thread drains every thread's queue each `flush_interval` (or when one holds
@@ -32,8 +34,9 @@
 //! # Memory
 //! At most `max_routes` routes are held (beyond, a new route is served classic and counted in
 //! [`FastStats::routes_refused`]); each thread's cache holds at most [`THREAD_CACHE_MAX`]
-//! routes; each thread's queue at most `queue_capacity` results (beyond, results are dropped and
-//! counted in [`FastStats::results_dropped`]).
+//! routes; each thread's ring at most `queue_capacity` runs (beyond, results are dropped and
+//! counted in [`FastStats::results_dropped`]; with runs this takes results that alternate
+//! between success and failure faster than the flusher drains them).
 
 use crate::client::{Client, ClientConfig, ClientError, host_from_wire, shard_of};
 use crate::datagram::{decode_datagram, encode_datagram};
@@ -41,8 +44,8 @@ use crate::frame::{HEADER_LEN, MAX_FRAME_LEN};
 use crate::messages::{HostResults, ReportBatchRequest, RouteViewRequest, RouteViewResponse};
 use crate::msg::{Message, RetCode};
 use crate::route::{HostAddr, RouteKey};
+use crate::runs::{OpenRuns, Recorded, RunRing};
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
 use foldhash::HashMap;
 use std::cell::RefCell;
 use std::fmt;
@@ -220,20 +223,14 @@ impl RouteSlot {
     }
 }
 
-/// One result waiting for the flusher.
-#[derive(Debug, Clone, Copy)]
-struct Outcome {
-    key: RouteKey,
-    host: HostAddr,
-    succ: bool,
-}
-
 /// What one calling thread keeps: its route cache and its classic client.
 #[derive(Default)]
 struct ThreadState {
     last: Option<Arc<RouteSlot>>,
     routes: HashMap<RouteKey, Arc<RouteSlot>>,
     classic: Option<Client>,
+    /// Where this thread's latest run per route and host is in its [`RunRing`].
+    open: OpenRuns,
 }
 
 /// Everything the callers, the flusher and the receiver share.
@@ -247,7 +244,8 @@ struct Shared {
     routes: Mutex<HashMap<RouteKey, Arc<RouteSlot>>>,
     /// Routes registered since the flusher last looked: their views are asked for at once.
     fresh: Mutex<Vec<Arc<RouteSlot>>>,
-    queues: ThreadLocal<ArrayQueue<Outcome>>,
+    /// Each calling thread's results, as runs, for the flusher.
+    rings: ThreadLocal<RunRing>,
     threads: ThreadLocal<RefCell<ThreadState>>,
     epoch: Instant,
     /// Client milliseconds, as the flusher last read them (callers stamp routes with it).
@@ -320,7 +318,7 @@ impl FastClient {
             socket,
             routes: Mutex::default(),
             fresh: Mutex::default(),
-            queues: ThreadLocal::new(),
+            rings: ThreadLocal::new(),
             threads: ThreadLocal::new(),
             epoch: Instant::now(),
             coarse_now: AtomicU64::new(1),
@@ -428,19 +426,22 @@ impl FastClient {
             return self.classic(|client| client.report(modid, cmdid, host, retcode));
         }
         let shared = &*self.shared;
-        let queue = shared
-            .queues
-            .get_or(|| ArrayQueue::new(shared.config.queue_capacity));
-        let outcome = Outcome {
-            key,
-            host,
-            succ: retcode == RetCode::Succ.as_i32(),
-        };
-        if queue.push(outcome).is_err() {
-            shared.stats.results_dropped.fetch_add(1, Ordering::Relaxed);
-            self.wake_flusher();
-        } else if queue.len() == shared.config.flush_max {
-            self.wake_flusher();
+        let ring = shared
+            .rings
+            .get_or(|| RunRing::new(shared.config.queue_capacity));
+        let mut state = shared.threads.get_or(RefCell::default).borrow_mut();
+        let succ = retcode == RetCode::Succ.as_i32();
+        match ring.record(&mut state.open, key, host, succ) {
+            Recorded::Extended => {}
+            Recorded::Started(runs) => {
+                if runs == shared.config.flush_max as u64 {
+                    self.wake_flusher();
+                }
+            }
+            Recorded::Full => {
+                shared.stats.results_dropped.fetch_add(1, Ordering::Relaxed);
+                self.wake_flusher();
+            }
         }
         Ok(())
     }
@@ -587,7 +588,7 @@ struct PendingBatch {
 }
 
 impl PendingBatch {
-    fn push(&mut self, host: HostAddr, succ: bool) {
+    fn push(&mut self, host: HostAddr, succ: bool, count: u32) {
         let at = match self.hosts.iter().position(|(h, _)| *h == host) {
             Some(at) => at,
             None => {
@@ -597,8 +598,8 @@ impl PendingBatch {
         };
         let runs = &mut self.hosts[at].1;
         match runs.last_mut() {
-            Some((s, n)) if *s == succ && *n < MAX_RUN => *n += 1,
-            _ => runs.push((succ, 1)),
+            Some((s, n)) if *s == succ && n.saturating_add(count) <= MAX_RUN => *n += count,
+            _ => runs.push((succ, count)),
         }
     }
 }
@@ -643,13 +644,13 @@ impl Flusher {
     /// Drains every thread's queue and sends each route's batch.
     fn flush(&mut self, now: u64) {
         let shared = Arc::clone(&self.shared);
-        for queue in shared.queues.iter() {
-            while let Some(outcome) = queue.pop() {
+        for ring in shared.rings.iter() {
+            ring.drain(|run| {
                 self.pending
-                    .entry(outcome.key)
+                    .entry(run.key)
                     .or_default()
-                    .push(outcome.host, outcome.succ);
-            }
+                    .push(run.host, run.succ, run.count);
+            });
         }
         if self.pending.is_empty() {
             return;
@@ -970,7 +971,7 @@ mod tests {
             (2, false),
             (1, true),
         ] {
-            batch.push(h(host), succ);
+            batch.push(h(host), succ, 1);
         }
         assert_eq!(
             batch.hosts,

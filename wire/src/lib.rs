@@ -66,6 +66,7 @@ pub mod latest;
 pub mod messages;
 pub mod msg;
 pub mod route;
+mod runs;
 
 pub use caller::Caller;
 pub use client::{Client, ClientConfig, ClientError};

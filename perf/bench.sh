@@ -230,12 +230,12 @@ med = {}
 for name, text in zip(["classic", "fast"], sys.argv[1:]):
     r = runs(text)
     if not r:
-        print(f"| health convergence, \`{name}\` | \`convergence --client {name}\` | no run finished | |")
+        print(f"| health convergence, `{name}` | `convergence --client {name}` | no run finished | |")
         continue
     out = [x["out_ms"] for x in r]; back = [x["back_ms"] for x in r]
     oc = [x["out_calls"] for x in r]; bc = [x["back_calls"] for x in r]
     med[name] = (statistics.median(out), statistics.median(back))
-    print(f"| health convergence, \`{name}\`, {len(r)} runs | \`convergence --modid 2 --cmdid 1 --client {name}\` (route of 3 hosts, one caller thread) | failing host out of the rotation: median **{statistics.median(out):.2f} ms** ({min(out):.2f}-{max(out):.2f}), {statistics.median(oc):.0f} calls; recovered host back: median **{statistics.median(back):.2f} ms** ({min(back):.2f}-{max(back):.2f}), {statistics.median(bc):.0f} calls | fast ≤ classic + 2 ms |")
+    print(f"| health convergence, `{name}`, {len(r)} runs | `convergence --modid 2 --cmdid 1 --client {name}` (route of 3 hosts, one caller thread) | failing host out of the rotation: median **{statistics.median(out):.2f} ms** ({min(out):.2f}-{max(out):.2f}), {statistics.median(oc):.0f} calls; recovered host back: median **{statistics.median(back):.2f} ms** ({min(back):.2f}-{max(back):.2f}), {statistics.median(bc):.0f} calls | fast ≤ classic + 2 ms |")
 if len(med) == 2:
     d_out = med["fast"][0] - med["classic"][0]; d_back = med["fast"][1] - med["classic"][1]
     ok = "within" if max(d_out, d_back) <= 2.0 else "NOT within"

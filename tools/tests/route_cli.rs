@@ -192,12 +192,14 @@ fn bad_name_arguments_exit_2() {
             "one argument",
         ),
         (&["route", "name", "1", "x", "login"][..], "not an integer"),
+        (
+            &["route", "name", "--", "-1", "users"][..],
+            "id -1 is negative",
+        ),
     ] {
         lars(&[&args[..2], &["--store", url.as_str()][..], &args[2..]].concat())
             .assert_failed(2, want);
     }
-    lars(&["route", "name", "--store", &url, "--", "-1", "users"])
-        .assert_failed(1, "modid must be 0 or more");
 }
 
 /// `lars ARGS` with exactly the environment `env` (plus PATH), in `cwd`.
